@@ -1,0 +1,1 @@
+"""SpeechBrain ``Brain`` subclasses shared by the recipes."""

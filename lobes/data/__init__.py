@@ -1,0 +1,1 @@
+"""Data tools: audio I/O with clear errors, mini corpora, corpus preparation."""

@@ -1,0 +1,208 @@
+"""What every recipe's ``train.py`` does before and around its Brain.
+
+``load_recipe`` parses the command line the SpeechBrain way, checks that
+each ``--key=value`` override names an hparam that the YAML declares (a typo
+fails in one line with a suggestion), loads the YAML and turns YAML errors
+into one line too. ``resolve_data_folder`` implements the embedded default:
+with no ``--data_folder`` a recipe runs on the matching mini corpus,
+generated into a cache folder the first time.
+"""
+
+import difflib
+import os
+import re
+import sys
+
+import yaml
+
+from lobes.errors import DataFolderError, HparamsError
+
+_TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:")
+
+#: Values of ``data_folder`` that select the embedded mini corpus.
+MINI_MARKERS = (None, "", "mini", "!mini")
+
+
+def top_level_keys(hparams_file):
+    """Return the top-level keys a (hyperpyyaml) file declares, in order.
+
+    Keys brought in by ``!include:`` fragments are not listed; the loaded
+    dictionary has them.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "h.yaml")
+    >>> _ = open(path, "w").write("seed: 1\\nmodel: !new:torch.nn.Identity\\n")
+    >>> top_level_keys(path)
+    ['seed', 'model']
+    """
+    keys = []
+    with open(hparams_file, encoding="utf-8") as fin:
+        for line in fin:
+            match = _TOP_KEY.match(line)
+            if match:
+                keys.append(match.group(1))
+    return keys
+
+
+def check_overrides(hparams_file, overrides):
+    """Fail in one line if an override names an hparam the YAML lacks.
+
+    Arguments
+    ---------
+    hparams_file : str
+        The recipe YAML.
+    overrides : str or dict
+        Overrides as SpeechBrain's ``parse_arguments`` returns them (a YAML
+        string) or as a dictionary.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "h.yaml")
+    >>> _ = open(path, "w").write("learning_rate: 0.1\\n")
+    >>> check_overrides(path, "learning_rate: 0.2")
+    >>> check_overrides(path, {"lerning_rate": 0.2})
+    Traceback (most recent call last):
+    ...
+    lobes.errors.HparamsError: ...no hparam 'lerning_rate'...'learning_rate'?
+    """
+    if isinstance(overrides, str):
+        try:
+            overrides = yaml.safe_load(overrides) if overrides else {}
+        except yaml.YAMLError as err:
+            raise HparamsError(
+                f"command-line overrides are not valid YAML ({err})"
+            ) from None
+    known = set(top_level_keys(hparams_file))
+    known |= _included_keys(hparams_file)
+    for key in overrides or {}:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise HparamsError(
+                f"{hparams_file} has no hparam '{key}' (from --{key}){hint}"
+            )
+
+
+def _included_keys(hparams_file):
+    """Top-level keys of the fragments a YAML pulls in with ``!include:``."""
+    keys = set()
+    base = os.path.dirname(os.path.abspath(hparams_file))
+    with open(hparams_file, encoding="utf-8") as fin:
+        for match in re.finditer(r"!include:([^\s]+)", fin.read()):
+            path = os.path.join(base, match.group(1))
+            if os.path.isfile(path):
+                keys |= set(top_level_keys(path))
+    return keys
+
+
+def load_hparams(hparams_file, overrides=None):
+    """Load a recipe YAML with hyperpyyaml, reporting problems in one line.
+
+    Arguments
+    ---------
+    hparams_file : str
+        The recipe YAML.
+    overrides : str or dict, optional
+        Overrides to apply.
+
+    Returns
+    -------
+    dict
+        The loaded hyperparameters.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "h.yaml")
+    >>> _ = open(path, "w").write("a: 1\\nb: !ref <a> + 1\\n")
+    >>> load_hparams(path, {"a": 2})["b"]
+    3
+    >>> _ = open(path, "w").write("a: 1\\nb: !ref <c>\\n")
+    >>> load_hparams(path)
+    Traceback (most recent call last):
+    ...
+    lobes.errors.HparamsError: ...h.yaml: ...
+    """
+    from hyperpyyaml import load_hyperpyyaml
+
+    if not os.path.isfile(hparams_file):
+        raise HparamsError(
+            f"{hparams_file}: no such hparams file; pass a YAML from the "
+            "recipe's hparams/ folder"
+        )
+    check_overrides(hparams_file, overrides or {})
+    try:
+        with open(hparams_file, encoding="utf-8") as fin:
+            return load_hyperpyyaml(fin, overrides or {})
+    except Exception as err:  # YAML, reference and constructor errors
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise HparamsError(f"{hparams_file}: {reason[:400]}") from None
+
+
+def load_recipe(argv=None):
+    """Parse a recipe command line and load its hyperparameters.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Command-line arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    hparams : dict
+    hparams_file : str
+    run_opts : dict
+    overrides : str
+    """
+    import speechbrain as sb
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-"):
+        raise HparamsError(
+            "no hparams file given; run `python train.py hparams/<name>.yaml`"
+        )
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams = load_hparams(hparams_file, overrides)
+    return hparams, hparams_file, run_opts, overrides
+
+
+def resolve_data_folder(data_folder, corpus, size="small", seed=0):
+    """Return the corpus folder a recipe should read.
+
+    A ``data_folder`` of ``None``, ``""`` or ``"mini"`` selects the embedded
+    mini corpus of the given name, generated on first use into the cache
+    folder (``$NRSB_CACHE``, default ``~/.cache/noise_robust_sb``). Any other
+    value must be an existing folder.
+
+    Arguments
+    ---------
+    data_folder : str or None
+        The recipe's ``data_folder`` hparam.
+    corpus : str
+        ``"wham"``, ``"librimix"`` or ``"voicebank"``.
+    size : str
+        Mini corpus size, ``"tiny"`` or ``"small"``.
+    seed : int
+        Mini corpus seed.
+
+    Example
+    -------
+    >>> resolve_data_folder("/no/such/folder", "wham")
+    Traceback (most recent call last):
+    ...
+    lobes.errors.DataFolderError: /no/such/folder: data folder not found; ...
+    """
+    if data_folder in MINI_MARKERS:
+        from lobes.data.mini_corpora import ensure_mini_corpus
+
+        return ensure_mini_corpus(corpus, size=size, seed=seed)
+    data_folder = os.path.expanduser(str(data_folder))
+    if not os.path.isdir(data_folder):
+        raise DataFolderError(
+            f"{data_folder}: data folder not found; pass --data_folder=<path "
+            f"to your {corpus} corpus> or leave it out to use the mini corpus"
+        )
+    return data_folder
