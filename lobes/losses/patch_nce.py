@@ -1,0 +1,237 @@
+"""Patch-wise contrastive loss (PatchNCE, Park et al. 2020) as NASS uses it.
+
+Query, positive and negative are encoder-domain feature maps ``[B, C, L]``.
+A shared "sampler" (two 3x3 convolutions over the map as a one-channel
+image) and a shared MLP embed ``K`` patches drawn at the same random
+positions in the three maps; each query patch must pick its positive among
+the negative patches at the other positions ((M+1)-way cross-entropy on
+cosine similarities divided by a temperature). As in CUT, the positive and
+negative embeddings are computed without gradient (detached), so only the
+query branch is pushed; the sampler and MLP learn through the query.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lobes.errors import HparamsError
+
+PATCH_KINDS = ("value", "vector")
+
+
+class PatchSampler(nn.Module):
+    """Conv2d(1,1,3) -> ReLU -> Conv2d(1,1,3) over a ``C x L`` feature map.
+
+    Example
+    -------
+    >>> PatchSampler()(torch.randn(2, 8, 30)).shape
+    torch.Size([2, 8, 30])
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(1, 1, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(1, 1, kernel_size=3, padding=1),
+        )
+
+    def forward(self, features):
+        """Filter ``[B, C, L]`` features, same shape out."""
+        return self.layers(features.unsqueeze(1)).squeeze(1)
+
+
+class PatchNCELoss(nn.Module):
+    """PatchNCE between a query map, its positive and a negative map.
+
+    Arguments
+    ---------
+    num_patches : int
+        Patches ``K`` drawn per map and batch item (all positions if the
+        map has fewer).
+    temperature : float
+        Softmax temperature ``T``.
+    embed_dim : int
+        Output size of the projection MLP.
+    patch : str
+        ``"value"`` (the official NASS variant): a patch is one value of the
+        filtered ``C x L`` map, projected by Linear(1, E) -> ReLU ->
+        Linear(E, E). ``"vector"`` (CUT style): a patch is the vector of
+        ``channels`` values at one frame, projected by Linear(C, E) -> ReLU
+        -> Linear(E, E).
+    channels : int
+        Feature channels ``C`` (used by ``patch="vector"``).
+
+    Example
+    -------
+    >>> loss_fn = PatchNCELoss(num_patches=16, embed_dim=8, channels=4)
+    >>> query = torch.randn(2, 4, 20, requires_grad=True)
+    >>> loss = loss_fn(query, torch.randn(2, 4, 20), torch.randn(2, 4, 20))
+    >>> loss.dim(), bool(loss > 0)
+    (0, True)
+    """
+
+    def __init__(
+        self,
+        num_patches=256,
+        temperature=0.07,
+        embed_dim=256,
+        patch="value",
+        channels=256,
+    ):
+        super().__init__()
+        if patch not in PATCH_KINDS:
+            raise HparamsError(
+                f"PatchNCELoss patch must be one of {PATCH_KINDS}, got "
+                f"{patch!r}: fix `nce_patch` in the YAML"
+            )
+        if temperature <= 0 or num_patches < 1:
+            raise HparamsError(
+                "PatchNCELoss needs temperature > 0 and num_patches >= 1, "
+                f"got {temperature} and {num_patches}: fix them in the YAML"
+            )
+        self.num_patches = int(num_patches)
+        self.temperature = float(temperature)
+        self.patch = patch
+        self.channels = int(channels)
+        in_dim = 1 if patch == "value" else self.channels
+        self.sampler = PatchSampler()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, embed_dim),
+            nn.ReLU(),
+            nn.Linear(embed_dim, embed_dim),
+        )
+
+    def _positions(self, features):
+        """Draw ``[B, K]`` random patch positions (without replacement)."""
+        batch, channels, frames = features.shape
+        count = channels * frames if self.patch == "value" else frames
+        k = min(self.num_patches, count)
+        scores = torch.rand(batch, count, device=features.device)
+        return scores.topk(k, dim=1).indices
+
+    def _embed(self, features, positions):
+        """Sampler, patch gathering, MLP and L2 normalisation -> [B, K, E]."""
+        filtered = self.sampler(features)
+        if self.patch == "value":
+            values = torch.gather(filtered.flatten(1), 1, positions)
+            patches = values.unsqueeze(-1)
+        else:
+            if filtered.shape[1] != self.channels:
+                raise ValueError(
+                    f"PatchNCELoss(patch='vector', channels={self.channels})"
+                    f" got features with {filtered.shape[1]} channels"
+                )
+            index = positions.unsqueeze(1).expand(-1, filtered.shape[1], -1)
+            patches = torch.gather(filtered, 2, index).transpose(1, 2)
+        return F.normalize(self.mlp(patches).float(), dim=-1)
+
+    def forward(self, query, positive, negative):
+        """Return the mean PatchNCE loss (a scalar).
+
+        Arguments
+        ---------
+        query : torch.Tensor
+            ``[B, C, L]`` features that receive the gradient.
+        positive : torch.Tensor
+            ``[B, C, L]`` features to pull towards (detached here).
+        negative : torch.Tensor
+            ``[B, C, L]`` features to push away from (detached here).
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar cross-entropy averaged over batch items and patches.
+        """
+        if not (query.shape == positive.shape == negative.shape):
+            raise ValueError(
+                "query, positive and negative must have the same [B, C, L] "
+                f"shape, got {tuple(query.shape)}, {tuple(positive.shape)}, "
+                f"{tuple(negative.shape)}"
+            )
+        positions = self._positions(query)
+        q = self._embed(query, positions)
+        with torch.no_grad():
+            p = self._embed(positive.detach(), positions)
+            n = self._embed(negative.detach(), positions)
+        k = q.shape[1]
+        l_pos = (q * p).sum(dim=-1, keepdim=True)  # [B, K, 1]
+        l_neg = torch.bmm(q, n.transpose(1, 2))  # [B, K, K]
+        off_diagonal = ~torch.eye(k, dtype=torch.bool, device=q.device)
+        l_neg = l_neg[:, off_diagonal].reshape(q.shape[0], k, k - 1)
+        logits = torch.cat([l_pos, l_neg], dim=-1) / self.temperature
+        target = torch.zeros(
+            q.shape[0] * k, dtype=torch.long, device=logits.device
+        )
+        return F.cross_entropy(logits.reshape(q.shape[0] * k, -1), target)
+
+
+class NoiseAwareContrastiveLoss(nn.Module):
+    """NASS's contrastive term, averaged over speakers.
+
+    For speaker ``i`` (outputs already in reference order): query = the
+    estimate's masked features, positive = the encoder features of the true
+    source ``i`` (detached), negative = the predicted noise's masked
+    features (detached). The weight ``lambda_NCE`` is applied by the caller.
+
+    Arguments
+    ---------
+    patch_nce : PatchNCELoss
+        The shared patch loss (its sampler/MLP are training-only modules).
+    num_spks : int
+        Number of speakers ``N``.
+
+    Example
+    -------
+    >>> nce = NoiseAwareContrastiveLoss(
+    ...     PatchNCELoss(num_patches=8, embed_dim=8, channels=4), num_spks=2
+    ... )
+    >>> masked = torch.rand(3, 2, 4, 10, requires_grad=True)
+    >>> nce(masked, torch.rand(2, 2, 4, 10)).dim()
+    0
+    """
+
+    def __init__(self, patch_nce, num_spks):
+        super().__init__()
+        self.patch_nce = patch_nce
+        self.num_spks = int(num_spks)
+
+    def forward(self, masked_features, reference_features):
+        """Return the speaker-averaged PatchNCE loss (a scalar).
+
+        Arguments
+        ---------
+        masked_features : torch.Tensor
+            ``[N + 1, B, C, L]`` masked features in reference order, noise
+            last.
+        reference_features : torch.Tensor
+            ``[N, B, C, L]`` encoder features of the true sources.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar loss.
+        """
+        n = self.num_spks
+        if masked_features.shape[0] != n + 1:
+            raise ValueError(
+                f"NoiseAwareContrastiveLoss(num_spks={n}) needs {n + 1} "
+                f"masked feature maps (noise last), got "
+                f"{masked_features.shape[0]}"
+            )
+        if reference_features.shape != masked_features[:n].shape:
+            raise ValueError(
+                f"reference_features must be [{n}, B, C, L] matching the "
+                f"masked features {tuple(masked_features[:n].shape)}, got "
+                f"{tuple(reference_features.shape)}"
+            )
+        _, batch, channels, frames = masked_features.shape
+        # All speakers in one call: equal-size groups, so the mean over the
+        # stacked batch equals the mean over speakers of per-speaker means.
+        query = masked_features[:n].reshape(n * batch, channels, frames)
+        positive = reference_features.detach().reshape(query.shape)
+        negative = masked_features[-1].detach().repeat(n, 1, 1)
+        return self.patch_nce(query, positive, negative)

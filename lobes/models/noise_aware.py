@@ -1,0 +1,292 @@
+"""Noise-aware mask-based speech separation (NASS, Zhang et al., 2024).
+
+A mask-based separator (encoder -> masking network -> shared decoder) whose
+masking network emits ``N + 1`` masks for ``N`` speakers: the extra, last
+output estimates the background noise. Any SpeechBrain masking network that
+returns masks as ``[sources, batch, channels, frames]`` plugs in, e.g.
+``speechbrain.lobes.models.dual_path.Dual_Path_Model`` (SepFormer with
+transformer blocks, DPRNN with RNN blocks) or
+``speechbrain.lobes.models.conv_tasnet.MaskNet`` (Conv-TasNet). The masking
+network is configured in YAML with ``num_spks: N + 1`` (``C`` for
+``MaskNet``); its widened last projection is the whole inference-time
+overhead of NASS. With ``noise_output=False`` the same class is the plain
+baseline separator with ``N`` outputs.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from lobes.errors import HparamsError
+
+
+class MaskCountError(HparamsError, ValueError):
+    """The masking network emits a number of masks the separator cannot use.
+
+    It is both a :class:`ValueError` and a
+    :class:`lobes.errors.HparamsError`, so recipes report it in one line.
+
+    Example
+    -------
+    >>> issubclass(MaskCountError, ValueError)
+    True
+    """
+
+
+class SeparatorOutput(NamedTuple):
+    """What :class:`NoiseAwareSeparator` returns.
+
+    Attributes
+    ----------
+    waveforms : torch.Tensor
+        Separated signals ``[B, T, S]``; with a noise output the noise
+        estimate is the last source, ``S = N + 1``; otherwise ``S = N``.
+    masked_features : torch.Tensor
+        Masked encoder features ``h_b = m_b * h_x`` as ``[S, B, C, L]``.
+    mix_features : torch.Tensor
+        Encoder features of the mixture ``h_x`` as ``[B, C, L]``.
+
+    Example
+    -------
+    >>> out = SeparatorOutput(
+    ...     torch.zeros(1, 8, 3), torch.zeros(3, 1, 4, 2), torch.zeros(1, 4, 2)
+    ... )
+    >>> out.waveforms.shape
+    torch.Size([1, 8, 3])
+    """
+
+    waveforms: torch.Tensor
+    masked_features: torch.Tensor
+    mix_features: torch.Tensor
+
+
+def declared_mask_count(masknet):
+    """Return the number of masks a masking network is configured to emit.
+
+    Reads ``num_spks`` (``Dual_Path_Model`` and most SpeechBrain masking
+    networks) or ``C`` (``conv_tasnet.MaskNet``).
+
+    Arguments
+    ---------
+    masknet : torch.nn.Module
+        The masking network.
+
+    Returns
+    -------
+    int or None
+        The declared number of masks, or ``None`` if the module declares
+        none (then it is checked at the first forward pass).
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
+    >>> declared_mask_count(MaskNet(8, 4, 4, 3, 1, 1, C=3))
+    3
+    """
+    for name in ("num_spks", "C"):
+        value = getattr(masknet, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+class NoiseAwareSeparator(torch.nn.Module):
+    """Encoder -> masking network -> shared decoder, with a noise output.
+
+    Arguments
+    ---------
+    encoder : torch.nn.Module
+        Maps a waveform ``[B, T]`` to features ``[B, C, L]``, e.g.
+        ``speechbrain.lobes.models.dual_path.Encoder``.
+    masknet : torch.nn.Module
+        Maps ``[B, C, L]`` to masks ``[S, B, C, L]``; configured with
+        ``num_spks`` (``C`` for ``MaskNet``) equal to ``num_spks + 1`` when
+        ``noise_output`` is True, else ``num_spks``.
+    decoder : torch.nn.Module
+        Maps features ``[B', C, L]`` to waveforms ``[B', T']``, shared by
+        all sources, e.g. ``speechbrain.lobes.models.dual_path.Decoder``.
+    num_spks : int
+        Number of speakers ``N``.
+    noise_output : bool
+        True for NASS (``N + 1`` outputs, noise last), False for the
+        baseline separator (``N`` outputs).
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.dual_path import (
+    ...     Decoder, Dual_Path_Model, Encoder, SBRNNBlock
+    ... )
+    >>> encoder = Encoder(kernel_size=16, out_channels=8)
+    >>> masknet = Dual_Path_Model(
+    ...     8, 8, SBRNNBlock(8, 4, 1), SBRNNBlock(8, 4, 1), K=10, num_spks=3
+    ... )
+    >>> decoder = Decoder(8, 1, kernel_size=16, stride=8, bias=False)
+    >>> separator = NoiseAwareSeparator(encoder, masknet, decoder, num_spks=2)
+    >>> out = separator(torch.randn(2, 800))
+    >>> out.waveforms.shape, out.masked_features.shape
+    (torch.Size([2, 800, 3]), torch.Size([3, 2, 8, 99]))
+    >>> separator.num_outputs
+    3
+    """
+
+    def __init__(self, encoder, masknet, decoder, num_spks, noise_output=True):
+        super().__init__()
+        if int(num_spks) < 1:
+            raise MaskCountError(
+                f"num_spks must be at least 1, got {num_spks}: set the "
+                "separator's `num_spks` in the YAML to the number of speakers"
+            )
+        self.encoder = encoder
+        self.masknet = masknet
+        self.decoder = decoder
+        self._num_spks = int(num_spks)
+        self._noise_output = bool(noise_output)
+        self._check_mask_count(declared_mask_count(masknet))
+
+    @property
+    def num_spks(self):
+        """Number of speakers ``N``."""
+        return self._num_spks
+
+    @property
+    def noise_output(self):
+        """Whether the last output is a noise estimate."""
+        return self._noise_output
+
+    @property
+    def num_outputs(self):
+        """Number of separated outputs: ``N + 1`` with noise, else ``N``."""
+        return self._num_spks + int(self._noise_output)
+
+    def _check_mask_count(self, count):
+        """Raise :class:`MaskCountError` unless ``count`` fits the setup."""
+        if count is None or count == self.num_outputs:
+            return
+        if self._noise_output:
+            need = (
+                f"NASS (noise_output=True) with num_spks={self.num_spks} "
+                f"needs N+1 = {self.num_outputs}"
+            )
+        else:
+            need = (
+                f"the baseline (noise_output=False) with "
+                f"num_spks={self.num_spks} needs N = {self.num_outputs}"
+            )
+        raise MaskCountError(
+            f"the masking network emits {count} masks but {need}: set "
+            f"`num_spks` of the masknet (`C` for conv_tasnet.MaskNet) to "
+            f"{self.num_outputs} in the YAML"
+        )
+
+    def encode(self, wav):
+        """Encode waveforms with the shared encoder.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            Waveforms ``[B, T]``.
+
+        Returns
+        -------
+        torch.Tensor
+            Features ``[B, C, L]``.
+
+        Example
+        -------
+        >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
+        >>> from speechbrain.lobes.models.dual_path import Decoder, Encoder
+        >>> separator = NoiseAwareSeparator(
+        ...     Encoder(16, 8), MaskNet(8, 4, 4, 3, 1, 1, C=3),
+        ...     Decoder(8, 1, kernel_size=16, stride=8, bias=False), 2,
+        ... )
+        >>> separator.encode(torch.randn(3, 800)).shape
+        torch.Size([3, 8, 99])
+        """
+        return self.encoder(wav)
+
+    def forward(self, mix):
+        """Separate a batch of mixtures.
+
+        Arguments
+        ---------
+        mix : torch.Tensor
+            Mixtures ``[B, T]``.
+
+        Returns
+        -------
+        SeparatorOutput
+            ``waveforms [B, T, S]`` (noise last when ``noise_output``),
+            ``masked_features [S, B, C, L]`` and ``mix_features [B, C, L]``.
+        """
+        if mix.dim() != 2:
+            raise ValueError(
+                f"NoiseAwareSeparator expects mixtures [batch, time], got "
+                f"shape {tuple(mix.shape)}"
+            )
+        mix_features = self.encoder(mix)
+        masks = self.masknet(mix_features)
+        self._check_masks(masks, mix_features)
+        masked_features = masks * mix_features.unsqueeze(0)
+
+        num_sources, batch, channels, frames = masked_features.shape
+        decoded = self.decoder(
+            masked_features.reshape(num_sources * batch, channels, frames)
+        )
+        if decoded.dim() == 3 and decoded.shape[1] == 1:
+            decoded = decoded.squeeze(1)
+        decoded = decoded.reshape(num_sources, batch, -1)
+        waveforms = decoded.permute(1, 2, 0)
+
+        # The encoder's framing changes the length: pad or trim back to T.
+        target_len = mix.shape[1]
+        est_len = waveforms.shape[1]
+        if est_len < target_len:
+            waveforms = F.pad(waveforms, (0, 0, 0, target_len - est_len))
+        else:
+            waveforms = waveforms[:, :target_len, :]
+        return SeparatorOutput(waveforms, masked_features, mix_features)
+
+    def _check_masks(self, masks, mix_features):
+        """Check the masks' layout ``[S, B, C, L]`` and number of sources."""
+        if masks.dim() != 4:
+            raise ValueError(
+                f"the masking network must return masks [sources, batch, "
+                f"channels, frames]; got shape {tuple(masks.shape)}"
+            )
+        self._check_mask_count(masks.shape[0])
+        if masks.shape[1:] != mix_features.shape:
+            raise ValueError(
+                f"masks of shape {tuple(masks.shape)} do not match the "
+                f"encoder features {tuple(mix_features.shape)}; the masking "
+                "network must return [sources, batch, channels, frames] with "
+                "the encoder's channels and frames"
+            )
+
+
+def inference_parameter_count(module):
+    """Count the parameters needed at inference time.
+
+    Training-only modules (the PatchNCE sampler and MLP) live outside the
+    separator, so this is every parameter of the given separator (shared
+    tensors counted once).
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The separator (e.g. a :class:`NoiseAwareSeparator`).
+
+    Returns
+    -------
+    int
+        Number of scalar parameters.
+
+    Example
+    -------
+    >>> inference_parameter_count(torch.nn.Linear(4, 2))
+    10
+    """
+    return sum(p.numel() for p in module.parameters())
