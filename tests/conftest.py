@@ -1,0 +1,33 @@
+"""Session fixtures shared by the test suite."""
+
+import os
+
+import pytest
+import torch
+
+from tests.recipe_runner import RecipeRunner
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def mini_cache(tmp_path_factory):
+    """A cache folder for the tiny mini corpora, shared by the session.
+
+    Set ``NRSB_TEST_CACHE`` to reuse corpora between local runs.
+    """
+    folder = os.environ.get("NRSB_TEST_CACHE") or str(
+        tmp_path_factory.mktemp("mini_cache")
+    )
+    os.environ["NRSB_CACHE"] = folder
+    return folder
+
+
+@pytest.fixture(scope="session")
+def recipe_runner(tmp_path_factory, mini_cache):
+    """Runs the rows of the recipe CSVs, each once per session."""
+    return RecipeRunner(
+        output_root=str(tmp_path_factory.mktemp("recipes")),
+        cache_dir=mini_cache,
+        ssl_folder=str(tmp_path_factory.mktemp("ssl_models")),
+    )
