@@ -257,7 +257,6 @@ class NoiseAwareSeparator(torch.nn.Module):
                 f"the masking network must return masks [sources, batch, "
                 f"channels, frames]; got shape {tuple(masks.shape)}"
             )
-        self._check_mask_count(masks.shape[0])
         if masks.shape[1:] != mix_features.shape:
             raise ValueError(
                 f"masks of shape {tuple(masks.shape)} do not match the "
@@ -265,6 +264,7 @@ class NoiseAwareSeparator(torch.nn.Module):
                 "network must return [sources, batch, channels, frames] with "
                 "the encoder's channels and frames"
             )
+        self._check_mask_count(masks.shape[0])
 
 
 def inference_parameter_count(module):

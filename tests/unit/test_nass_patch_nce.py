@@ -1,0 +1,169 @@
+"""PatchNCE and NASS's noise-aware contrastive term."""
+
+import pytest
+import torch
+from speechbrain.lobes.models.dual_path import (
+    Decoder,
+    Dual_Path_Model,
+    Encoder,
+    SBTransformerBlock,
+)
+
+from lobes.errors import HparamsError
+from lobes.losses import (
+    NoiseAwareContrastiveLoss,
+    PatchNCELoss,
+    PITLoss,
+    reorder_features,
+)
+from lobes.models import NoiseAwareSeparator
+
+C = 8
+
+
+def tiny_separator(num_spks=2):
+    torch.manual_seed(0)
+    return NoiseAwareSeparator(
+        Encoder(kernel_size=16, out_channels=C),
+        Dual_Path_Model(
+            C,
+            C,
+            SBTransformerBlock(1, C, 2, d_ffn=C),
+            SBTransformerBlock(1, C, 2, d_ffn=C),
+            num_layers=1,
+            K=10,
+            num_spks=num_spks + 1,
+        ),
+        Decoder(C, 1, kernel_size=16, stride=8),
+        num_spks=num_spks,
+    )
+
+
+def nce_loss(patch="value", num_patches=32):
+    return PatchNCELoss(
+        num_patches=num_patches, embed_dim=16, patch=patch, channels=C
+    )
+
+
+@pytest.mark.parametrize("patch", ["value", "vector"])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_gradients_reach_masknet_and_loss_modules_only(patch, batch):
+    separator = tiny_separator()
+    contrastive = NoiseAwareContrastiveLoss(nce_loss(patch), num_spks=2)
+    mix = torch.randn(batch, 480)
+    sources = torch.randn(batch, 480, 3)
+    out = separator(mix)
+    _, perm = PITLoss(2)(out.waveforms, sources)
+    masked = reorder_features(out.masked_features, perm)
+    masked.retain_grad()
+    reference = separator.encode(
+        sources[..., :2].permute(2, 0, 1).reshape(2 * batch, -1)
+    ).reshape(2, batch, C, -1)
+    reference.retain_grad()
+    loss = contrastive(masked, reference)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    # The query branch carries gradient into the masking network.
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0
+        for p in separator.masknet.parameters()
+    )
+    # ... and into the training-only sampler and MLP.
+    for module in (contrastive.patch_nce.sampler, contrastive.patch_nce.mlp):
+        assert any(p.grad.abs().sum() > 0 for p in module.parameters())
+    # Positive branch: nothing flows back into the reference features.
+    assert reference.grad is None or reference.grad.abs().sum() == 0
+    # Negative branch: the noise features get no gradient from NCE.
+    assert masked.grad[:2].abs().sum() > 0
+    assert masked.grad[-1].abs().sum() == 0
+
+
+@pytest.mark.parametrize("patch", ["value", "vector"])
+def test_no_gradient_into_positive_and_negative(patch):
+    torch.manual_seed(0)
+    query = torch.randn(2, C, 30, requires_grad=True)
+    positive = torch.randn(2, C, 30, requires_grad=True)
+    negative = torch.randn(2, C, 30, requires_grad=True)
+    nce_loss(patch)(query, positive, negative).backward()
+    assert query.grad.abs().sum() > 0
+    assert positive.grad is None
+    assert negative.grad is None
+
+
+@pytest.mark.parametrize("patch", ["value", "vector"])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_loss_lower_when_query_equals_positive(patch, batch):
+    torch.manual_seed(3)
+    loss_fn = nce_loss(patch)
+    positive = torch.rand(batch, C, 40) * 2
+    negative = torch.rand(batch, C, 40) * 2
+    matched = [loss_fn(positive, positive, negative) for _ in range(5)]
+    random = [
+        loss_fn(torch.rand(batch, C, 40) * 2, positive, negative)
+        for _ in range(5)
+    ]
+    assert sum(matched) < sum(random)
+
+
+@pytest.mark.parametrize("patch", ["value", "vector"])
+def test_fewer_positions_than_patches_uses_all(patch):
+    torch.manual_seed(0)
+    loss_fn = nce_loss(patch, num_patches=256)
+    query = torch.randn(2, C, 3, requires_grad=True)
+    loss = loss_fn(query, torch.randn(2, C, 3), torch.randn(2, C, 3))
+    assert torch.isfinite(loss)
+    positions = loss_fn._positions(query)
+    expected = C * 3 if patch == "value" else 3
+    assert positions.shape == (2, expected)
+    assert positions.sort(dim=1).values.tolist() == [list(range(expected))] * 2
+    loss.backward()
+    assert query.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("patch", ["value", "vector"])
+def test_matches_explicit_formula_at_shared_positions(patch):
+    # Recompute the loss by hand: the same positions in the three maps,
+    # logits [cos(q_k, p_k), cos(q_k, n_j) for j != k] / T, target 0.
+    loss_fn = nce_loss(patch, num_patches=6)
+    query, positive, negative = torch.randn(3, 2, C, 12).unbind(0)
+    torch.manual_seed(5)
+    loss = loss_fn(query, positive, negative)
+    torch.manual_seed(5)
+    positions = loss_fn._positions(query)
+    q, p, n = (
+        loss_fn._embed(x, positions) for x in (query, positive, negative)
+    )
+    expected = 0.0
+    for b in range(2):
+        for k in range(6):
+            logits = [torch.dot(q[b, k], p[b, k])] + [
+                torch.dot(q[b, k], n[b, j]) for j in range(6) if j != k
+            ]
+            logits = torch.stack(logits) / 0.07
+            expected = expected - torch.log_softmax(logits, 0)[0]
+    torch.testing.assert_close(loss, expected / 12)
+
+
+def test_contrastive_checks_shapes():
+    contrastive = NoiseAwareContrastiveLoss(nce_loss(), num_spks=2)
+    with pytest.raises(ValueError, match="3 masked"):
+        contrastive(torch.rand(2, 1, C, 10), torch.rand(2, 1, C, 10))
+    with pytest.raises(ValueError, match="reference_features"):
+        contrastive(torch.rand(3, 1, C, 10), torch.rand(2, 1, C, 11))
+    with pytest.raises(HparamsError, match="patch"):
+        PatchNCELoss(patch="pixel")
+
+
+def test_contrastive_averages_speakers():
+    torch.manual_seed(0)
+    patch_nce = nce_loss("vector", num_patches=8)
+    contrastive = NoiseAwareContrastiveLoss(patch_nce, num_spks=2)
+    # Maps with fewer positions than K: all positions, no randomness.
+    masked = torch.rand(3, 2, C, 8)
+    reference = torch.rand(2, 2, C, 8)
+    per_speaker = [
+        patch_nce(masked[i], reference[i], masked[-1]) for i in range(2)
+    ]
+    torch.testing.assert_close(
+        contrastive(masked, reference), sum(per_speaker) / 2
+    )
