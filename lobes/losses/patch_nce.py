@@ -157,16 +157,17 @@ class PatchNCELoss(nn.Module):
         with torch.no_grad():
             p = self._embed(positive.detach(), positions)
             n = self._embed(negative.detach(), positions)
-        k = q.shape[1]
-        l_pos = (q * p).sum(dim=-1, keepdim=True)  # [B, K, 1]
-        l_neg = torch.bmm(q, n.transpose(1, 2))  # [B, K, K]
-        off_diagonal = ~torch.eye(k, dtype=torch.bool, device=q.device)
-        l_neg = l_neg[:, off_diagonal].reshape(q.shape[0], k, k - 1)
-        logits = torch.cat([l_pos, l_neg], dim=-1) / self.temperature
-        target = torch.zeros(
-            q.shape[0] * k, dtype=torch.long, device=logits.device
-        )
-        return F.cross_entropy(logits.reshape(q.shape[0] * k, -1), target)
+        batch, k, _ = q.shape
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            l_pos = (q * p).sum(dim=-1, keepdim=True)  # [B, K, 1]
+            l_neg = torch.bmm(q, n.transpose(1, 2))  # [B, K, K]
+            off_diagonal = ~torch.eye(k, dtype=torch.bool, device=q.device)
+            l_neg = l_neg[:, off_diagonal].reshape(batch, k, k - 1)
+            logits = torch.cat([l_pos, l_neg], dim=-1) / self.temperature
+            target = torch.zeros(
+                batch * k, dtype=torch.long, device=logits.device
+            )
+            return F.cross_entropy(logits.reshape(batch * k, -1), target)
 
 
 class NoiseAwareContrastiveLoss(nn.Module):

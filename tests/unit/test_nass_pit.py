@@ -161,3 +161,12 @@ def test_gradient_flows_and_bad_slot_rejected():
     assert est.grad.abs().sum() > 0
     with pytest.raises(HparamsError, match="noise_slot"):
         PITLoss(2, noise_slot="last")
+
+
+def test_float32_under_autocast():
+    targets = torch.randn(2, 3000, 3) * 100
+    estimates = (targets + torch.randn_like(targets)).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, perm = PITLoss(2)(estimates, targets.bfloat16())
+    assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
+    assert perm.tolist() == [[0, 1, 2], [0, 1, 2]]
