@@ -1,0 +1,348 @@
+"""Contrastive regularization (CR) in a frozen feature space.
+
+METHODS.md section 2 (AECR-Net's CR, moved to speech by Xu et al.)::
+
+    CR = sum_i w_i * D(G_i(clean), G_i(out))
+                   / (sum_k gamma_k * D(G_i(neg_k), G_i(out)) + eps)
+
+``G_i`` are the outputs (layers or layer groups) of a frozen feature
+extractor, here :class:`lobes.ssl_features.FrozenSSLFeatures`; ``D`` is the
+mean absolute (``"l1"``) or mean squared (``"mse"``) difference; the
+positive (clean speech) and the negatives (the noisy input, a reference
+model's output, ...) are detached so that only ``G_i(out)`` carries a
+gradient. Minimising CR pulls the enhanced output towards the clean speech
+and pushes it away from the negatives. The negative weights ``gamma_k`` come
+from a curriculum (:mod:`lobes.losses.curriculum`) or are all 1.
+
+The distances are means over the whole batch (as in AECR-Net), so one ratio
+per layer is formed for the batch. Clean and negative features never change
+during training when the same waveforms go in, so a Brain may compute them
+once with :meth:`ContrastiveRegularization.features` and pass them as
+``clean_features``/``negative_features``: the value is the same as with the
+waveforms (the SSL model runs in eval mode). Features depend on the whole
+waveform that goes in (the convolutional front end normalises over time and
+attention sees every frame), so a cache is exact only for exactly the same
+input: the same crop, the same padding.
+"""
+
+import torch
+
+DISTANCES = ("l1", "mse")
+
+
+def _distance(kind, first, second, mask=None):
+    """Mean absolute or squared difference, optionally over valid frames."""
+    diff = first - second
+    diff = diff.abs() if kind == "l1" else diff.pow(2)
+    if mask is None:
+        return diff.mean()
+    mask = mask.to(diff.dtype).unsqueeze(-1)
+    return (diff * mask).sum() / (mask.sum() * diff.shape[-1]).clamp(min=1)
+
+
+def frame_mask(lengths, batch, frames, device=None):
+    """Boolean ``[batch, frames]`` mask of the frames inside each utterance.
+
+    Arguments
+    ---------
+    lengths : torch.Tensor
+        Relative lengths in ``(0, 1]`` (SpeechBrain's ``wav_lens``).
+    batch, frames : int
+        The feature tensor's first two sizes.
+    device : torch.device, optional
+        Where to build the mask.
+
+    Example
+    -------
+    >>> frame_mask(torch.tensor([1.0, 0.5]), 2, 4).int()
+    tensor([[1, 1, 1, 1],
+            [1, 1, 0, 0]], dtype=torch.int32)
+    """
+    valid = torch.round(lengths.to(device).float() * frames).clamp(min=1)
+    steps = torch.arange(frames, device=device).unsqueeze(0)
+    return steps.expand(batch, frames) < valid.unsqueeze(1)
+
+
+class ContrastiveRegularization(torch.nn.Module):
+    """CR loss: closer to the positive, farther from weighted negatives.
+
+    Arguments
+    ---------
+    feature_extractor : torch.nn.Module
+        Maps waveforms ``[batch, time]`` to a list of feature tensors
+        ``[batch, frames, dim]``; frozen (e.g.
+        :class:`lobes.ssl_features.FrozenSSLFeatures`).
+    layer_weights : list of float, optional
+        ``w_i``, one per feature tensor. Default: 1 each. The recipes set
+        METHODS.md's values in YAML (four layer groups: 32, 16, 8, 4).
+    distance : str
+        ``"l1"`` (AECR-Net, C2PNet) or ``"mse"`` (Xu et al.'s speech code).
+    eps : float
+        Added to the denominator.
+
+    Example
+    -------
+    >>> class TwoScales(torch.nn.Module):
+    ...     def forward(self, wav):
+    ...         return [wav.unsqueeze(-1), wav.unfold(1, 4, 4)]
+    >>> cr = ContrastiveRegularization(TwoScales(), layer_weights=[1.0, 0.5])
+    >>> clean, noisy = torch.zeros(2, 16), torch.ones(2, 16)
+    >>> enhanced = torch.full((2, 16), 0.25, requires_grad=True)
+    >>> loss, details = cr(enhanced, clean, [noisy])
+    >>> round(loss.item(), 4), details["positive"], details["negatives"]
+    (0.5, [0.25, 0.25], [[0.75, 0.75]])
+    >>> loss.backward()
+    >>> enhanced.grad.sum() > 0
+    tensor(True)
+    """
+
+    def __init__(
+        self, feature_extractor, layer_weights=None, distance="l1", eps=1e-7
+    ):
+        super().__init__()
+        if distance not in DISTANCES:
+            raise ValueError(
+                f"CR distance must be one of {DISTANCES}, got '{distance}'"
+            )
+        self.feature_extractor = feature_extractor
+        self.layer_weights = (
+            None if layer_weights is None else [float(w) for w in layer_weights]
+        )
+        self.distance = distance
+        self.eps = float(eps)
+
+    def _weights(self, count):
+        if self.layer_weights is None:
+            return [1.0] * count
+        if len(self.layer_weights) != count:
+            raise ValueError(
+                f"CR has {len(self.layer_weights)} layer weights but the "
+                f"feature extractor gives {count} outputs; make "
+                "cr_layer_weights as long as the SSL layers/groups"
+            )
+        return self.layer_weights
+
+    @torch.no_grad()
+    def features(self, wav):
+        """Detached features of fixed waveforms (clean speech, negatives).
+
+        Compute them once and pass them as ``clean_features`` or an item of
+        ``negative_features`` to :meth:`forward`.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            Waveforms ``[batch, time]``.
+
+        Returns
+        -------
+        list of torch.Tensor
+            One ``[batch, frames, dim]`` tensor per layer or group.
+
+        Example
+        -------
+        >>> cr = ContrastiveRegularization(lambda w: [w.unsqueeze(-1)])
+        >>> cr.features(torch.ones(1, 3, requires_grad=True))[0].requires_grad
+        False
+        """
+        return [feat.detach() for feat in self.feature_extractor(wav)]
+
+    def _targets(self, clean, negatives, clean_features, negative_features):
+        """Features of the positive and of every negative, detached.
+
+        Waveforms not given as features go through the extractor in one
+        batched no-grad call.
+        """
+        pending = []
+        if clean_features is None:
+            if clean is None:
+                raise ValueError("CR needs clean or clean_features")
+            pending.append(clean)
+        if negative_features is None:
+            if not negatives:
+                raise ValueError("CR needs at least one negative")
+            pending.extend(negatives)
+        computed = []
+        if pending:
+            sizes = [wav.shape[0] for wav in pending]
+            feats = self.features(torch.cat(pending, dim=0))
+            split = [torch.split(feat, sizes, dim=0) for feat in feats]
+            computed = [list(parts) for parts in zip(*split)]
+        if clean_features is None:
+            clean_features = computed.pop(0)
+        if negative_features is None:
+            negative_features = computed
+        if not negative_features:
+            raise ValueError("CR needs at least one negative")
+        clean_features = [feat.detach() for feat in clean_features]
+        negative_features = [
+            [feat.detach() for feat in negative]
+            for negative in negative_features
+        ]
+        return clean_features, negative_features
+
+    def forward(
+        self,
+        enhanced,
+        clean=None,
+        negatives=None,
+        negative_weights=None,
+        clean_features=None,
+        negative_features=None,
+        lengths=None,
+    ):
+        """Compute CR for a batch of enhanced waveforms.
+
+        Arguments
+        ---------
+        enhanced : torch.Tensor
+            The model's output ``[batch, time]``; the gradient flows here.
+        clean : torch.Tensor, optional
+            The positive ``[batch, time]``, unless ``clean_features`` is given.
+        negatives : list of torch.Tensor, optional
+            Negative waveforms ``[batch, time]`` each, unless
+            ``negative_features`` is given.
+        negative_weights : list of float, optional
+            ``gamma_k``, one per negative. Default: 1 each.
+        clean_features : list of torch.Tensor, optional
+            Precomputed :meth:`features` of the positive.
+        negative_features : list of list of torch.Tensor, optional
+            Precomputed :meth:`features` of each negative.
+        lengths : torch.Tensor, optional
+            Relative lengths ``[batch]``: frames past each utterance's end
+            are left out of every distance.
+
+        Returns
+        -------
+        loss : torch.Tensor
+            The scalar CR.
+        details : dict
+            ``positive`` (per layer ``D(pos, out)``), ``negatives`` (per
+            negative, per layer ``D(neg_k, out)``), ``negative_to_positive``
+            (per negative, the layer-weighted mean of ``D(neg_k, pos)``: how
+            far, hence how easy, each negative is; used by
+            :class:`lobes.losses.curriculum.SimilarityCurriculum`),
+            ``negative_weights`` and ``cr``, all plain floats.
+
+        Example
+        -------
+        >>> cr = ContrastiveRegularization(lambda w: [w.unsqueeze(-1)])
+        >>> out = torch.full((1, 8), 0.5)
+        >>> easy, hard = torch.ones(1, 8), torch.full((1, 8), 0.25)
+        >>> loss, d = cr(out, torch.zeros(1, 8), [easy, hard], [0.5, 2.0])
+        >>> round(loss.item(), 4), d["negative_to_positive"]
+        (0.6667, [1.0, 0.25])
+        """
+        clean_features, negative_features = self._targets(
+            clean, negatives, clean_features, negative_features
+        )
+        count = len(negative_features)
+        if negative_weights is None:
+            negative_weights = [1.0] * count
+        negative_weights = [float(w) for w in negative_weights]
+        if len(negative_weights) != count:
+            raise ValueError(
+                f"CR got {len(negative_weights)} negative weights for "
+                f"{count} negatives"
+            )
+        enhanced_features = self.feature_extractor(enhanced)
+        weights = self._weights(len(enhanced_features))
+        if len(clean_features) != len(enhanced_features) or any(
+            len(neg) != len(enhanced_features) for neg in negative_features
+        ):
+            raise ValueError(
+                "CR: cached features do not have one tensor per SSL output"
+            )
+        mask = None
+        if lengths is not None:
+            batch, frames = enhanced_features[0].shape[:2]
+            mask = frame_mask(lengths, batch, frames, enhanced.device)
+
+        loss = enhanced_features[0].new_zeros(())
+        positive, negative_rows = [], []
+        for index, (weight, out) in enumerate(zip(weights, enhanced_features)):
+            pos_distance = _distance(
+                self.distance, clean_features[index], out, mask
+            )
+            neg_distances = [
+                _distance(self.distance, negative[index], out, mask)
+                for negative in negative_features
+            ]
+            denominator = sum(
+                gamma * dist
+                for gamma, dist in zip(negative_weights, neg_distances)
+            )
+            loss = loss + weight * pos_distance / (denominator + self.eps)
+            positive.append(pos_distance.detach())
+            negative_rows.append(torch.stack(neg_distances).detach())
+
+        with torch.no_grad():
+            layer_weights = torch.tensor(weights, device=loss.device)
+            to_positive = torch.stack(
+                [
+                    torch.stack(
+                        [
+                            _distance(self.distance, neg, pos, mask)
+                            for neg, pos in zip(negative, clean_features)
+                        ]
+                    )
+                    for negative in negative_features
+                ]
+            )
+            to_positive = (to_positive * layer_weights).sum(1)
+            to_positive = to_positive / layer_weights.sum()
+            # One device-to-host copy for every logged number.
+            numbers = torch.cat(
+                [
+                    loss.detach().reshape(1),
+                    torch.stack(positive),
+                    torch.stack(negative_rows).t().reshape(-1),
+                    to_positive,
+                ]
+            ).tolist()
+        layers = len(weights)
+        details = {
+            "cr": numbers[0],
+            "positive": numbers[1 : 1 + layers],
+            "negatives": [
+                numbers[1 + layers + k * layers : 1 + layers + (k + 1) * layers]
+                for k in range(count)
+            ],
+            "negative_to_positive": numbers[1 + layers * (1 + count) :],
+            "negative_weights": negative_weights,
+        }
+        return loss, details
+
+
+def summarize_details(details, negative_names=None):
+    """Flatten a CR ``details`` dict into ``{name: float}`` for a logger.
+
+    Arguments
+    ---------
+    details : dict
+        As returned by :meth:`ContrastiveRegularization.forward`.
+    negative_names : list of str, optional
+        Names of the negatives (default ``neg0``, ``neg1``, ...).
+
+    Example
+    -------
+    >>> summarize_details({"cr": 0.5, "positive": [0.1],
+    ...     "negatives": [[0.2]], "negative_to_positive": [0.3],
+    ...     "negative_weights": [1.0]}, ["noisy"])
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'cr': 0.5, 'cr_pos_l0': 0.1, 'cr_neg_noisy_l0': 0.2,
+     'cr_gap_noisy': 0.3, 'cr_gamma_noisy': 1.0}
+    """
+    count = len(details["negatives"])
+    names = negative_names or [f"neg{k}" for k in range(count)]
+    flat = {"cr": details["cr"]}
+    for index, value in enumerate(details["positive"]):
+        flat[f"cr_pos_l{index}"] = value
+    for name, row in zip(names, details["negatives"]):
+        for index, value in enumerate(row):
+            flat[f"cr_neg_{name}_l{index}"] = value
+    for name, value in zip(names, details["negative_to_positive"]):
+        flat[f"cr_gap_{name}"] = value
+    for name, value in zip(names, details["negative_weights"]):
+        flat[f"cr_gamma_{name}"] = value
+    return flat

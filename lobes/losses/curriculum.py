@@ -1,0 +1,417 @@
+"""Curricula that weight the negatives of contrastive regularization.
+
+Curricular CR (METHODS.md section 2b) uses negatives of very different
+difficulty: the noisy input lies far from the clean speech in the SSL space
+(easy), the output of the same backbone trained without CR lies close to it
+(hard, "consensual"). The weights ``gamma_k`` of
+:class:`lobes.losses.contrastive_regularization.ContrastiveRegularization`
+balance them. Two schedules:
+
+- :class:`QualityCurriculum`: C2PNet's rule, driven by validation quality.
+- :class:`SimilarityCurriculum`: easy (distant) negatives first, hard
+  (close) negatives weighted up over ``ramp_epochs``.
+
+Both keep their state in ``state_dict``/``load_state_dict`` and are
+SpeechBrain checkpoint recoverables (add them to the checkpointer's
+``recoverables``), so an interrupted training resumes with the same
+weights, and ``describe()`` gives one line for the epoch log.
+"""
+
+import json
+import math
+
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+
+
+def _names(names, count):
+    if names is None:
+        return [f"neg{k}" for k in range(count)]
+    names = [str(name) for name in names]
+    if len(names) != count:
+        raise ValueError(f"{len(names)} negative names for {count} negatives")
+    return names
+
+
+def _format(names, weights):
+    return ", ".join(f"{n}={w:.3f}" for n, w in zip(names, weights))
+
+
+class _JsonCheckpoint:
+    """Saving and recovering ``state_dict()`` as JSON for the checkpointer."""
+
+    @mark_as_saver
+    def _save(self, path):
+        with open(path, "w", encoding="utf-8") as fout:
+            json.dump(self.state_dict(), fout)
+
+    @mark_as_loader
+    def _recover(self, path, end_of_epoch=True):
+        del end_of_epoch  # The state is the same mid-epoch.
+        with open(path, encoding="utf-8") as fin:
+            self.load_state_dict(json.load(fin))
+
+
+@register_checkpoint_hooks
+class QualityCurriculum(_JsonCheckpoint):
+    """C2PNet's curriculum: weight the negatives the model already beats up.
+
+    ``gamma_k = 1 + lam`` for a model negative whose quality the current
+    model beats, else ``1 - lam``; every *input* negative (the noisy
+    mixture) gets the raw weight ``m``, the number of model negatives; the
+    weights are then normalised to sum to 1. They change only when
+    :meth:`update` sees a validation quality better than every earlier one
+    (C2PNet updates them when the best model improves). Before the first
+    update the model is assumed to beat no negative.
+
+    Arguments
+    ---------
+    num_negatives : int
+        How many negatives CR gets (input ones included).
+    input_negatives : list of int
+        Positions of the input negatives among them (default: the first).
+    lam : float
+        ``lambda`` (C2PNet: 0.25).
+    higher_is_better : bool
+        Whether larger quality values are better (PESQ: yes).
+    negative_names : list of str, optional
+        Names for :meth:`describe`.
+
+    Example
+    -------
+    >>> curriculum = QualityCurriculum(2, negative_names=["noisy", "ref"])
+    >>> [round(w, 3) for w in curriculum.current_weights]
+    [0.571, 0.429]
+    >>> [round(w, 3) for w in curriculum.update(2.9, [None, 2.7])]
+    [0.444, 0.556]
+    >>> curriculum.describe()
+    'quality curriculum (best 2.900): noisy=0.444, ref=0.556'
+    """
+
+    def __init__(
+        self,
+        num_negatives=2,
+        input_negatives=(0,),
+        lam=0.25,
+        higher_is_better=True,
+        negative_names=None,
+    ):
+        self.num_negatives = int(num_negatives)
+        self.input_negatives = sorted(int(k) for k in input_negatives)
+        if any(not 0 <= k < self.num_negatives for k in self.input_negatives):
+            raise ValueError(
+                f"input_negatives {self.input_negatives} out of range for "
+                f"{self.num_negatives} negatives"
+            )
+        self.model_negatives = [
+            k
+            for k in range(self.num_negatives)
+            if k not in self.input_negatives
+        ]
+        if not 0 <= lam < 1:
+            raise ValueError(f"lam must be in [0, 1), got {lam}")
+        self.lam = float(lam)
+        self.higher_is_better = bool(higher_is_better)
+        self.negative_names = _names(negative_names, self.num_negatives)
+        self.best_quality = None
+        self.beaten = [False] * len(self.model_negatives)
+        self.current_weights = self._compute()
+
+    def _compute(self):
+        raw = [0.0] * self.num_negatives
+        for k in self.input_negatives:
+            raw[k] = float(max(len(self.model_negatives), 1))
+        for k, beaten in zip(self.model_negatives, self.beaten):
+            raw[k] = 1.0 + self.lam if beaten else 1.0 - self.lam
+        total = sum(raw)
+        return [value / total for value in raw]
+
+    def _better(self, quality, other):
+        return quality > other if self.higher_is_better else quality < other
+
+    def update(self, model_quality, negative_qualities):
+        """Recompute the weights if ``model_quality`` is a new best.
+
+        Arguments
+        ---------
+        model_quality : float
+            The current model's validation quality (e.g. mean PESQ).
+        negative_qualities : list of float
+            The quality of each model negative on the same data, either one
+            value per model negative or one per negative (then the input
+            negatives' entries are ignored and may be ``None``).
+
+        Returns
+        -------
+        list of float
+            The current weights ``gamma_k``, one per negative, summing to 1.
+
+        Example
+        -------
+        >>> curriculum = QualityCurriculum(3, input_negatives=[0])
+        >>> [round(w, 3) for w in curriculum.update(3.0, [3.2, 2.5])]
+        [0.5, 0.188, 0.312]
+        >>> [round(w, 3) for w in curriculum.update(2.0, [1.0, 1.0])]
+        [0.5, 0.188, 0.312]
+        """
+        qualities = list(negative_qualities)
+        if len(qualities) == self.num_negatives:
+            qualities = [qualities[k] for k in self.model_negatives]
+        if len(qualities) != len(self.model_negatives):
+            raise ValueError(
+                f"got {len(negative_qualities)} negative qualities; expected "
+                f"{len(self.model_negatives)} (model negatives) or "
+                f"{self.num_negatives} (all negatives)"
+            )
+        model_quality = float(model_quality)
+        if math.isnan(model_quality):
+            return self.current_weights
+        if self.best_quality is None or self._better(
+            model_quality, self.best_quality
+        ):
+            self.best_quality = model_quality
+            self.beaten = [
+                self._better(model_quality, float(q)) for q in qualities
+            ]
+            self.current_weights = self._compute()
+        return self.current_weights
+
+    def describe(self):
+        """One line with the best quality seen and the current weights."""
+        best = (
+            "none" if self.best_quality is None else f"{self.best_quality:.3f}"
+        )
+        weights = _format(self.negative_names, self.current_weights)
+        return f"quality curriculum (best {best}): {weights}"
+
+    def state_dict(self):
+        """The state to restore after an interruption (JSON-friendly)."""
+        return {
+            "best_quality": self.best_quality,
+            "beaten": list(self.beaten),
+            "current_weights": list(self.current_weights),
+        }
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s output.
+
+        Example
+        -------
+        >>> first = QualityCurriculum(2)
+        >>> _ = first.update(3.0, [2.0])
+        >>> second = QualityCurriculum(2)
+        >>> second.load_state_dict(first.state_dict())
+        >>> second.current_weights == first.current_weights
+        True
+        """
+        if len(state["beaten"]) != len(self.model_negatives):
+            raise ValueError(
+                "curriculum state has a different number of negatives"
+            )
+        self.best_quality = state["best_quality"]
+        self.beaten = [bool(b) for b in state["beaten"]]
+        self.current_weights = [float(w) for w in state["current_weights"]]
+
+
+@register_checkpoint_hooks
+class SimilarityCurriculum(_JsonCheckpoint):
+    """Easy (distant) negatives first, hard (close) ones weighted up later.
+
+    Each negative's *hardness* comes from its distance ``d_k`` to the
+    positive in the SSL space (smaller = closer = harder), scaled to
+    ``[0, 1]``::
+
+        h_k = log(d_max / d_k) / max_j log(d_max / d_j)
+
+    (0 for the most distant negative, 1 for the closest; all 0 when the
+    distances are equal). With training progress
+    ``p = clamp((epoch - first_epoch) / ramp_epochs, 0, 1)`` the weights are
+    a softmax whose temperature sign flips halfway::
+
+        gamma = (1 - uniform_mix) * softmax(sharpness * (2p - 1) * h)
+                + uniform_mix / K
+
+    At the first epoch the easy negatives dominate (uniformly among equally
+    easy ones), at ``p = 1/2`` every negative weighs ``1/K``, and from
+    ``first_epoch + ramp_epochs`` on the hardest dominate. ``uniform_mix``
+    keeps every negative in the denominator. The weights sum to 1.
+
+    Arguments
+    ---------
+    num_negatives : int
+        How many negatives CR gets.
+    ramp_epochs : int
+        Epochs from "easy first" to "hard first".
+    sharpness : float
+        Softmax scale: how strongly one end is preferred.
+    uniform_mix : float
+        Share of a uniform weighting mixed in, in ``[0, 1]``.
+    first_epoch : int
+        The first epoch's number (SpeechBrain counts from 1).
+    negative_names : list of str, optional
+        Names for :meth:`describe`.
+
+    Example
+    -------
+    >>> curriculum = SimilarityCurriculum(2, ramp_epochs=4)
+    >>> far_noisy_close_reference = [2.0, 0.5]
+    >>> for epoch in (1, 3, 5):
+    ...     weights = curriculum.weights(epoch, far_noisy_close_reference)
+    ...     print(epoch, [round(w, 3) for w in weights])
+    1 [0.907, 0.093]
+    3 [0.5, 0.5]
+    5 [0.093, 0.907]
+    """
+
+    def __init__(
+        self,
+        num_negatives=2,
+        ramp_epochs=10,
+        sharpness=3.0,
+        uniform_mix=0.1,
+        first_epoch=1,
+        negative_names=None,
+    ):
+        self.num_negatives = int(num_negatives)
+        if ramp_epochs < 1:
+            raise ValueError(f"ramp_epochs must be >= 1, got {ramp_epochs}")
+        if not 0 <= uniform_mix <= 1:
+            raise ValueError(
+                f"uniform_mix must be in [0, 1], got {uniform_mix}"
+            )
+        self.ramp_epochs = int(ramp_epochs)
+        self.sharpness = float(sharpness)
+        self.uniform_mix = float(uniform_mix)
+        self.first_epoch = int(first_epoch)
+        self.negative_names = _names(negative_names, self.num_negatives)
+        self.distance_sums = [0.0] * self.num_negatives
+        self.distance_count = 0
+        self.epoch = None
+        self.current_weights = [1.0 / self.num_negatives] * self.num_negatives
+
+    def observe(self, distances_to_positive):
+        """Add one batch's distances (e.g. CR's ``negative_to_positive``).
+
+        Example
+        -------
+        >>> curriculum = SimilarityCurriculum(2)
+        >>> curriculum.observe([2.0, 1.0]); curriculum.observe([4.0, 1.0])
+        >>> curriculum.mean_distances()
+        [3.0, 1.0]
+        """
+        values = [float(d) for d in distances_to_positive]
+        if len(values) != self.num_negatives:
+            raise ValueError(
+                f"got {len(values)} distances for {self.num_negatives} "
+                "negatives"
+            )
+        self.distance_sums = [s + v for s, v in zip(self.distance_sums, values)]
+        self.distance_count += 1
+
+    def mean_distances(self):
+        """Mean of the distances given to :meth:`observe`, or ``None``."""
+        if self.distance_count == 0:
+            return None
+        return [s / self.distance_count for s in self.distance_sums]
+
+    def progress(self, epoch):
+        """Training progress ``p`` in ``[0, 1]`` at ``epoch``.
+
+        Example
+        -------
+        >>> SimilarityCurriculum(ramp_epochs=10).progress(6)
+        0.5
+        """
+        steps = (epoch - self.first_epoch) / self.ramp_epochs
+        return min(max(steps, 0.0), 1.0)
+
+    def weights(self, epoch, distances_to_positive=None):
+        """Return (and remember) the negative weights for ``epoch``.
+
+        Arguments
+        ---------
+        epoch : int
+            The current epoch.
+        distances_to_positive : list of float, optional
+            ``d_k`` per negative. Default: :meth:`mean_distances`; before
+            any distance is known every negative weighs ``1/K``.
+
+        Returns
+        -------
+        list of float
+            ``gamma_k``, one per negative, summing to 1.
+        """
+        if distances_to_positive is None:
+            distances_to_positive = self.mean_distances()
+        self.epoch = int(epoch)
+        if distances_to_positive is None:
+            self.current_weights = [1.0 / self.num_negatives] * (
+                self.num_negatives
+            )
+            return self.current_weights
+        distances = [max(float(d), 1e-12) for d in distances_to_positive]
+        if len(distances) != self.num_negatives:
+            raise ValueError(
+                f"got {len(distances)} distances for {self.num_negatives} "
+                "negatives"
+            )
+        farthest = max(distances)
+        hardness = [math.log(farthest / d) for d in distances]
+        spread = max(hardness)
+        if spread > 0:
+            hardness = [h / spread for h in hardness]
+        scale = self.sharpness * (2.0 * self.progress(epoch) - 1.0)
+        logits = [scale * h for h in hardness]
+        top = max(logits)
+        exps = [math.exp(v - top) for v in logits]
+        total = sum(exps)
+        count = self.num_negatives
+        self.current_weights = [
+            (1 - self.uniform_mix) * e / total + self.uniform_mix / count
+            for e in exps
+        ]
+        return self.current_weights
+
+    def describe(self):
+        """One line with the epoch, progress and current weights."""
+        where = (
+            "not started"
+            if self.epoch is None
+            else f"epoch {self.epoch}, p={self.progress(self.epoch):.2f}"
+        )
+        weights = _format(self.negative_names, self.current_weights)
+        return f"similarity curriculum ({where}): {weights}"
+
+    def state_dict(self):
+        """The state to restore after an interruption (JSON-friendly)."""
+        return {
+            "distance_sums": list(self.distance_sums),
+            "distance_count": self.distance_count,
+            "epoch": self.epoch,
+            "current_weights": list(self.current_weights),
+        }
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s output.
+
+        Example
+        -------
+        >>> first = SimilarityCurriculum(2)
+        >>> first.observe([2.0, 0.5])
+        >>> _ = first.weights(3)
+        >>> second = SimilarityCurriculum(2)
+        >>> second.load_state_dict(first.state_dict())
+        >>> second.describe() == first.describe()
+        True
+        """
+        if len(state["distance_sums"]) != self.num_negatives:
+            raise ValueError(
+                "curriculum state has a different number of negatives"
+            )
+        self.distance_sums = [float(s) for s in state["distance_sums"]]
+        self.distance_count = int(state["distance_count"])
+        self.epoch = state["epoch"]
+        self.current_weights = [float(w) for w in state["current_weights"]]
