@@ -1,0 +1,498 @@
+"""Speech synthesis with eSpeak NG for the mini corpora.
+
+The ``espeakng_loader`` wheel ships ``libespeak-ng.so`` and its data folder,
+so no system package is needed; the library is driven through ``ctypes``.
+
+A :class:`Speaker` is an English accent, a voice variant (which carries the
+formant settings), its own formant-frequency scaling (a vocal-tract length
+and per-formant shifts), pitch, pitch range and speaking rate. Each speaker
+gets its own eSpeak variant file, written into a private copy of the data
+folder, so two speakers built from the same variant still differ.
+
+eSpeak keeps state between utterances in static variables (pitch flutter
+phase, spectral interpolation buffers), which would make an utterance depend
+on what was synthesized before it. :func:`synthesize` therefore loads a
+private copy of the library afresh for every utterance (about 5 ms): the
+same text and speaker always give the same samples.
+"""
+
+import _ctypes
+import atexit
+import ctypes
+import ctypes.util
+import dataclasses
+import hashlib
+import math
+import os
+import shutil
+import tempfile
+import threading
+
+import numpy as np
+import torch
+import torchaudio
+
+from lobes.errors import UserError
+
+#: Sample rate eSpeak NG synthesizes at.
+NATIVE_RATE = 22050
+
+#: English accents (eSpeak language files) the speakers are drawn from.
+ACCENTS = (
+    "en",
+    "en-us",
+    "en-gb-x-rp",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+)
+
+#: Voice variants that sound like plain (if robotic) speech; the whispered,
+#: croaking and effect variants are left out.
+VARIANTS = (
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
+    "adam", "Alex", "Andy", "Annie", "anika", "aunty", "belinda", "benjamin",
+    "boris", "caleb", "david", "Denis", "Diogo", "edward", "edward2", "Gene",
+    "Gene2", "gustave", "Henrique", "Hugo", "ian", "iven2", "iven3", "john",
+    "Lee", "linda", "Marco", "Mario", "marcelo", "max", "Michael", "michel",
+    "Mike", "mike2", "miguel", "Nguyen", "norbert", "pablo", "pedro", "quincy",
+    "Reed", "rob", "robert", "sandro", "shelby", "steph", "steph2", "steph3",
+    "travis", "victor", "zac",
+)  # fmt: skip
+
+# espeak_AUDIO_OUTPUT and espeak_PARAMETER values (speak_lib.h)
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_ESPEAK_RATE = 1
+_ESPEAK_VOLUME = 2
+_ESPEAK_PITCH = 3
+_ESPEAK_RANGE = 4
+_POS_CHARACTER = 1
+# eSpeak's volume (0..200, default 100); lower keeps loud variants unclipped.
+_VOLUME = 55
+_RANDOM_SEED = 12345
+_ESPEAK_CHARS_UTF8 = 1
+
+_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Speaker:
+    """One synthetic speaker: a voice variant with its own settings.
+
+    Arguments
+    ---------
+    name : str
+        Unique name; also names the speaker's eSpeak variant file.
+    accent : str
+        An eSpeak English language, e.g. ``"en-us"``.
+    variant : str
+        The eSpeak voice variant it is built on, e.g. ``"f3"``.
+    pitch : int
+        Base pitch, 0..100 (eSpeak's ``espeakPITCH``).
+    pitch_range : int
+        Pitch range, 0..100 (``espeakRANGE``).
+    rate : int
+        Speaking rate in words per minute (``espeakRATE``).
+    formant_scale : tuple of float
+        Multipliers of the variant's formant frequencies 0..8.
+
+    Example
+    -------
+    >>> spk = Speaker("demo", "en-us", "f3", 50, 50, 160, (1.0,) * 9)
+    >>> spk.voice_name.startswith("en-us+v")
+    True
+    """
+
+    name: str
+    accent: str
+    variant: str
+    pitch: int
+    pitch_range: int
+    rate: int
+    formant_scale: tuple = (1.0,) * 9
+
+    @property
+    def variant_file(self):
+        """Short name of this speaker's eSpeak variant file."""
+        digest = hashlib.sha1(repr(self).encode()).hexdigest()[:10]
+        return f"v{digest}"
+
+    @property
+    def voice_name(self):
+        """The eSpeak voice name selecting this speaker's variant file."""
+        return f"{self.accent}+{self.variant_file}"
+
+
+def make_speaker_pool(num_speakers, variants=VARIANTS, seed=0, prefix="spk"):
+    """Draw a deterministic pool of distinct speakers.
+
+    Speakers cycle through ``variants`` (so a pool uses as many different
+    variants as possible) and draw an accent, pitch, range, rate and formant
+    scaling from a generator seeded with ``seed``.
+
+    Arguments
+    ---------
+    num_speakers : int
+        How many speakers.
+    variants : sequence of str
+        The voice variants to build on.
+    seed : int
+        Seed of the draw.
+    prefix : str
+        Prefix of the speakers' names (``<prefix><index>``).
+
+    Returns
+    -------
+    list of Speaker
+
+    Example
+    -------
+    >>> pool = make_speaker_pool(3, seed=1)
+    >>> [s.name for s in pool]
+    ['spk000', 'spk001', 'spk002']
+    >>> pool == make_speaker_pool(3, seed=1)
+    True
+    """
+    rng = np.random.default_rng([seed, 7321])
+    order = list(variants)
+    rng.shuffle(order)
+    speakers = []
+    for index in range(num_speakers):
+        tract = float(rng.uniform(0.9, 1.1))
+        scale = tuple(
+            round(tract * float(rng.uniform(0.96, 1.04)), 3) for _ in range(9)
+        )
+        speakers.append(
+            Speaker(
+                name=f"{prefix}{index:03d}",
+                accent=str(rng.choice(ACCENTS)),
+                variant=order[index % len(order)],
+                pitch=int(rng.integers(25, 76)),
+                pitch_range=int(rng.integers(25, 86)),
+                rate=int(rng.integers(135, 196)),
+                formant_scale=scale,
+            )
+        )
+    return speakers
+
+
+def split_speakers(sizes, seed=0):
+    """Build disjoint speaker pools, one per named group.
+
+    The voice variants themselves are partitioned between the groups (in
+    proportion to their sizes, at least one each), so a speaker of one group
+    never shares a variant with a speaker of another.
+
+    Arguments
+    ---------
+    sizes : dict
+        Group name -> number of speakers, e.g.
+        ``{"train": 40, "valid": 8, "test": 8, "babble_train": 8}``.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    dict
+        Group name -> list of :class:`Speaker` (names prefixed by the group).
+
+    Example
+    -------
+    >>> pools = split_speakers({"train": 4, "test": 2})
+    >>> [len(pools["train"]), len(pools["test"])]
+    [4, 2]
+    >>> set(s.variant for s in pools["train"]).isdisjoint(
+    ...     s.variant for s in pools["test"])
+    True
+    """
+    rng = np.random.default_rng([seed, 991])
+    variants = list(VARIANTS)
+    rng.shuffle(variants)
+    total = sum(sizes.values())
+    if len(sizes) > len(variants):
+        raise ValueError("more speaker groups than voice variants")
+    shares = {
+        name: max(1, int(len(variants) * size / total))
+        for name, size in sizes.items()
+    }
+    while sum(shares.values()) > len(variants):
+        largest = max(shares, key=shares.get)
+        shares[largest] -= 1
+    pools = {}
+    start = 0
+    for group_index, (name, size) in enumerate(sizes.items()):
+        group_variants = variants[start : start + shares[name]]
+        start += shares[name]
+        pools[name] = make_speaker_pool(
+            size,
+            variants=group_variants,
+            seed=seed * 1000 + group_index,
+            prefix=f"{name}_",
+        )
+    return pools
+
+
+class _Espeak:
+    """A private copy of the library and data folder, reloaded per call."""
+
+    def __init__(self):
+        try:
+            import espeakng_loader
+
+            lib_path = espeakng_loader.get_library_path()
+            data_path = espeakng_loader.get_data_path()
+        except Exception as err:  # missing wheel or data
+            raise UserError(
+                f"eSpeak NG is not available ({type(err).__name__}: {err}); "
+                "install it with `pip install espeakng-loader`"
+            ) from None
+        self.workdir = tempfile.mkdtemp(prefix="nrsb_espeak_")
+        atexit.register(shutil.rmtree, self.workdir, True)
+        self.lib_path = os.path.join(self.workdir, "libespeak-ng.so")
+        self.data_path = os.path.join(self.workdir, "data")
+        self.variant_dir = os.path.join(self.data_path, "voices", "!v")
+        self.source_variants = os.path.join(data_path, "voices", "!v")
+        try:
+            shutil.copyfile(lib_path, self.lib_path)
+            os.makedirs(self.variant_dir)
+            for entry in os.listdir(data_path):
+                if entry != "voices":
+                    os.symlink(
+                        os.path.join(data_path, entry),
+                        os.path.join(self.data_path, entry),
+                    )
+        except OSError as err:
+            raise UserError(
+                f"{lib_path}: cannot prepare eSpeak NG ({err}); reinstall "
+                "espeakng-loader"
+            ) from None
+        self.lock = threading.Lock()
+        self.samples = []
+        self.callback = _CALLBACK(self._collect)
+        self.written = set()
+        try:
+            libc_name = ctypes.util.find_library("c") or "libc.so.6"
+            self.libc = ctypes.CDLL(libc_name)
+        except OSError:
+            self.libc = None
+        # Check once that the library loads and speaks.
+        probe = Speaker("probe", "en", "m1", 50, 50, 170, (1.0,) * 9)
+        if self.speak("test", probe).size == 0:
+            raise UserError(
+                f"{lib_path}: eSpeak NG produced no audio; reinstall "
+                "espeakng-loader"
+            )
+
+    def _collect(self, wav, num_samples, events):
+        if num_samples > 0:
+            self.samples.append(
+                np.ctypeslib.as_array(wav, shape=(num_samples,)).copy()
+            )
+        return 0
+
+    def _write_variant(self, speaker):
+        if speaker.variant_file in self.written:
+            return
+        source = os.path.join(self.source_variants, speaker.variant)
+        try:
+            with open(source, encoding="utf-8", errors="replace") as fin:
+                lines = fin.read().splitlines()
+        except OSError:
+            raise UserError(
+                f"{source}: eSpeak NG voice variant not found; choose one "
+                "of lobes.data.tts.VARIANTS"
+            ) from None
+        formants = {}
+        kept = []
+        for line in lines:
+            fields = line.split()
+            if fields[:1] == ["formant"] and len(fields) >= 5:
+                formants[int(fields[1])] = [int(f) for f in fields[2:]]
+            elif fields[:1] != ["name"]:
+                kept.append(line)
+        kept.append(f"name {speaker.variant_file}")
+        for index, factor in enumerate(speaker.formant_scale):
+            values = formants.get(index, [100, 100, 100])
+            freq = max(20, int(round(values[0] * factor)))
+            rest = " ".join(str(v) for v in values[1:])
+            kept.append(f"formant {index} {freq} {rest}")
+        path = os.path.join(self.variant_dir, speaker.variant_file)
+        with open(path, "w", encoding="utf-8") as fout:
+            fout.write("\n".join(kept) + "\n")
+        self.written.add(speaker.variant_file)
+
+    def speak(self, text, speaker):
+        """Return int16 samples at :data:`NATIVE_RATE`."""
+        with self.lock:
+            self._write_variant(speaker)
+            try:
+                lib = ctypes.CDLL(self.lib_path)
+            except OSError as err:
+                raise UserError(
+                    f"{self.lib_path}: cannot load eSpeak NG ({err}); "
+                    "reinstall espeakng-loader"
+                ) from None
+            try:
+                rate = lib.espeak_Initialize(
+                    _AUDIO_OUTPUT_SYNCHRONOUS,
+                    0,
+                    self.data_path.encode(),
+                    0,
+                )
+                if rate != NATIVE_RATE:
+                    raise UserError(
+                        f"{self.data_path}: eSpeak NG failed to initialize "
+                        f"(returned {rate}); reinstall espeakng-loader"
+                    )
+                lib.espeak_SetSynthCallback(self.callback)
+                status = lib.espeak_SetVoiceByName(speaker.voice_name.encode())
+                if status != 0:
+                    raise UserError(
+                        f"eSpeak NG voice {speaker.voice_name!r} not found; "
+                        "choose an accent of lobes.data.tts.ACCENTS"
+                    )
+                lib.espeak_SetParameter(_ESPEAK_RATE, speaker.rate, 0)
+                lib.espeak_SetParameter(_ESPEAK_VOLUME, _VOLUME, 0)
+                lib.espeak_SetParameter(_ESPEAK_PITCH, speaker.pitch, 0)
+                lib.espeak_SetParameter(_ESPEAK_RANGE, speaker.pitch_range, 0)
+                self.samples = []
+                # Klatt voices and breath noise draw random numbers.
+                lib.espeak_ng_SetRandSeed(ctypes.c_long(_RANDOM_SEED))
+                if self.libc is not None:
+                    self.libc.srand(_RANDOM_SEED)
+                data = text.encode("utf-8")
+                lib.espeak_Synth(
+                    data,
+                    ctypes.c_size_t(len(data) + 1),
+                    0,
+                    _POS_CHARACTER,
+                    0,
+                    _ESPEAK_CHARS_UTF8,
+                    None,
+                    None,
+                )
+                lib.espeak_Synchronize()
+                lib.espeak_Terminate()
+            finally:
+                _ctypes.dlclose(lib._handle)
+            if not self.samples:
+                return np.zeros(0, dtype=np.int16)
+            return np.concatenate(self.samples)
+
+
+_ENGINE = None
+_ENGINE_LOCK = threading.Lock()
+
+
+def _engine():
+    global _ENGINE
+    with _ENGINE_LOCK:
+        if _ENGINE is None:
+            _ENGINE = _Espeak()
+        return _ENGINE
+
+
+def check_espeak():
+    """Load eSpeak NG once, raising a one-line UserError if it cannot.
+
+    Example
+    -------
+    >>> check_espeak()
+    """
+    _engine()
+
+
+def trim_silence(audio, sample_rate, threshold=0.01, margin=0.02):
+    """Cut leading and trailing near-silence, keeping a short margin.
+
+    Arguments
+    ---------
+    audio : numpy.ndarray
+        Shape ``[time]``.
+    sample_rate : int
+        Its rate.
+    threshold : float
+        Fraction of the peak below which a 10 ms frame counts as silent.
+    margin : float
+        Seconds of context kept on each side.
+
+    Example
+    -------
+    >>> x = np.concatenate([np.zeros(800), np.ones(160), np.zeros(800)])
+    >>> len(trim_silence(x, 8000))
+    480
+    """
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak == 0.0:
+        return audio
+    frame = max(1, sample_rate // 100)
+    num_frames = math.ceil(audio.size / frame)
+    padded = np.zeros(num_frames * frame, dtype=audio.dtype)
+    padded[: audio.size] = audio
+    frame_peaks = np.abs(padded.reshape(num_frames, frame)).max(axis=1)
+    loud = np.nonzero(frame_peaks > threshold * peak)[0]
+    keep = int(margin * sample_rate)
+    start = max(0, loud[0] * frame - keep)
+    stop = min(audio.size, (loud[-1] + 1) * frame + keep)
+    return audio[start:stop]
+
+
+def synthesize(text, speaker, sample_rate=16000, trim=True):
+    """Speak ``text`` with ``speaker``; return a float32 tensor.
+
+    Arguments
+    ---------
+    text : str
+        What to say.
+    speaker : Speaker
+        Who says it.
+    sample_rate : int
+        Output rate (eSpeak's 22050 Hz output is resampled).
+    trim : bool
+        Whether to cut leading and trailing silence.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``[time]``, values in [-1, 1].
+
+    Example
+    -------
+    >>> spk = make_speaker_pool(1)[0]
+    >>> wav = synthesize("bin blue at f two now", spk, 8000)
+    >>> 0.5 < wav.shape[0] / 8000 < 3.0
+    True
+    >>> torch.equal(wav, synthesize("bin blue at f two now", spk, 8000))
+    True
+    """
+    samples = _engine().speak(text, speaker).astype(np.float32) / 32768.0
+    if trim:
+        samples = trim_silence(samples, NATIVE_RATE)
+    wav = torch.from_numpy(np.ascontiguousarray(samples))
+    if wav.numel() > 0:
+        wav = resample(wav, NATIVE_RATE, sample_rate)
+    return wav.clamp(-1.0, 1.0)
+
+
+_RESAMPLERS = {}
+
+
+def resample(wav, orig_rate, new_rate):
+    """Resample a ``[time]`` tensor, reusing the filter of each rate pair.
+
+    Example
+    -------
+    >>> resample(torch.zeros(16000), 16000, 8000).shape
+    torch.Size([8000])
+    """
+    if orig_rate == new_rate:
+        return wav
+    key = (int(orig_rate), int(new_rate))
+    if key not in _RESAMPLERS:
+        _RESAMPLERS[key] = torchaudio.transforms.Resample(*key)
+    with torch.no_grad():
+        return _RESAMPLERS[key](wav.float())
