@@ -1,0 +1,430 @@
+"""Evaluation metrics for enhancement and separation, from maintained libraries.
+
+Enhancement, per utterance (:func:`enhancement_metrics`):
+
+- ``pesq``: PESQ wide band (ITU-T P.862.2) from ``pesq``, at 16 kHz;
+- ``stoi``, ``estoi``: (extended) short-time objective intelligibility from
+  ``pystoi``;
+- ``csig``, ``cbak``, ``covl``: the composite measures of Hu & Loizou
+  (2008), i.e. the published linear combinations of PESQ, the log-likelihood
+  ratio (LLR), the weighted-slope spectral distance (WSS) and segmental SNR.
+  LLR, WSS and segSNR come from ``pysepm_evo``; its own ``composite()``
+  cannot be used as released (0.1.1 refers to an undefined ``mos_lqo``, its
+  package ``__init__`` imports the unpublished ``srmrpy``, and its
+  ``util.py`` imports ``scipy.signal.kaiser``, removed in SciPy 1.13), so
+  :func:`_pysepm_quality` loads its ``qualityMeasures`` module alone and
+  the combination is done here with PESQ-WB from ``pesq``, as pysepm does
+  at 16 kHz;
+- ``si_sdr``: scale-invariant SDR (zero mean) from ``fast_bss_eval``;
+- ``dnsmos_sig``, ``dnsmos_bak``, ``dnsmos_ovrl``: DNSMOS P.835 from
+  ``speechmos`` (its bundled ONNX models; non-intrusive, 16 kHz; needs
+  ``librosa``). Slow: clips shorter than 9 s are tiled to 9 s, longer ones
+  are scored in 9 s windows every second.
+
+A metric that cannot be computed for a degenerate input (PESQ finds no
+utterance in silence, STOI has too few speech frames, a silent reference)
+is NaN for that utterance, and :class:`MetricAverager` counts it instead of
+averaging it.
+
+Separation (:func:`separation_metrics`): SDR (BSS Eval v4-style, 512-tap
+distortion filters, sources matched by the permutation of best SIR, as
+``mir_eval``) and SI-SNR (zero-mean SI-SDR with the best permutation), both
+from ``fast_bss_eval``, and their improvements over the unprocessed mixture.
+"""
+
+import importlib
+import importlib.util
+import logging
+import math
+import sys
+import types
+import warnings
+
+import numpy as np
+import torch
+import torchaudio
+
+logger = logging.getLogger(__name__)
+
+#: Every metric :func:`enhancement_metrics` knows, in report order.
+ENHANCEMENT_METRICS = (
+    "pesq",
+    "stoi",
+    "estoi",
+    "csig",
+    "cbak",
+    "covl",
+    "si_sdr",
+    "dnsmos_sig",
+    "dnsmos_bak",
+    "dnsmos_ovrl",
+)
+
+#: The ones that cost little (no composite, no DNSMOS): for validation.
+FAST_ENHANCEMENT_METRICS = ("pesq", "stoi", "estoi", "si_sdr")
+
+#: Keys of :func:`separation_metrics`.
+SEPARATION_METRICS = ("sdr", "sdr_i", "si_snr", "si_snr_i")
+
+#: PESQ-WB, the composite measures and DNSMOS run at this rate.
+METRIC_SAMPLE_RATE = 16000
+
+_SILENCE = 1e-8
+
+
+class MetricUnavailableError(RuntimeError):
+    """A metric's library is missing from the environment."""
+
+
+def _to_numpy(signal, name):
+    """A 1-D float64 numpy copy of a tensor or array."""
+    if isinstance(signal, torch.Tensor):
+        signal = signal.detach().to("cpu", torch.float64).numpy()
+    signal = np.asarray(signal, dtype=np.float64)
+    if signal.ndim == 2 and 1 in signal.shape:
+        signal = signal.reshape(-1)
+    if signal.ndim != 1:
+        raise ValueError(
+            f"{name} must be one waveform [time], got {signal.shape}"
+        )
+    return signal
+
+
+def _resample(signal, sample_rate, target=METRIC_SAMPLE_RATE):
+    if sample_rate == target:
+        return signal
+    tensor = torch.from_numpy(signal)
+    return torchaudio.functional.resample(tensor, sample_rate, target).numpy()
+
+
+def _pysepm_quality():
+    """Import ``pysepm_evo.qualityMeasures`` without the package ``__init__``.
+
+    The module is registered under a private package name, so an ordinary
+    ``import pysepm_evo`` elsewhere is not affected. SciPy >= 1.13 moved
+    ``kaiser`` to ``scipy.signal.windows``; the old name is added back for
+    ``pysepm_evo.util``.
+
+    Example
+    -------
+    >>> sorted(n for n in ("wss", "llr", "SNRseg")
+    ...        if hasattr(_pysepm_quality(), n))
+    ['SNRseg', 'llr', 'wss']
+    """
+    name = "_lobes_pysepm_evo"
+    if f"{name}.qualityMeasures" in sys.modules:
+        return sys.modules[f"{name}.qualityMeasures"]
+    import scipy.signal
+    import scipy.signal.windows
+
+    if not hasattr(scipy.signal, "kaiser"):
+        scipy.signal.kaiser = scipy.signal.windows.kaiser
+    spec = importlib.util.find_spec("pysepm_evo")
+    if spec is None or not spec.submodule_search_locations:
+        raise MetricUnavailableError(
+            "csig/cbak/covl need pysepm-evo: pip install pysepm-evo"
+        )
+    package = types.ModuleType(name)
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules[name] = package
+    return importlib.import_module(f"{name}.qualityMeasures")
+
+
+def _dnsmos_run():
+    """Return ``speechmos.dnsmos.run``, or say which package is missing."""
+    try:
+        from speechmos import dnsmos
+    except ImportError as err:
+        raise MetricUnavailableError(
+            f"DNSMOS needs speechmos and its dependency {err.name or '?'}: "
+            f"pip install speechmos {err.name or ''}; or leave dnsmos_* out "
+            "of the metrics"
+        ) from None
+    return dnsmos.run
+
+
+def _pesq_wb(clean16, enhanced16):
+    import pesq
+
+    try:
+        return float(pesq.pesq(METRIC_SAMPLE_RATE, clean16, enhanced16, "wb"))
+    except pesq.PesqError as err:
+        logger.warning("PESQ failed (%s); counted as NaN", err)
+        return math.nan
+
+
+def _stoi(clean, enhanced, sample_rate, extended):
+    from pystoi import stoi
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(stoi(clean, enhanced, sample_rate, extended=extended))
+    if any("Not enough STFT frames" in str(w.message) for w in caught):
+        logger.warning("STOI: too few speech frames; counted as NaN")
+        return math.nan
+    return value
+
+
+def _composite(clean16, enhanced16, pesq_value):
+    """CSIG, CBAK, COVL (Hu & Loizou 2008), each clipped to [1, 5]."""
+    if math.isnan(pesq_value):
+        return math.nan, math.nan, math.nan
+    quality = _pysepm_quality()
+    rate = METRIC_SAMPLE_RATE
+    with np.errstate(all="ignore"):
+        wss = float(quality.wss(clean16, enhanced16, rate))
+        llr = float(quality.llr(clean16, enhanced16, rate, True))
+        segsnr = float(quality.SNRseg(clean16, enhanced16, rate))
+    if not all(map(math.isfinite, (wss, llr, segsnr))):
+        logger.warning("composite measures not finite; counted as NaN")
+        return math.nan, math.nan, math.nan
+    csig = 3.093 - 1.029 * llr + 0.603 * pesq_value - 0.009 * wss
+    cbak = 1.634 + 0.478 * pesq_value - 0.007 * wss + 0.063 * segsnr
+    covl = 1.594 + 0.805 * pesq_value - 0.512 * llr - 0.007 * wss
+    return tuple(min(max(v, 1.0), 5.0) for v in (csig, cbak, covl))
+
+
+def _si_sdr(clean, enhanced):
+    import fast_bss_eval
+
+    with np.errstate(all="ignore"):
+        value = fast_bss_eval.si_sdr(
+            clean[None, :], enhanced[None, :], zero_mean=True
+        )
+    value = float(value[0])
+    return value if math.isfinite(value) else math.nan
+
+
+def _dnsmos(enhanced16):
+    run = _dnsmos_run()
+    peak = float(np.max(np.abs(enhanced16)))
+    if peak > 1.0:  # speechmos only takes samples in [-1, 1].
+        enhanced16 = enhanced16 / peak
+    scores = run(enhanced16, METRIC_SAMPLE_RATE)
+    return (
+        float(scores["sig_mos"]),
+        float(scores["bak_mos"]),
+        float(scores["ovrl_mos"]),
+    )
+
+
+def enhancement_metrics(enhanced, clean, sample_rate, metrics=None):
+    """Score one enhanced utterance against its clean reference.
+
+    Arguments
+    ---------
+    enhanced, clean : torch.Tensor or numpy.ndarray
+        Waveforms ``[time]`` of equal length.
+    sample_rate : int
+        Their rate. PESQ, the composite measures and DNSMOS resample to
+        16 kHz; STOI and SI-SDR use the signals as they are.
+    metrics : list of str, optional
+        Which of :data:`ENHANCEMENT_METRICS` to compute (default: all).
+        Leave out the slow ones (``dnsmos_*``, then ``csig/cbak/covl``) for
+        quick validation, e.g. :data:`FAST_ENHANCEMENT_METRICS`.
+
+    Returns
+    -------
+    dict
+        ``{metric: float}`` for the requested metrics; NaN where the metric
+        cannot be computed on this input.
+
+    Example
+    -------
+    >>> t = torch.arange(16000) / 16000
+    >>> speech = torch.sin(2 * math.pi * 200 * t) * torch.sin(math.pi * t)
+    >>> noisy = speech + 0.1 * torch.randn(16000)
+    >>> scores = enhancement_metrics(noisy, speech, 16000,
+    ...                              metrics=["stoi", "si_sdr"])
+    >>> sorted(scores), 10 < scores["si_sdr"] < 20
+    (['si_sdr', 'stoi'], True)
+    """
+    wanted = ENHANCEMENT_METRICS if metrics is None else tuple(metrics)
+    unknown = [name for name in wanted if name not in ENHANCEMENT_METRICS]
+    if unknown:
+        raise ValueError(
+            f"unknown enhancement metrics {unknown}; choose from "
+            f"{', '.join(ENHANCEMENT_METRICS)}"
+        )
+    enhanced = _to_numpy(enhanced, "enhanced")
+    clean = _to_numpy(clean, "clean")
+    if enhanced.shape != clean.shape:
+        raise ValueError(
+            f"enhanced ({enhanced.shape[0]} samples) and clean "
+            f"({clean.shape[0]} samples) differ in length; trim the output"
+        )
+    results = {}
+    silent_reference = float(np.max(np.abs(clean), initial=0.0)) < _SILENCE
+    intrusive = {"pesq", "stoi", "estoi", "csig", "cbak", "covl", "si_sdr"}
+    if silent_reference and intrusive & set(wanted):
+        logger.warning("silent clean reference; intrusive metrics are NaN")
+        results.update({name: math.nan for name in intrusive & set(wanted)})
+
+    need16 = {"pesq", "csig", "cbak", "covl"} & set(wanted)
+    need16 = need16 and not silent_reference
+    if need16 or any(name.startswith("dnsmos") for name in wanted):
+        enhanced16 = _resample(enhanced, sample_rate)
+        clean16 = _resample(clean, sample_rate)
+    if need16:
+        pesq_value = _pesq_wb(clean16, enhanced16)
+        if "pesq" in wanted:
+            results["pesq"] = pesq_value
+        if {"csig", "cbak", "covl"} & set(wanted):
+            composite = _composite(clean16, enhanced16, pesq_value)
+            for name, value in zip(("csig", "cbak", "covl"), composite):
+                if name in wanted:
+                    results[name] = value
+    if not silent_reference:
+        if "stoi" in wanted:
+            results["stoi"] = _stoi(clean, enhanced, sample_rate, False)
+        if "estoi" in wanted:
+            results["estoi"] = _stoi(clean, enhanced, sample_rate, True)
+        if "si_sdr" in wanted:
+            results["si_sdr"] = _si_sdr(clean, enhanced)
+    dnsmos_names = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+    if set(dnsmos_names) & set(wanted):
+        for name, value in zip(dnsmos_names, _dnsmos(enhanced16)):
+            if name in wanted:
+                results[name] = value
+    return {name: results[name] for name in wanted}
+
+
+def _pair_sources(signals, name, sources=None):
+    """``[time, sources]`` tensor or array -> ``[sources, time]`` float64."""
+    if isinstance(signals, torch.Tensor):
+        signals = signals.detach().to("cpu", torch.float64).numpy()
+    signals = np.asarray(signals, dtype=np.float64)
+    if signals.ndim != 2:
+        raise ValueError(f"{name} must be [time, sources], got {signals.shape}")
+    if sources is not None and signals.shape[1] != sources:
+        raise ValueError(
+            f"{name} has {signals.shape[1]} sources, expected {sources}"
+        )
+    return np.ascontiguousarray(signals.T)
+
+
+def separation_metrics(estimates, references, mixture):
+    """SDR and SI-SNR of separated sources and their gains over the mixture.
+
+    Arguments
+    ---------
+    estimates : torch.Tensor or numpy.ndarray
+        Separated sources ``[time, sources]`` (any order).
+    references : torch.Tensor or numpy.ndarray
+        True sources ``[time, sources]``.
+    mixture : torch.Tensor or numpy.ndarray
+        The input mixture ``[time]``.
+
+    Returns
+    -------
+    dict
+        ``sdr``, ``sdr_i``, ``si_snr``, ``si_snr_i`` in dB, each the mean
+        over the sources (NaN for a degenerate input, e.g. a silent
+        reference). ``sdr`` pairs the sources by the permutation of best
+        SIR, ``si_snr`` by the permutation of best SI-SNR; the gains
+        subtract the same metric with the mixture as every estimate.
+
+    Example
+    -------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> refs = torch.randn(8000, 2, generator=g)
+    >>> mix = refs.sum(1)
+    >>> ests = refs.flip(1) + 0.1 * torch.randn(8000, 2, generator=g)
+    >>> scores = separation_metrics(ests, refs, mix)
+    >>> 15 < scores["si_snr"] < 25, scores["si_snr_i"] > 15
+    (True, True)
+    """
+    import fast_bss_eval
+
+    refs = _pair_sources(references, "references")
+    ests = _pair_sources(estimates, "estimates", refs.shape[0])
+    mix = _to_numpy(mixture, "mixture")
+    if not refs.shape[1] == ests.shape[1] == mix.shape[0]:
+        raise ValueError(
+            "estimates, references and mixture differ in length "
+            f"({ests.shape[1]}, {refs.shape[1]}, {mix.shape[0]})"
+        )
+    mix_as_estimates = np.repeat(mix[None, :], refs.shape[0], axis=0)
+    nan_result = {name: math.nan for name in SEPARATION_METRICS}
+    if np.any(np.max(np.abs(refs), axis=1) < _SILENCE):
+        logger.warning("a silent reference source; separation metrics NaN")
+        return nan_result
+    try:
+        with np.errstate(all="ignore"):
+            sdr = fast_bss_eval.bss_eval_sources(refs, ests)[0]
+            sdr_mix = fast_bss_eval.sdr(refs, mix_as_estimates)
+            si_snr = fast_bss_eval.si_sdr(refs, ests, zero_mean=True)
+            si_snr_mix = fast_bss_eval.si_sdr(
+                refs, mix_as_estimates, zero_mean=True
+            )
+    except (np.linalg.LinAlgError, ValueError) as err:
+        logger.warning("separation metrics failed (%s); NaN", err)
+        return nan_result
+    values = {
+        "sdr": float(np.mean(sdr)),
+        "sdr_i": float(np.mean(sdr - sdr_mix)),
+        "si_snr": float(np.mean(si_snr)),
+        "si_snr_i": float(np.mean(si_snr - si_snr_mix)),
+    }
+    return {k: v if math.isfinite(v) else math.nan for k, v in values.items()}
+
+
+class MetricAverager:
+    """Mean of per-utterance metrics, with NaNs counted rather than averaged.
+
+    Example
+    -------
+    >>> averager = MetricAverager()
+    >>> averager.append({"pesq": 2.0, "stoi": 0.5})
+    >>> averager.append({"pesq": float("nan"), "stoi": 1.0})
+    >>> averager.summarize()
+    {'pesq': 2.0, 'stoi': 0.75}
+    >>> averager.failures()
+    {'pesq': 1, 'stoi': 0}
+    >>> averager.describe()
+    'pesq 2.000, stoi 0.750 over 2 utterances (NaN: pesq 1)'
+    """
+
+    def __init__(self):
+        self.sums = {}
+        self.counts = {}
+        self.nans = {}
+        self.utterances = 0
+
+    def append(self, scores):
+        """Add one utterance's ``{metric: value}``."""
+        self.utterances += 1
+        for name, value in scores.items():
+            value = float(value)
+            self.sums.setdefault(name, 0.0)
+            self.counts.setdefault(name, 0)
+            self.nans.setdefault(name, 0)
+            if math.isfinite(value):
+                self.sums[name] += value
+                self.counts[name] += 1
+            else:
+                self.nans[name] += 1
+
+    def summarize(self):
+        """``{metric: mean over the finite values}`` (NaN if there are none)."""
+        return {
+            name: (
+                self.sums[name] / self.counts[name]
+                if self.counts[name]
+                else math.nan
+            )
+            for name in self.sums
+        }
+
+    def failures(self):
+        """``{metric: how many utterances gave NaN}``."""
+        return dict(self.nans)
+
+    def describe(self):
+        """One line for a log: the means and any NaN counts."""
+        means = ", ".join(f"{k} {v:.3f}" for k, v in self.summarize().items())
+        line = f"{means} over {self.utterances} utterances"
+        failed = [f"{k} {n}" for k, n in self.nans.items() if n]
+        if failed:
+            line += f" (NaN: {', '.join(failed)})"
+        return line
