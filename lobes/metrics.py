@@ -71,6 +71,10 @@ METRIC_SAMPLE_RATE = 16000
 
 _SILENCE = 1e-8
 
+#: fast_bss_eval clamps SDRs here: a perfect estimate scores about 150 dB
+#: instead of an infinity that breaks its permutation solver.
+_CLAMP_DB = 150.0
+
 
 class MetricUnavailableError(RuntimeError):
     """A metric's library is missing from the environment."""
@@ -189,7 +193,10 @@ def _si_sdr(clean, enhanced):
 
     with np.errstate(all="ignore"):
         value = fast_bss_eval.si_sdr(
-            clean[None, :], enhanced[None, :], zero_mean=True
+            clean[None, :],
+            enhanced[None, :],
+            zero_mean=True,
+            clamp_db=_CLAMP_DB,
         )
     value = float(value[0])
     return value if math.isfinite(value) else math.nan
@@ -351,11 +358,17 @@ def separation_metrics(estimates, references, mixture):
         return nan_result
     try:
         with np.errstate(all="ignore"):
-            sdr = fast_bss_eval.bss_eval_sources(refs, ests)[0]
-            sdr_mix = fast_bss_eval.sdr(refs, mix_as_estimates)
-            si_snr = fast_bss_eval.si_sdr(refs, ests, zero_mean=True)
+            sdr = fast_bss_eval.bss_eval_sources(
+                refs, ests, clamp_db=_CLAMP_DB
+            )[0]
+            sdr_mix = fast_bss_eval.sdr(
+                refs, mix_as_estimates, clamp_db=_CLAMP_DB
+            )
+            si_snr = fast_bss_eval.si_sdr(
+                refs, ests, zero_mean=True, clamp_db=_CLAMP_DB
+            )
             si_snr_mix = fast_bss_eval.si_sdr(
-                refs, mix_as_estimates, zero_mean=True
+                refs, mix_as_estimates, zero_mean=True, clamp_db=_CLAMP_DB
             )
     except (np.linalg.LinAlgError, ValueError) as err:
         logger.warning("separation metrics failed (%s); NaN", err)
