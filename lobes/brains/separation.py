@@ -1,0 +1,476 @@
+"""The one Brain behind every separation recipe (NASS and its baselines).
+
+``SeparationBrain`` trains a :class:`lobes.models.noise_aware.
+NoiseAwareSeparator`: with a noise output (NASS, ``N + 1`` outputs, noise
+last) or without (the plain backbone, ``N`` outputs). Objectives:
+
+- permutation-invariant negative SI-SNR (``pit_loss``, a
+  :class:`lobes.losses.pit.PITLoss`) over all outputs; in training,
+  examples already better than ``threshold`` (e.g. -30, i.e. 30 dB SI-SNR)
+  are left out, as SpeechBrain's SepFormer recipes do;
+- for NASS, plus ``nce_weight`` times the noise-aware PatchNCE loss
+  (``contrastive_loss``, a :class:`lobes.losses.patch_nce.
+  NoiseAwareContrastiveLoss`): queries are the masked features of the
+  estimates put in reference order with each batch item's own PIT
+  permutation, positives the encoder features of the true sources
+  (detached), negatives the predicted noise's features (detached).
+
+A batch whose loss is not finite is skipped (no update) on every DDP rank.
+Gradient clipping (``max_grad_norm``), mixed precision (``--precision``),
+checkpointing and resuming are SpeechBrain's. At test time the noise output
+is dropped after PIT against the ``N + 1`` references and
+``<output_folder>/test_results.csv`` lists per utterance ``sdr, sdr_i,
+si-snr, si-snr_i`` over the speakers plus ``noise_si-snr`` (for a baseline
+without noise output: the SI-SNR of the residual ``mix - sum(speakers)``
+against the true noise). A few test utterances are saved as wav files.
+
+Hparams read (besides SpeechBrain's run options): ``separator``,
+``pit_loss``, ``num_spks``, ``sample_rate``, ``noise_aware``,
+``nce_weight`` and ``contrastive_loss`` (NASS only), ``threshold``,
+``output_folder``, ``save_audio``, ``n_audio_to_save``, ``max_grad_norm``.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import logging
+import os
+import time
+from typing import NamedTuple
+
+import speechbrain as sb
+import torch
+from speechbrain.utils.distributed import if_main_process
+
+from lobes.brains.base import RecipeBrain, save_examples, write_results_csv
+from lobes.errors import HparamsError
+from lobes.losses.pit import reorder, reorder_features
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``test_results.csv`` after ``snt_id``.
+RESULT_COLUMNS = ("sdr", "sdr_i", "si-snr", "si-snr_i", "noise_si-snr")
+
+
+class SeparationStep(NamedTuple):
+    """What :meth:`SeparationBrain.compute_forward` hands to the loss.
+
+    Attributes
+    ----------
+    output : lobes.models.noise_aware.SeparatorOutput
+        The separator's output.
+    mix : torch.Tensor
+        Mixtures ``[B, T]`` (cropped to the shortest item in training).
+    targets : torch.Tensor
+        References ``[B, T, S]``: speakers, then the noise if the separator
+        has a noise output.
+    noise : torch.Tensor
+        The true noise ``[B, T]``.
+    lengths : torch.Tensor
+        Valid samples of each item ``[B]`` (long).
+    """
+
+    output: object
+    mix: torch.Tensor
+    targets: torch.Tensor
+    noise: torch.Tensor
+    lengths: torch.Tensor
+
+
+def si_snr(estimates, references, eps=1e-8):
+    """Scale-invariant SNR (dB) of each source, on the last axis.
+
+    Arguments
+    ---------
+    estimates, references : torch.Tensor
+        ``[..., T]``.
+    eps : float
+        Numerical floor.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[...]`` in dB.
+
+    Example
+    -------
+    >>> ref = torch.randn(2, 1000)
+    >>> bool((si_snr(3 * ref, ref) > 60).all())
+    True
+    """
+    estimates = estimates - estimates.mean(dim=-1, keepdim=True)
+    references = references - references.mean(dim=-1, keepdim=True)
+    scale = (estimates * references).sum(-1, keepdim=True) / (
+        references.pow(2).sum(-1, keepdim=True) + eps
+    )
+    target = scale * references
+    ratio = target.pow(2).sum(-1) / (
+        (estimates - target).pow(2).sum(-1) + eps
+    )
+    return 10 * torch.log10(ratio + eps)
+
+
+def separation_metrics(estimates, references, mixture):
+    """SDR, SI-SNR and their improvements, averaged over the speakers.
+
+    SDR is BSS-eval SDR (``fast_bss_eval``, 512-tap distortion filter) of
+    estimates already in reference order; the improvements are over the
+    mixture used as the estimate of every speaker.
+
+    Arguments
+    ---------
+    estimates : torch.Tensor
+        ``[T, N]`` speaker estimates in reference order.
+    references : torch.Tensor
+        ``[T, N]`` true speakers.
+    mixture : torch.Tensor
+        ``[T]``.
+
+    Returns
+    -------
+    dict
+        ``sdr``, ``sdr_i``, ``si_snr``, ``si_snr_i`` (dB, floats).
+
+    Example
+    -------
+    >>> refs = torch.randn(4000, 2)
+    >>> mix = refs.sum(-1)
+    >>> m = separation_metrics(refs + 0.01 * torch.randn(4000, 2), refs, mix)
+    >>> m["si_snr_i"] > 30 and m["sdr_i"] > 30
+    True
+    """
+    import fast_bss_eval
+
+    est = estimates.detach().double().t().cpu()
+    ref = references.detach().double().t().cpu()
+    mix = mixture.detach().double().cpu().reshape(1, -1).expand_as(ref)
+    sdr = fast_bss_eval.sdr(ref, est, load_diag=1e-10)
+    sdr_mix = fast_bss_eval.sdr(ref, mix, load_diag=1e-10)
+    sisnr = si_snr(est, ref)
+    sisnr_mix = si_snr(mix, ref)
+    return {
+        "sdr": float(sdr.mean()),
+        "sdr_i": float((sdr - sdr_mix).mean()),
+        "si_snr": float(sisnr.mean()),
+        "si_snr_i": float((sisnr - sisnr_mix).mean()),
+    }
+
+
+class SeparationBrain(RecipeBrain):
+    """Trains and evaluates a (noise-aware) mask-based separator.
+
+    Modules (``modules`` in the YAML): ``separator`` and, for NASS with a
+    positive ``nce_weight``, ``contrastive_loss`` (its sampler and MLP are
+    training-only). Batches provide ``mix_sig``, ``sources_sig`` and
+    ``noise_sig`` (:mod:`lobes.data.separation_data`).
+
+    Example
+    -------
+    >>> from speechbrain.dataio.batch import PaddedBatch
+    >>> from speechbrain.lobes.models.dual_path import Decoder, Encoder
+    >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
+    >>> from lobes.losses.patch_nce import (
+    ...     NoiseAwareContrastiveLoss, PatchNCELoss)
+    >>> from lobes.losses.pit import PITLoss
+    >>> from lobes.models.noise_aware import NoiseAwareSeparator
+    >>> separator = NoiseAwareSeparator(
+    ...     Encoder(16, 8), MaskNet(8, 4, 4, 3, 1, 1, C=3),
+    ...     Decoder(8, 1, kernel_size=16, stride=8, bias=False), 2)
+    >>> nce = NoiseAwareContrastiveLoss(
+    ...     PatchNCELoss(num_patches=8, embed_dim=4, channels=8), 2)
+    >>> hparams = {"num_spks": 2, "sample_rate": 8000, "noise_aware": True,
+    ...            "nce_weight": 2.0, "threshold": -30.0,
+    ...            "pit_loss": PITLoss(2), "separator": separator}
+    >>> brain = SeparationBrain(
+    ...     {"separator": separator, "contrastive_loss": nce},
+    ...     lambda p: torch.optim.Adam(p, 1e-3), hparams,
+    ...     run_opts={"device": "cpu"})
+    >>> def item(i):
+    ...     src, noise = torch.randn(800, 2), torch.randn(800) * 0.1
+    ...     return {"id": f"u{i}", "mix_sig": src.sum(-1) + noise,
+    ...             "sources_sig": src, "noise_sig": noise}
+    >>> batches = torch.utils.data.DataLoader(
+    ...     [item(0), item(1)], batch_size=2, collate_fn=PaddedBatch)
+    >>> brain.fit(range(1), batches, batches, progressbar=False)
+    >>> sorted(brain.last_stage_stats)
+    ['loss', 'noise_si-snr', 'si-snr']
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_dataset = None
+        self.test_rows = []
+        self.train_seconds = 0.0
+        self._batch_status = "step"
+        # SpeechBrain applies max_grad_norm from the command line or, when
+        # not given there, from the YAML; both must be positive.
+        hparams = vars(self.hparams) if hasattr(self, "hparams") else {}
+        for clip in (hparams.get("max_grad_norm"), self.max_grad_norm):
+            if clip is not None and not float(clip) > 0:
+                raise HparamsError(
+                    f"max_grad_norm must be positive, got {clip}: fix "
+                    "`max_grad_norm` in the YAML or on the command line"
+                )
+
+    # ------------------------------------------------------------------
+    # Helpers
+    @property
+    def separator(self):
+        """The separator without its DDP/DP wrapper."""
+        module = self.modules["separator"]
+        return getattr(module, "module", module)
+
+    @property
+    def noise_output(self):
+        """True if the separator has a noise output (NASS)."""
+        return bool(self.separator.noise_output)
+
+    @property
+    def num_spks(self):
+        """Number of speakers ``N``."""
+        return int(self.hparams.num_spks)
+
+    def contrastive_active(self, stage):
+        """Whether the PatchNCE term is computed at this stage."""
+        if stage != sb.Stage.TRAIN or not self.noise_output:
+            return False
+        return bool(self.hparams.noise_aware) and float(
+            self.hparams.nce_weight
+        ) > 0
+
+    # ------------------------------------------------------------------
+    # Stages
+    def fit(self, epoch_counter, train_set, valid_set=None, **kwargs):
+        """SpeechBrain's ``fit``; remembers the training dataset so that
+        its random draws can follow the epoch (see ``set_epoch``)."""
+        self.train_dataset = getattr(train_set, "dataset", train_set)
+        return super().fit(epoch_counter, train_set, valid_set, **kwargs)
+
+    def on_fit_start(self):
+        """Log the training setup, then compile, wrap, init and recover."""
+        super().on_fit_start()
+        if if_main_process():
+            logger.info(
+                "Separator: %d outputs (%s), %d parameters at inference; "
+                "gradient clipping at max_grad_norm=%s; precision %s",
+                self.separator.num_outputs,
+                "speakers + noise" if self.noise_output else "speakers",
+                sum(p.numel() for p in self.separator.parameters()),
+                self.max_grad_norm,
+                self.precision,
+            )
+
+    def on_stage_start(self, stage, epoch=None):
+        """Reset statistics; seed the epoch's random training data."""
+        super().on_stage_start(stage, epoch)
+        self.stage_start_time = time.time()
+        if stage == sb.Stage.TRAIN and epoch is not None:
+            set_epoch = getattr(self.train_dataset, "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(epoch)
+        if stage == sb.Stage.TEST:
+            self.test_rows = []
+            self.saved_examples = 0
+
+    def stage_statistics(self, stage):
+        """Mean statistics, plus the training stage's wall time."""
+        stats = super().stage_statistics(stage)
+        if stage == sb.Stage.TRAIN:
+            seconds = time.time() - self.stage_start_time
+            self.train_seconds += seconds
+            stats["seconds"] = round(seconds, 2)
+        return stats
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log, anneal, checkpoint; after testing, write the results."""
+        super().on_stage_end(stage, stage_loss, epoch)
+        if stage != sb.Stage.TEST or not self.test_rows:
+            return
+        if not if_main_process():
+            return
+        path = os.path.join(self.hparams.output_folder, "test_results.csv")
+        means = write_results_csv(path, self.test_rows)
+        summary = ", ".join(f"{k}: {v:.2f}" for k, v in means.items())
+        logger.info("Test results (%d utterances) written to %s; mean %s",
+                    len(self.test_rows), path, summary)
+
+    # ------------------------------------------------------------------
+    # Forward and objectives
+    def compute_forward(self, batch, stage):
+        """Separate the batch's mixtures.
+
+        In training every item is cropped to the shortest one of the batch
+        (no padding reaches the loss).
+        """
+        batch = batch.to(self.device)
+        mix, mix_lens = batch.mix_sig
+        sources, _ = batch.sources_sig
+        noise, _ = batch.noise_sig
+        total = mix.shape[1]
+        lengths = torch.round(mix_lens * total).long().clamp(1, total)
+        if stage == sb.Stage.TRAIN:
+            shortest = int(lengths.min())
+            mix = mix[:, :shortest]
+            sources = sources[:, :shortest]
+            noise = noise[:, :shortest]
+            lengths = torch.full_like(lengths, shortest)
+        targets = sources
+        if self.noise_output:
+            targets = torch.cat([sources, noise.unsqueeze(-1)], dim=-1)
+        output = self.modules["separator"](mix)
+        return SeparationStep(output, mix, targets, noise, lengths)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """PIT neg-SI-SNR (+ PatchNCE for NASS in training); test metrics."""
+        estimates = predictions.output.waveforms
+        targets = predictions.targets
+        with torch.autocast(device_type=self.device_type, enabled=False):
+            estimates = estimates.float()
+            targets = targets.float()
+            per_item, perm = self.hparams.pit_loss(estimates, targets)
+            ordered = reorder(estimates, perm)
+        n = self.num_spks
+        with torch.no_grad():
+            source_sisnr = si_snr(
+                ordered.detach().transpose(1, 2), targets.transpose(1, 2)
+            )
+            self.add_stat("si-snr", source_sisnr[:, :n].mean())
+            if self.noise_output:
+                self.add_stat("noise_si-snr", source_sisnr[:, n].mean())
+
+        if stage == sb.Stage.TEST:
+            self._test_metrics(predictions, ordered, batch)
+        if stage != sb.Stage.TRAIN:
+            return per_item.mean()
+
+        keep = per_item > float(self.hparams.threshold)
+        self._batch_status = "step" if bool(keep.any()) else "nothing_kept"
+        if not keep.any():  # zero weights keep every parameter in the graph
+            keep = torch.ones_like(keep)
+            weights = torch.zeros_like(per_item)
+        else:
+            weights = keep.float()
+        loss = (per_item * weights).sum() / keep.sum().clamp(min=1)
+        if self.contrastive_active(stage):
+            nce = self._contrastive_loss(predictions, perm, keep)
+            self.add_stat("nce", nce)
+            loss = loss + float(self.hparams.nce_weight) * nce * weights.max()
+        return loss
+
+    def _contrastive_loss(self, predictions, perm, keep):
+        """Noise-aware PatchNCE on the kept items, each in its own order."""
+        masked = reorder_features(predictions.output.masked_features, perm)
+        sources = predictions.targets[..., : self.num_spks]
+        batch, length, n = sources.shape
+        with torch.no_grad():
+            flat = sources.permute(2, 0, 1).reshape(n * batch, length)
+            positives = self.separator.encode(flat)
+            positives = positives.reshape(n, batch, *positives.shape[1:])
+        index = keep.nonzero().squeeze(1)
+        return self.modules["contrastive_loss"](
+            masked[:, index], positives[:, index].detach()
+        )
+
+    def _test_metrics(self, predictions, ordered, batch):
+        """Per-utterance metrics (speakers only) and example audio."""
+        n = self.num_spks
+        for b, utt_id in enumerate(batch.id):
+            length = int(predictions.lengths[b])
+            est = ordered[b, :length].float()
+            refs = predictions.targets[b, :length, :n].float()
+            mix = predictions.mix[b, :length].float()
+            noise = predictions.noise[b, :length].float()
+            metrics = separation_metrics(est[:, :n], refs, mix)
+            if self.noise_output:
+                noise_estimate = est[:, n]
+            else:
+                noise_estimate = mix - est[:, :n].sum(dim=-1)
+            noise_sisnr = float(si_snr(noise_estimate, noise))
+            row = {
+                "snt_id": utt_id,
+                "sdr": metrics["sdr"],
+                "sdr_i": metrics["sdr_i"],
+                "si-snr": metrics["si_snr"],
+                "si-snr_i": metrics["si_snr_i"],
+                "noise_si-snr": noise_sisnr,
+            }
+            self.test_rows.append(row)
+            # si-snr (and a NASS noise_si-snr) are logged per stage already.
+            for key in ("sdr", "sdr_i", "si-snr_i"):
+                self.add_stat(key, row[key])
+            if not self.noise_output:
+                self.add_stat("noise_si-snr", noise_sisnr)
+            self._save_example(utt_id, est, refs, mix, noise)
+
+    def _save_example(self, utt_id, est, refs, mix, noise):
+        """Save mixture, references and estimates of the first utterances."""
+        hparams = self.hparams.__dict__
+        if not hparams.get("save_audio", False) or not if_main_process():
+            return
+        if self.saved_examples >= int(hparams.get("n_audio_to_save", 5)):
+            return
+        self.saved_examples += 1
+        n = self.num_spks
+        signals = {"mix": mix}
+        for i in range(n):
+            signals[f"s{i + 1}"] = refs[:, i]
+            signals[f"s{i + 1}_estimate"] = est[:, i]
+        signals["noise"] = noise
+        if self.noise_output:
+            signals["noise_estimate"] = est[:, n]
+        folder = os.path.join(self.hparams.output_folder, "audio_results")
+        save_examples(folder, utt_id, signals, int(self.hparams.sample_rate))
+
+    # ------------------------------------------------------------------
+    # Training step
+    def fit_batch(self, batch):
+        """One training step; a non-finite loss skips the update everywhere.
+
+        Batches whose examples are all past ``threshold`` do no update
+        either; under DDP a rank in that situation still joins the
+        collective backward with zero weights when another rank updates.
+        """
+        should_step = (self.step % self.grad_accumulation_factor) == 0
+        self.on_fit_batch_start(batch, should_step)
+        with self.no_sync(not should_step):
+            with self.training_ctx:
+                outputs = self.compute_forward(batch, sb.Stage.TRAIN)
+                loss = self.compute_objectives(outputs, batch, sb.Stage.TRAIN)
+            decision = self._agree_on_step(loss)
+            if decision == "skip":
+                self.zero_grad(set_to_none=True)
+                return torch.tensor(self.avg_train_loss)
+            scaled = self.scaler.scale(loss / self.grad_accumulation_factor)
+            scaled.backward()
+        if should_step:
+            self.optimizers_step()
+        self.on_fit_batch_end(batch, outputs, loss, should_step)
+        if self._batch_status == "nothing_kept":
+            return torch.tensor(self.avg_train_loss)
+        return loss.detach().cpu()
+
+    def _agree_on_step(self, loss):
+        """``"step"`` or ``"skip"``, the same on every DDP rank."""
+        nonfinite = not bool(torch.isfinite(loss.detach()))
+        nothing_kept = self._batch_status == "nothing_kept"
+        flags = torch.tensor(
+            [float(nonfinite), float(not nothing_kept)], device=self.device
+        )
+        if torch.distributed.is_available() and (
+            torch.distributed.is_initialized()
+        ):
+            torch.distributed.all_reduce(flags)
+        if nonfinite:
+            self.nonfinite_count += 1
+            logger.warning(
+                "Non-finite loss: batch skipped (%d this epoch, patience "
+                "%d)", self.nonfinite_count, self.nonfinite_patience,
+            )
+            if self.nonfinite_count > self.nonfinite_patience:
+                raise ValueError(
+                    "Loss is not finite and patience is exhausted; lower the "
+                    "learning rate or train with --precision=fp32"
+                )
+        if flags[0] > 0 or flags[1] == 0:
+            return "skip"
+        return "step"

@@ -1,0 +1,474 @@
+"""Separation datasets: manifests -> SpeechBrain ``DynamicItemDataset``.
+
+A separation manifest (written by :mod:`lobes.data.prepare`) has the columns
+``ID, duration, mix_wav, s1_wav, s2_wav[, s3_wav], noise_wav``. Every item
+of the datasets built here provides
+
+- ``mix_sig``: the mixture ``[time]``;
+- ``sources_sig``: the speakers ``[time, num_spks]``;
+- ``noise_sig``: the noise ``[time]``.
+
+Training items are random segments of ``segment_seconds``. Optionally they
+are *dynamically mixed*: the speakers come from ``num_spks`` distinct
+training mixtures and the noise from a random one, remixed on the fly with
+random gains in WHAM!-like ranges (speaker levels within a few dB of each
+other, noise at -6 to +3 dB SNR against the loudest speaker), so that the
+mixture is exactly the sum of the returned parts. Optional speed
+perturbation resamples each source and the noise independently (then the
+mixture is re-summed as well).
+
+Every random draw of a training item comes from a generator seeded with
+``(seed, epoch, item id)``: an epoch is reproducible, a resumed run sees the
+same data as an uninterrupted one, and under DDP each rank draws different
+data because SpeechBrain's ``DistributedSampler`` hands it different items.
+The Brain calls :meth:`SeparationDataset.set_epoch` at the start of each
+training epoch, before the data loader starts its workers.
+
+Validation and test items are whole utterances (optionally capped at
+``eval_max_seconds``), unaltered.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import csv
+import math
+import zlib
+
+import torch
+import torchaudio.functional as AF
+from speechbrain.dataio.dataset import DynamicItemDataset
+
+from lobes.data.audio import check_same_length, read_audio
+from lobes.data.pipelines import random_crop
+from lobes.errors import DataFolderError, HparamsError
+
+#: Keys every separation item provides.
+OUTPUT_KEYS = ["id", "mix_sig", "sources_sig", "noise_sig"]
+
+
+def source_columns(num_spks):
+    """Manifest columns holding the speakers: ``s1_wav`` ... ``sN_wav``.
+
+    Example
+    -------
+    >>> source_columns(3)
+    ['s1_wav', 's2_wav', 's3_wav']
+    """
+    return [f"s{i + 1}_wav" for i in range(int(num_spks))]
+
+
+def read_manifest(csv_path, num_spks):
+    """Read a separation manifest and check its columns.
+
+    Arguments
+    ---------
+    csv_path : str
+        The manifest.
+    num_spks : int
+        Number of speakers the recipe separates.
+
+    Returns
+    -------
+    list of dict
+        One dict per row.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.csv")
+    >>> _ = open(path, "w").write(
+    ...     "ID,duration,mix_wav,s1_wav,s2_wav,noise_wav\\n"
+    ...     "a,1.0,m.wav,1.wav,2.wav,n.wav\\n")
+    >>> read_manifest(path, 2)[0]["s2_wav"]
+    '2.wav'
+    >>> read_manifest(path, 3)
+    Traceback (most recent call last):
+    ...
+    lobes.errors.DataFolderError: ...m.csv: no column s3_wav...
+    """
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as fin:
+            reader = csv.DictReader(fin)
+            rows = list(reader)
+            fields = reader.fieldnames or []
+    except FileNotFoundError:
+        raise DataFolderError(
+            f"{csv_path}: manifest not found; re-run the data preparation "
+            "(remove --skip_prep)"
+        ) from None
+    needed = ["ID", "mix_wav", *source_columns(num_spks), "noise_wav"]
+    for column in needed:
+        if column not in fields:
+            raise DataFolderError(
+                f"{csv_path}: no column {column} (has {', '.join(fields)}); "
+                f"is num_spks={num_spks} right for this corpus? Otherwise "
+                "re-run the data preparation"
+            )
+    if not rows:
+        raise DataFolderError(
+            f"{csv_path}: manifest has no rows; check the data folder"
+        )
+    return rows
+
+
+class EpochSeed:
+    """Seeds per-item random generators from ``(seed, epoch, item id)``.
+
+    Arguments
+    ---------
+    seed : int
+        The experiment seed.
+
+    Example
+    -------
+    >>> state = EpochSeed(1)
+    >>> a = torch.rand(1, generator=state.generator("utt1"))
+    >>> b = torch.rand(1, generator=state.generator("utt1"))
+    >>> state.epoch = 2
+    >>> c = torch.rand(1, generator=state.generator("utt1"))
+    >>> bool(a == b), bool(a == c)
+    (True, False)
+    """
+
+    def __init__(self, seed):
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def generator(self, key):
+        """A fresh ``torch.Generator`` for one item of the current epoch."""
+        text = f"{self.seed}:{self.epoch}:{key}".encode()
+        return torch.Generator().manual_seed(zlib.crc32(text))
+
+
+class SeparationDataset(DynamicItemDataset):
+    """A ``DynamicItemDataset`` whose random draws follow the epoch.
+
+    Built by :func:`separation_datasets`; :meth:`set_epoch` changes the
+    random segments and dynamic mixtures of the next pass.
+
+    Example
+    -------
+    >>> data = SeparationDataset({"a": {"x": 1}}, output_keys=["id"])
+    >>> data.epoch_seed = EpochSeed(0)
+    >>> data.set_epoch(3); data.epoch_seed.epoch
+    3
+    """
+
+    epoch_seed = None
+
+    def set_epoch(self, epoch):
+        """Draw the data of training epoch ``epoch`` from now on."""
+        if self.epoch_seed is not None:
+            self.epoch_seed.epoch = int(epoch)
+
+
+def _uniform(generator, low, high):
+    """One float drawn uniformly in ``[low, high]``."""
+    return low + (high - low) * float(torch.rand(1, generator=generator))
+
+
+def _choice(generator, count):
+    """One index drawn uniformly in ``range(count)``."""
+    return int(torch.randint(count, (1,), generator=generator))
+
+
+def speed_perturb(signal, speed):
+    """Play ``signal`` at ``speed`` percent of its speed (resampling).
+
+    Arguments
+    ---------
+    signal : torch.Tensor
+        ``[time]``.
+    speed : int
+        Percent, e.g. 95 (slower, longer) or 105 (faster, shorter).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[time * 100 / speed]`` (rounded).
+
+    Example
+    -------
+    >>> speed_perturb(torch.randn(1050), 105).shape
+    torch.Size([1000])
+    """
+    speed = int(speed)
+    if speed == 100:
+        return signal
+    return AF.resample(signal, orig_freq=speed, new_freq=100)
+
+
+def _fit_length(signal, length, generator):
+    """Random crop of ``length`` samples, tiling a shorter signal first."""
+    if signal.shape[0] < length:
+        repeats = math.ceil(length / max(signal.shape[0], 1))
+        signal = signal.repeat(repeats)
+    return random_crop([signal], length, generator=generator)[0]
+
+
+def _rms(signal):
+    return signal.pow(2).mean().sqrt()
+
+
+class SeparationItems:
+    """Turns manifest rows into separation examples (picklable, per stage).
+
+    Arguments
+    ---------
+    num_spks : int
+        Number of speakers ``N``.
+    sample_rate : int
+        Expected sample rate of every file.
+    training : bool
+        Random segments, dynamic mixing and speed perturbation apply only
+        in training.
+    segment_seconds : float, optional
+        Training segment length (``None``: whole utterances).
+    dynamic_mixing : bool
+        Remix speakers and noise from the pools on the fly.
+    pool : list of dict, optional
+        Manifest rows of the training set (the source and noise pools).
+    speeds : list of int, optional
+        Speed factors in percent; one is drawn per source and for the noise.
+    speaker_gain_db : tuple of float
+        Range of each speaker's gain (dB) in dynamic mixing.
+    noise_snr_db : tuple of float
+        Range of the SNR (dB) of the loudest speaker against the noise in
+        dynamic mixing.
+    max_seconds : float, optional
+        Cap on the length of validation/test utterances.
+    epoch_seed : EpochSeed, optional
+        Source of the per-item generators (training only).
+
+    Example
+    -------
+    >>> items = SeparationItems(num_spks=2, sample_rate=8000, training=False)
+    >>> items.training
+    False
+    """
+
+    def __init__(
+        self,
+        num_spks,
+        sample_rate,
+        training,
+        segment_seconds=None,
+        dynamic_mixing=False,
+        pool=None,
+        speeds=None,
+        speaker_gain_db=(-2.5, 2.5),
+        noise_snr_db=(-6.0, 3.0),
+        max_seconds=None,
+        epoch_seed=None,
+    ):
+        self.num_spks = int(num_spks)
+        self.sample_rate = int(sample_rate)
+        self.training = bool(training)
+        self.segment = (
+            int(round(segment_seconds * self.sample_rate))
+            if segment_seconds else None
+        )
+        self.dynamic_mixing = bool(dynamic_mixing) and self.training
+        self.pool = pool or []
+        self.speeds = [int(s) for s in speeds] if speeds else None
+        self.speaker_gain_db = tuple(float(v) for v in speaker_gain_db)
+        self.noise_snr_db = tuple(float(v) for v in noise_snr_db)
+        self.max_samples = (
+            int(round(max_seconds * self.sample_rate)) if max_seconds else None
+        )
+        self.epoch_seed = epoch_seed or EpochSeed(0)
+        if self.dynamic_mixing and not self.pool:
+            raise HparamsError(
+                "dynamic_mixing needs the training manifest as source pool"
+            )
+
+    def _read(self, path):
+        return read_audio(path, sample_rate=self.sample_rate)
+
+    def _perturb(self, signal, generator):
+        if not self.speeds:
+            return signal
+        speed = self.speeds[_choice(generator, len(self.speeds))]
+        return speed_perturb(signal, speed)
+
+    def _crop(self, signals, generator):
+        """One random segment of aligned signals (shorter ones kept whole)."""
+        if self.segment is None:
+            return signals
+        length = min(self.segment, min(sig.shape[0] for sig in signals))
+        return random_crop(signals, length, generator=generator)
+
+    def __call__(self, utt_id, *paths):
+        """Return ``(mix [T], sources [T, N], noise [T])`` for one row.
+
+        ``paths`` are the row's ``mix_wav``, ``s1_wav`` ... ``sN_wav`` and
+        ``noise_wav``.
+        """
+        paths = list(paths)
+        if not self.training:
+            return self._evaluation_example(paths)
+        generator = self.epoch_seed.generator(utt_id)
+        if self.dynamic_mixing:
+            return self._dynamic_example(generator)
+        return self._static_example(paths, generator)
+
+    def _evaluation_example(self, paths):
+        signals = [self._read(path) for path in paths]
+        check_same_length(signals, paths)
+        if self.max_samples is not None:
+            signals = [sig[: self.max_samples] for sig in signals]
+        mix, *sources, noise = signals
+        return mix, torch.stack(sources, dim=-1), noise
+
+    def _static_example(self, paths, generator):
+        signals = [self._read(path) for path in paths]
+        check_same_length(signals, paths)
+        if self.speeds:
+            # Each source and the noise at its own speed; the mixture is
+            # the sum of the perturbed parts.
+            parts = [self._perturb(sig, generator) for sig in signals[1:]]
+            length = min(part.shape[0] for part in parts)
+            parts = [part[:length] for part in parts]
+            parts = self._crop(parts, generator)
+            *sources, noise = parts
+            mix = torch.stack(parts, dim=0).sum(dim=0)
+            return mix, torch.stack(sources, dim=-1), noise
+        signals = self._crop(signals, generator)
+        mix, *sources, noise = signals
+        return mix, torch.stack(sources, dim=-1), noise
+
+    def _dynamic_example(self, generator):
+        """Speakers of distinct mixtures plus a random noise, remixed."""
+        count = len(self.pool)
+        if count >= self.num_spks:
+            rows = torch.randperm(count, generator=generator)[: self.num_spks]
+        else:  # tiny pools: mixtures may repeat
+            rows = torch.randint(count, (self.num_spks,), generator=generator)
+        columns = source_columns(self.num_spks)
+        sources = []
+        for row in rows.tolist():
+            column = columns[_choice(generator, self.num_spks)]
+            signal = self._read(self.pool[row][column])
+            sources.append(self._perturb(signal, generator))
+        noise_row = self.pool[_choice(generator, count)]
+        noise = self._perturb(self._read(noise_row["noise_wav"]), generator)
+
+        length = min(sig.shape[0] for sig in sources)
+        if self.segment is not None:
+            length = min(length, self.segment)
+        sources = [_fit_length(sig, length, generator) for sig in sources]
+        noise = _fit_length(noise, length, generator)
+
+        # Speakers: equal RMS at the pool's mean level, then random gains.
+        level = torch.stack([_rms(sig) for sig in sources]).mean()
+        scaled = []
+        for sig in sources:
+            gain_db = _uniform(generator, *self.speaker_gain_db)
+            scaled.append(
+                sig / (_rms(sig) + 1e-8) * level * 10 ** (gain_db / 20)
+            )
+        loudest = torch.stack([_rms(sig) for sig in scaled]).max()
+        snr_db = _uniform(generator, *self.noise_snr_db)
+        noise = noise / (_rms(noise) + 1e-8) * loudest * 10 ** (-snr_db / 20)
+
+        parts = torch.stack([*scaled, noise], dim=0)
+        peak = float(parts.sum(dim=0).abs().max())
+        if peak > 0.9:  # one common factor keeps mix == sum of parts
+            parts = parts * (0.9 / peak)
+        mix = parts.sum(dim=0)
+        return mix, parts[:-1].t().contiguous(), parts[-1].clone()
+
+
+def _dataset(csv_path, num_spks, items):
+    """Wrap one manifest in a :class:`SeparationDataset`."""
+    read_manifest(csv_path, num_spks)  # checks columns and rows
+    dataset = SeparationDataset.from_csv(csv_path)
+    dataset.epoch_seed = items.epoch_seed
+    columns = ["mix_wav", *source_columns(num_spks), "noise_wav"]
+    dataset.add_dynamic_item(
+        items,  # a picklable callable, for any DataLoader start method
+        takes=["id", *columns],
+        provides=["mix_sig", "sources_sig", "noise_sig"],
+    )
+    dataset.set_output_keys(OUTPUT_KEYS)
+    return dataset
+
+
+def separation_datasets(hparams, manifests):
+    """Build the train, valid and test datasets of a separation recipe.
+
+    Arguments
+    ---------
+    hparams : dict
+        The recipe hparams. Read: ``num_spks``, ``sample_rate``, ``seed``,
+        ``segment_seconds``, ``dynamic_mixing``, ``speed_perturb``,
+        ``speed_factors``, ``dm_speaker_gain_db``, ``dm_noise_snr_db`` and
+        ``eval_max_seconds`` (all but the first three optional).
+    manifests : dict
+        ``{"train", "valid", "test"}`` manifest paths (data preparation).
+
+    Returns
+    -------
+    dict
+        ``{"train", "valid", "test"}`` :class:`SeparationDataset` objects.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> from lobes.data.audio import write_audio
+    >>> folder = tempfile.mkdtemp()
+    >>> lines = ["ID,duration,mix_wav,s1_wav,s2_wav,noise_wav"]
+    >>> for utt in ("a", "b", "c"):
+    ...     parts = {k: torch.randn(1600) * 0.1 for k in ("s1", "s2", "n")}
+    ...     parts["m"] = parts["s1"] + parts["s2"] + parts["n"]
+    ...     for k, sig in parts.items():
+    ...         write_audio(f"{folder}/{utt}_{k}.wav", sig, 8000, "FLOAT")
+    ...     lines.append(f"{utt},0.2,{folder}/{utt}_m.wav,{folder}/{utt}_s1"
+    ...                  f".wav,{folder}/{utt}_s2.wav,{folder}/{utt}_n.wav")
+    >>> _ = open(f"{folder}/m.csv", "w").write("\\n".join(lines) + "\\n")
+    >>> manifests = dict.fromkeys(["train", "valid", "test"], f"{folder}/m.csv")
+    >>> hparams = {"num_spks": 2, "sample_rate": 8000, "seed": 1,
+    ...            "segment_seconds": 0.1, "dynamic_mixing": True}
+    >>> data = separation_datasets(hparams, manifests)
+    >>> item = data["train"][0]
+    >>> item["mix_sig"].shape, item["sources_sig"].shape
+    (torch.Size([800]), torch.Size([800, 2]))
+    >>> parts = item["sources_sig"].sum(-1) + item["noise_sig"]
+    >>> bool(torch.allclose(item["mix_sig"], parts))
+    True
+    >>> data["test"][0]["mix_sig"].shape
+    torch.Size([1600])
+    """
+    num_spks = int(hparams["num_spks"])
+    sample_rate = int(hparams["sample_rate"])
+    speeds = None
+    if hparams.get("speed_perturb"):
+        speeds = hparams.get("speed_factors") or [95, 100, 105]
+    epoch_seed = EpochSeed(hparams["seed"])
+    dynamic_mixing = bool(hparams.get("dynamic_mixing", False))
+    pool = read_manifest(manifests["train"], num_spks) if dynamic_mixing else []
+    train_items = SeparationItems(
+        num_spks,
+        sample_rate,
+        training=True,
+        segment_seconds=hparams.get("segment_seconds"),
+        dynamic_mixing=dynamic_mixing,
+        pool=pool,
+        speeds=speeds,
+        speaker_gain_db=hparams.get("dm_speaker_gain_db") or (-2.5, 2.5),
+        noise_snr_db=hparams.get("dm_noise_snr_db") or (-6.0, 3.0),
+        epoch_seed=epoch_seed,
+    )
+    eval_items = SeparationItems(
+        num_spks,
+        sample_rate,
+        training=False,
+        max_seconds=hparams.get("eval_max_seconds"),
+    )
+    return {
+        "train": _dataset(manifests["train"], num_spks, train_items),
+        "valid": _dataset(manifests["valid"], num_spks, eval_items),
+        "test": _dataset(manifests["test"], num_spks, eval_items),
+    }
+
