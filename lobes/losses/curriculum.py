@@ -40,8 +40,12 @@ def _format(names, weights):
     return ", ".join(f"{n}={w:.3f}" for n, w in zip(names, weights))
 
 
+@register_checkpoint_hooks
 class _JsonCheckpoint:
-    """Saving and recovering ``state_dict()`` as JSON for the checkpointer."""
+    """Saving and recovering ``state_dict()`` as JSON for the checkpointer.
+
+    SpeechBrain looks hooks up along the MRO, so subclasses inherit them.
+    """
 
     @mark_as_saver
     def _save(self, path):
@@ -55,7 +59,6 @@ class _JsonCheckpoint:
             self.load_state_dict(json.load(fin))
 
 
-@register_checkpoint_hooks
 class QualityCurriculum(_JsonCheckpoint):
     """C2PNet's curriculum: weight the negatives the model already beats up.
 
@@ -216,7 +219,6 @@ class QualityCurriculum(_JsonCheckpoint):
         self.current_weights = [float(w) for w in state["current_weights"]]
 
 
-@register_checkpoint_hooks
 class SimilarityCurriculum(_JsonCheckpoint):
     """Easy (distant) negatives first, hard (close) ones weighted up later.
 
