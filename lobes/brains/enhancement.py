@@ -33,6 +33,7 @@ Authors
  * noise-robust-sb contributors 2025
 """
 
+import json
 import logging
 import math
 import os
@@ -248,6 +249,33 @@ def reference_model_for(hparams, hparams_file="this recipe"):
         ) from None
 
 
+def save_state_json(obj, path):
+    """Checkpoint save hook: ``obj.state_dict()`` as JSON.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from lobes.losses.curriculum import QualityCurriculum
+    >>> path = os.path.join(tempfile.mkdtemp(), "curriculum.json")
+    >>> first = QualityCurriculum(2)
+    >>> _ = first.update(3.0, [None, 2.0])
+    >>> save_state_json(first, path)
+    >>> second = QualityCurriculum(2)
+    >>> load_state_json(second, path)
+    >>> second.current_weights == first.current_weights
+    True
+    """
+    with open(path, "w", encoding="utf-8") as fout:
+        json.dump(obj.state_dict(), fout)
+
+
+def load_state_json(obj, path, end_of_epoch=True):
+    """Checkpoint load hook: the inverse of :func:`save_state_json`."""
+    del end_of_epoch  # the state is the same mid-epoch
+    with open(path, encoding="utf-8") as fin:
+        obj.load_state_dict(json.load(fin))
+
+
 class EnhancementBrain(RecipeBrain):
     """Enhancement training with an optional (curricular) CR term.
 
@@ -306,6 +334,13 @@ class EnhancementBrain(RecipeBrain):
                 f"waveform_loss must be one of {', '.join(WAVEFORM_LOSSES)}, "
                 f"got '{self.loss_kind}'"
             )
+        clip = getattr(hp, "max_grad_norm", None)
+        if clip is not None and not float(clip) > 0:
+            raise HparamsError(
+                f"max_grad_norm must be positive, got {clip}; fix it in the "
+                "YAML or on the command line"
+            )
+        self._check_metric_names()
         self.cr = getattr(hp, "contrastive_regularization", None)
         self.cr_weight = float(getattr(hp, "cr_weight", 0.0) or 0.0)
         self.use_cr = self.cr is not None and self.cr_weight > 0
@@ -366,7 +401,11 @@ class EnhancementBrain(RecipeBrain):
 
         self.curriculum = self._make_curriculum()
         if self.curriculum is not None and self.checkpointer is not None:
-            self.checkpointer.add_recoverable("curriculum", self.curriculum)
+            self.checkpointer.add_recoverable(
+                "curriculum", self.curriculum,
+                custom_load_hook=load_state_json,
+                custom_save_hook=save_state_json,
+            )
 
     def _cache_settings(self, dtype_name):
         """Everything the cached features depend on (for the cache folder)."""
@@ -420,6 +459,19 @@ class EnhancementBrain(RecipeBrain):
             uniform_mix=float(getattr(hp, "curriculum_uniform_mix", 0.1)),
             negative_names=self.negatives,
         )
+
+    def _check_metric_names(self):
+        """Fail in one line on a metric name ``enhancement_metrics`` lacks."""
+        from lobes.metrics import ENHANCEMENT_METRICS
+
+        for key in ("valid_metrics", "test_metrics"):
+            names = list(getattr(self.hparams, key, None) or [])
+            unknown = [n for n in names if n not in ENHANCEMENT_METRICS]
+            if unknown:
+                raise HparamsError(
+                    f"{key} has unknown metrics {unknown}; choose from "
+                    f"{', '.join(ENHANCEMENT_METRICS)}"
+                )
 
     def _valid_metrics(self):
         return list(getattr(self.hparams, "valid_metrics", None) or [])
