@@ -139,10 +139,15 @@ def _dnsmos_run():
     try:
         from speechmos import dnsmos
     except ImportError as err:
+        missing = err.name or "speechmos"
+        needs = (
+            "speechmos"
+            if missing == "speechmos"
+            else (f"{missing} (a dependency of speechmos)")
+        )
         raise MetricUnavailableError(
-            f"DNSMOS needs speechmos and its dependency {err.name or '?'}: "
-            f"pip install speechmos {err.name or ''}; or leave dnsmos_* out "
-            "of the metrics"
+            f"DNSMOS needs {needs}: pip install {missing}; or leave "
+            "dnsmos_* out of the metrics"
         ) from None
     return dnsmos.run
 
