@@ -34,6 +34,7 @@ Authors
 """
 
 import logging
+import math
 import os
 import time
 from typing import NamedTuple
@@ -45,6 +46,7 @@ from speechbrain.utils.distributed import if_main_process
 from lobes.brains.base import RecipeBrain, save_examples, write_results_csv
 from lobes.errors import HparamsError
 from lobes.losses.pit import reorder, reorder_features
+from lobes.metrics import separation_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -108,52 +110,6 @@ def si_snr(estimates, references, eps=1e-8):
         (estimates - target).pow(2).sum(-1) + eps
     )
     return 10 * torch.log10(ratio + eps)
-
-
-def separation_metrics(estimates, references, mixture):
-    """SDR, SI-SNR and their improvements, averaged over the speakers.
-
-    SDR is BSS-eval SDR (``fast_bss_eval``, 512-tap distortion filter) of
-    estimates already in reference order; the improvements are over the
-    mixture used as the estimate of every speaker.
-
-    Arguments
-    ---------
-    estimates : torch.Tensor
-        ``[T, N]`` speaker estimates in reference order.
-    references : torch.Tensor
-        ``[T, N]`` true speakers.
-    mixture : torch.Tensor
-        ``[T]``.
-
-    Returns
-    -------
-    dict
-        ``sdr``, ``sdr_i``, ``si_snr``, ``si_snr_i`` (dB, floats).
-
-    Example
-    -------
-    >>> refs = torch.randn(4000, 2)
-    >>> mix = refs.sum(-1)
-    >>> m = separation_metrics(refs + 0.01 * torch.randn(4000, 2), refs, mix)
-    >>> m["si_snr_i"] > 30 and m["sdr_i"] > 30
-    True
-    """
-    import fast_bss_eval
-
-    est = estimates.detach().double().t().cpu()
-    ref = references.detach().double().t().cpu()
-    mix = mixture.detach().double().cpu().reshape(1, -1).expand_as(ref)
-    sdr = fast_bss_eval.sdr(ref, est, load_diag=1e-10)
-    sdr_mix = fast_bss_eval.sdr(ref, mix, load_diag=1e-10)
-    sisnr = si_snr(est, ref)
-    sisnr_mix = si_snr(mix, ref)
-    return {
-        "sdr": float(sdr.mean()),
-        "sdr_i": float((sdr - sdr_mix).mean()),
-        "si_snr": float(sisnr.mean()),
-        "si_snr_i": float((sisnr - sisnr_mix).mean()),
-    }
 
 
 class SeparationBrain(RecipeBrain):
@@ -385,7 +341,10 @@ class SeparationBrain(RecipeBrain):
                 noise_estimate = est[:, n]
             else:
                 noise_estimate = mix - est[:, :n].sum(dim=-1)
-            noise_sisnr = float(si_snr(noise_estimate, noise))
+            noise_sisnr = (
+                float(si_snr(noise_estimate, noise))
+                if bool(noise.abs().max() > 0) else float("nan")
+            )
             row = {
                 "snt_id": utt_id,
                 "sdr": metrics["sdr"],
@@ -397,8 +356,9 @@ class SeparationBrain(RecipeBrain):
             self.test_rows.append(row)
             # si-snr (and a NASS noise_si-snr) are logged per stage already.
             for key in ("sdr", "sdr_i", "si-snr_i"):
-                self.add_stat(key, row[key])
-            if not self.noise_output:
+                if not math.isnan(row[key]):
+                    self.add_stat(key, row[key])
+            if not self.noise_output and not math.isnan(noise_sisnr):
                 self.add_stat("noise_si-snr", noise_sisnr)
             self._save_example(utt_id, est, refs, mix, noise)
 

@@ -240,6 +240,9 @@ class SeparationItems:
         Cap on the length of validation/test utterances.
     epoch_seed : EpochSeed, optional
         Source of the per-item generators (training only).
+    noise_in_mixture : bool
+        False for clean mixtures (``mix_clean``): the noise is then returned
+        as zeros, and dynamic mixing adds none.
 
     Example
     -------
@@ -261,8 +264,10 @@ class SeparationItems:
         noise_snr_db=(-6.0, 3.0),
         max_seconds=None,
         epoch_seed=None,
+        noise_in_mixture=True,
     ):
         self.num_spks = int(num_spks)
+        self.noise_in_mixture = bool(noise_in_mixture)
         self.sample_rate = int(sample_rate)
         self.training = bool(training)
         self.segment = (
@@ -286,6 +291,16 @@ class SeparationItems:
     def _read(self, path):
         return read_audio(path, sample_rate=self.sample_rate)
 
+    def _read_row(self, paths):
+        """Mixture, sources and noise of a row (zeros for a clean mix)."""
+        if self.noise_in_mixture:
+            signals = [self._read(path) for path in paths]
+            check_same_length(signals, paths)
+            return signals
+        signals = [self._read(path) for path in paths[:-1]]
+        check_same_length(signals, paths[:-1])
+        return [*signals, torch.zeros_like(signals[0])]
+
     def _perturb(self, signal, generator):
         if not self.speeds:
             return signal
@@ -307,23 +322,26 @@ class SeparationItems:
         """
         paths = list(paths)
         if not self.training:
-            return self._evaluation_example(paths)
-        generator = self.epoch_seed.generator(utt_id)
-        if self.dynamic_mixing:
-            return self._dynamic_example(generator)
-        return self._static_example(paths, generator)
+            mix, sources, noise = self._evaluation_example(paths)
+        else:
+            generator = self.epoch_seed.generator(utt_id)
+            if self.dynamic_mixing:
+                mix, sources, noise = self._dynamic_example(generator)
+            else:
+                mix, sources, noise = self._static_example(paths, generator)
+        if not self.noise_in_mixture:
+            noise = torch.zeros_like(noise)
+        return mix, sources, noise
 
     def _evaluation_example(self, paths):
-        signals = [self._read(path) for path in paths]
-        check_same_length(signals, paths)
+        signals = self._read_row(paths)
         if self.max_samples is not None:
             signals = [sig[: self.max_samples] for sig in signals]
         mix, *sources, noise = signals
         return mix, torch.stack(sources, dim=-1), noise
 
     def _static_example(self, paths, generator):
-        signals = [self._read(path) for path in paths]
-        check_same_length(signals, paths)
+        signals = self._read_row(paths)
         if self.speeds:
             # Each source and the noise at its own speed; the mixture is
             # the sum of the perturbed parts.
@@ -332,27 +350,58 @@ class SeparationItems:
             parts = [part[:length] for part in parts]
             parts = self._crop(parts, generator)
             *sources, noise = parts
-            mix = torch.stack(parts, dim=0).sum(dim=0)
+            if not self.noise_in_mixture:
+                noise = torch.zeros_like(noise)
+            mix = torch.stack([*sources, noise], dim=0).sum(dim=0)
             return mix, torch.stack(sources, dim=-1), noise
         signals = self._crop(signals, generator)
         mix, *sources, noise = signals
         return mix, torch.stack(sources, dim=-1), noise
 
-    def _dynamic_example(self, generator):
-        """Speakers of distinct mixtures plus a random noise, remixed."""
+    def draw_sources(self, generator):
+        """Choose the files of one dynamic mixture.
+
+        Returns
+        -------
+        sources : list of (int, str)
+            ``(pool row, column)`` of each speaker; the rows are distinct
+            whenever the pool has at least ``num_spks`` mixtures.
+        noise_row : int
+            The pool row whose noise is used.
+
+        Example
+        -------
+        >>> pool = [{"s1_wav": "a", "s2_wav": "b"}] * 3
+        >>> items = SeparationItems(2, 8000, True, dynamic_mixing=True,
+        ...                         pool=pool)
+        >>> sources, _ = items.draw_sources(torch.Generator().manual_seed(0))
+        >>> len({row for row, _ in sources})
+        2
+        """
         count = len(self.pool)
         if count >= self.num_spks:
             rows = torch.randperm(count, generator=generator)[: self.num_spks]
         else:  # tiny pools: mixtures may repeat
             rows = torch.randint(count, (self.num_spks,), generator=generator)
         columns = source_columns(self.num_spks)
-        sources = []
-        for row in rows.tolist():
-            column = columns[_choice(generator, self.num_spks)]
-            signal = self._read(self.pool[row][column])
-            sources.append(self._perturb(signal, generator))
-        noise_row = self.pool[_choice(generator, count)]
-        noise = self._perturb(self._read(noise_row["noise_wav"]), generator)
+        sources = [
+            (row, columns[_choice(generator, self.num_spks)])
+            for row in rows.tolist()
+        ]
+        return sources, _choice(generator, count)
+
+    def _dynamic_example(self, generator):
+        """Speakers of distinct mixtures plus a random noise, remixed."""
+        chosen, noise_row = self.draw_sources(generator)
+        sources = [
+            self._perturb(self._read(self.pool[row][column]), generator)
+            for row, column in chosen
+        ]
+        if self.noise_in_mixture:
+            noise = self._read(self.pool[noise_row]["noise_wav"])
+            noise = self._perturb(noise, generator)
+        else:
+            noise = torch.zeros_like(sources[0])
 
         length = min(sig.shape[0] for sig in sources)
         if self.segment is not None:
@@ -372,6 +421,8 @@ class SeparationItems:
         snr_db = _uniform(generator, *self.noise_snr_db)
         noise = noise / (_rms(noise) + 1e-8) * loudest * 10 ** (-snr_db / 20)
 
+        if not self.noise_in_mixture:
+            noise = torch.zeros_like(noise)
         parts = torch.stack([*scaled, noise], dim=0)
         peak = float(parts.sum(dim=0).abs().max())
         if peak > 0.9:  # one common factor keeps mix == sum of parts
@@ -403,8 +454,9 @@ def separation_datasets(hparams, manifests):
     hparams : dict
         The recipe hparams. Read: ``num_spks``, ``sample_rate``, ``seed``,
         ``segment_seconds``, ``dynamic_mixing``, ``speed_perturb``,
-        ``speed_factors``, ``dm_speaker_gain_db``, ``dm_noise_snr_db`` and
-        ``eval_max_seconds`` (all but the first three optional).
+        ``speed_factors``, ``dm_speaker_gain_db``, ``dm_noise_snr_db``,
+        ``eval_max_seconds``, ``mixture`` and ``noise_aware`` (all but the
+        first three optional).
     manifests : dict
         ``{"train", "valid", "test"}`` manifest paths (data preparation).
 
@@ -442,6 +494,12 @@ def separation_datasets(hparams, manifests):
     """
     num_spks = int(hparams["num_spks"])
     sample_rate = int(hparams["sample_rate"])
+    noise_in_mixture = hparams.get("mixture", "mix_both") != "mix_clean"
+    if not noise_in_mixture and hparams.get("noise_aware"):
+        raise HparamsError(
+            "mixture: mix_clean has no noise for the noise output of NASS "
+            "(noise_aware: True); use mixture: mix_both or a baseline YAML"
+        )
     speeds = None
     if hparams.get("speed_perturb"):
         speeds = hparams.get("speed_factors") or [95, 100, 105]
@@ -459,12 +517,14 @@ def separation_datasets(hparams, manifests):
         speaker_gain_db=hparams.get("dm_speaker_gain_db") or (-2.5, 2.5),
         noise_snr_db=hparams.get("dm_noise_snr_db") or (-6.0, 3.0),
         epoch_seed=epoch_seed,
+        noise_in_mixture=noise_in_mixture,
     )
     eval_items = SeparationItems(
         num_spks,
         sample_rate,
         training=False,
         max_seconds=hparams.get("eval_max_seconds"),
+        noise_in_mixture=noise_in_mixture,
     )
     return {
         "train": _dataset(manifests["train"], num_spks, train_items),
