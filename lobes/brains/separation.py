@@ -112,6 +112,52 @@ def si_snr(estimates, references, eps=1e-8):
     return 10 * torch.log10(ratio + eps)
 
 
+class NoiseOutputTracker(torch.nn.Module):
+    """Counts which output PIT matched to the noise on the validation set.
+
+    With ``noise_slot: pit`` any output may carry the noise; the counts,
+    saved with every checkpoint, tell inference which one the trained model
+    uses (:mod:`lobes.separate`).
+
+    Arguments
+    ---------
+    num_outputs : int
+        Number of separator outputs ``N + 1``.
+
+    Example
+    -------
+    >>> tracker = NoiseOutputTracker(3)
+    >>> tracker.update(torch.tensor([2, 2, 0]))
+    >>> tracker.noise_index, round(tracker.share, 2)
+    (2, 0.67)
+    """
+
+    def __init__(self, num_outputs):
+        super().__init__()
+        self.register_buffer("counts", torch.zeros(num_outputs).long())
+
+    def reset(self):
+        """Forget the counts (at the start of each validation)."""
+        self.counts.zero_()
+
+    def update(self, noise_index):
+        """Count the outputs matched to the noise, ``[B]`` long."""
+        self.counts += torch.bincount(
+            noise_index.to(self.counts.device), minlength=len(self.counts)
+        )
+
+    @property
+    def noise_index(self):
+        """The output most often matched to the noise."""
+        return int(self.counts.argmax())
+
+    @property
+    def share(self):
+        """Fraction of the counted mixtures where that output was noise."""
+        total = int(self.counts.sum())
+        return float(self.counts.max()) / total if total else 0.0
+
+
 class SeparationBrain(RecipeBrain):
     """Trains and evaluates a (noise-aware) mask-based separator.
 
@@ -158,6 +204,16 @@ class SeparationBrain(RecipeBrain):
         self.test_rows = []
         self.train_seconds = 0.0
         self._batch_status = "step"
+        self.noise_tracker = None
+        if self.noise_output:
+            self.noise_tracker = NoiseOutputTracker(
+                self.separator.num_outputs
+            ).to(self.device)
+            if self.checkpointer is not None:
+                self.checkpointer.add_recoverable(
+                    "noise_output_tracker", self.noise_tracker,
+                    optional_load=True,
+                )
         # SpeechBrain applies max_grad_norm from the command line or, when
         # not given there, from the YAML; both must be positive.
         hparams = vars(self.hparams) if hasattr(self, "hparams") else {}
@@ -224,6 +280,8 @@ class SeparationBrain(RecipeBrain):
             set_epoch = getattr(self.train_dataset, "set_epoch", None)
             if set_epoch is not None:
                 set_epoch(epoch)
+        if stage == sb.Stage.VALID and self.noise_tracker is not None:
+            self.noise_tracker.reset()
         if stage == sb.Stage.TEST:
             self.test_rows = []
             self.saved_examples = 0
@@ -239,6 +297,12 @@ class SeparationBrain(RecipeBrain):
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log, anneal, checkpoint; after testing, write the results."""
+        tracker = self.noise_tracker
+        if stage == sb.Stage.VALID and tracker and if_main_process():
+            logger.info(
+                "Noise output: #%d for %.0f%% of the validation mixtures",
+                tracker.noise_index + 1, 100 * tracker.share,
+            )
         super().on_stage_end(stage, stage_loss, epoch)
         if stage != sb.Stage.TEST or not self.test_rows:
             return
@@ -294,6 +358,8 @@ class SeparationBrain(RecipeBrain):
             if self.noise_output:
                 self.add_stat("noise_si-snr", source_sisnr[:, n].mean())
 
+        if stage == sb.Stage.VALID and self.noise_tracker is not None:
+            self.noise_tracker.update(perm[:, n])
         if stage == sb.Stage.TEST:
             self._test_metrics(predictions, ordered, batch)
         if stage != sb.Stage.TRAIN:
