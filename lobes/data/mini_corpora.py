@@ -20,6 +20,7 @@ Command line::
 """
 
 import argparse
+import collections
 import contextlib
 import csv
 import fcntl
@@ -57,7 +58,7 @@ SIZES = {
         },
         "small": {
             2: {"train": 400, "valid": 60, "test": 60},
-            3: {"train": 300, "valid": 50, "test": 50},
+            3: {"train": 200, "valid": 40, "test": 40},
             "sentences": (1, 2),
         },
     },
@@ -109,21 +110,34 @@ _CORPUS_CODES = {"wham": 1, "librimix": 2, "voicebank": 3}
 
 
 class _Speech:
-    """Synthesize at 16 kHz, trim, normalise, cache per (speaker, text)."""
+    """Synthesize at 16 kHz, trim, normalise; cache per (speaker, text).
 
-    def __init__(self):
+    The cache keeps the most recent ``cache_size`` utterances; babble goes
+    through :meth:`uncached` since its sentences are drawn afresh.
+    """
+
+    def __init__(self, cache_size=512):
         tts.check_espeak()
-        self.cache = {}
+        self.cache = collections.OrderedDict()
+        self.cache_size = cache_size
+
+    def uncached(self, text, speaker):
+        wav = tts.synthesize(text, speaker, BASE_RATE).numpy()
+        rms = _rms(wav)
+        if rms > 0:
+            wav = wav * (SPEECH_RMS / rms)
+        return wav.astype(np.float32)
 
     def __call__(self, text, speaker):
         key = (speaker, text)
-        if key not in self.cache:
-            wav = tts.synthesize(text, speaker, BASE_RATE).numpy()
-            rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
-            if rms > 0:
-                wav = wav * (SPEECH_RMS / rms)
-            self.cache[key] = wav.astype(np.float32)
-        return self.cache[key]
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        wav = self.uncached(text, speaker)
+        self.cache[key] = wav
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return wav
 
 
 def _rms(signal):
@@ -184,7 +198,7 @@ def _noise_pools(seed, corpus, speakers, speech):
             seed=[seed, _CORPUS_CODES[corpus], index, 77],
             sample_rate=BASE_RATE,
             babble_speakers=speakers[f"babble_{split}"],
-            speak=speech,
+            speak=speech.uncached,
         )
         for index, split in enumerate(SPLITS)
     }
@@ -571,12 +585,19 @@ def generate(corpus, out_dir, seed=0, size="tiny", final_root=None):
     _check_args(corpus, size)
     os.makedirs(out_dir, exist_ok=True)
     speech = _Speech()
-    if corpus == "wham":
-        _generate_wham(out_dir, seed, size, speech)
-    elif corpus == "librimix":
-        _generate_librimix(out_dir, seed, size, speech, final_root)
-    else:
-        _generate_voicebank(out_dir, seed, size, speech)
+    # Many short convolutions: one thread is several times faster than a
+    # pool of threads competing for the cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if corpus == "wham":
+            _generate_wham(out_dir, seed, size, speech)
+        elif corpus == "librimix":
+            _generate_librimix(out_dir, seed, size, speech, final_root)
+        else:
+            _generate_voicebank(out_dir, seed, size, speech)
+    finally:
+        torch.set_num_threads(threads)
     return out_dir
 
 
