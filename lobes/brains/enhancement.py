@@ -33,7 +33,6 @@ Authors
  * noise-robust-sb contributors 2025
 """
 
-import json
 import logging
 import math
 import os
@@ -249,33 +248,6 @@ def reference_model_for(hparams, hparams_file="this recipe"):
         ) from None
 
 
-def save_state_json(obj, path):
-    """Checkpoint save hook: ``obj.state_dict()`` as JSON.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> from lobes.losses.curriculum import QualityCurriculum
-    >>> path = os.path.join(tempfile.mkdtemp(), "curriculum.json")
-    >>> first = QualityCurriculum(2)
-    >>> _ = first.update(3.0, [None, 2.0])
-    >>> save_state_json(first, path)
-    >>> second = QualityCurriculum(2)
-    >>> load_state_json(second, path)
-    >>> second.current_weights == first.current_weights
-    True
-    """
-    with open(path, "w", encoding="utf-8") as fout:
-        json.dump(obj.state_dict(), fout)
-
-
-def load_state_json(obj, path, end_of_epoch=True):
-    """Checkpoint load hook: the inverse of :func:`save_state_json`."""
-    del end_of_epoch  # the state is the same mid-epoch
-    with open(path, encoding="utf-8") as fin:
-        obj.load_state_dict(json.load(fin))
-
-
 class EnhancementBrain(RecipeBrain):
     """Enhancement training with an optional (curricular) CR term.
 
@@ -401,11 +373,7 @@ class EnhancementBrain(RecipeBrain):
 
         self.curriculum = self._make_curriculum()
         if self.curriculum is not None and self.checkpointer is not None:
-            self.checkpointer.add_recoverable(
-                "curriculum", self.curriculum,
-                custom_load_hook=load_state_json,
-                custom_save_hook=save_state_json,
-            )
+            self.checkpointer.add_recoverable("curriculum", self.curriculum)
 
     def _cache_settings(self, dtype_name):
         """Everything the cached features depend on (for the cache folder)."""
@@ -525,10 +493,16 @@ class EnhancementBrain(RecipeBrain):
                 computed = self.cr.features(
                     torch.cat([signals[k] for k in missing]).float()
                 )
+            cache = self.feature_cache
+            # Use what the cache will serve later (its storage precision), so
+            # that every epoch sees exactly the same targets.
+            stored = cache.dtype if cache.enabled else None
             for position, kind in enumerate(missing):
                 part = slice(position * batch_size, (position + 1) * batch_size)
-                features[kind] = [f[part].float() for f in computed]
-                self.feature_cache.store(kind, ids, features[kind])
+                features[kind] = [
+                    f[part].to(stored or f.dtype).float() for f in computed
+                ]
+                cache.store(kind, ids, features[kind])
         cr_loss, details = self.cr(
             enhanced,
             negative_weights=self.negative_weights,
