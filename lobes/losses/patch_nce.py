@@ -22,13 +22,41 @@ from lobes.errors import HparamsError
 PATCH_KINDS = ("value", "vector")
 
 
+def _conv3x3_valid(windows, conv):
+    """A 1-channel 3x3 ``conv`` without padding on ``[..., H, W]`` windows.
+
+    Written as nine shifted products: on small windows this is much cheaper
+    on CPU than a one-channel ``conv2d`` and its backward pass.
+    """
+    height, width = windows.shape[-2] - 2, windows.shape[-1] - 2
+    weight = conv.weight[0, 0]
+    out = conv.bias[0].expand(windows.shape[:-2] + (height, width))
+    for i in range(3):
+        for j in range(3):
+            shifted = windows[..., i : i + height, j : j + width]
+            out = out + weight[i, j] * shifted
+    return out
+
+
 class PatchSampler(nn.Module):
     """Conv2d(1,1,3) -> ReLU -> Conv2d(1,1,3) over a ``C x L`` feature map.
 
+    Both convolutions zero-pad by one, so the output has the input's shape.
+    :meth:`forward` filters a whole map; :meth:`at` computes the same
+    output only where patches are drawn (exactly, from the 5 x 5
+    neighbourhood each output value depends on), which is what the loss
+    uses: it costs ``O(K)`` instead of ``O(C L)``.
+
     Example
     -------
-    >>> PatchSampler()(torch.randn(2, 8, 30)).shape
+    >>> sampler = PatchSampler()
+    >>> features = torch.randn(2, 8, 30)
+    >>> sampler(features).shape
     torch.Size([2, 8, 30])
+    >>> positions = torch.tensor([[0, 239], [17, 100]])
+    >>> full = sampler(features).flatten(1).gather(1, positions)
+    >>> torch.allclose(sampler.at(features, positions, "value"), full)
+    True
     """
 
     def __init__(self):
@@ -42,6 +70,63 @@ class PatchSampler(nn.Module):
     def forward(self, features):
         """Filter ``[B, C, L]`` features, same shape out."""
         return self.layers(features.unsqueeze(1)).squeeze(1)
+
+    def at(self, features, positions, patch):
+        """The filtered map at patch positions only.
+
+        Arguments
+        ---------
+        features : torch.Tensor
+            ``[B, C, L]``.
+        positions : torch.Tensor
+            ``[B, K]`` long: flat indices ``c * L + l`` for
+            ``patch="value"``, frame indices ``l`` for ``patch="vector"``.
+        patch : str
+            ``"value"`` or ``"vector"``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, K]`` values (``"value"``) or ``[B, K, C]`` channel vectors
+            (``"vector"``), equal to ``forward(features)`` at the positions.
+        """
+        batch, channels, frames = features.shape
+        first, _, second = self.layers
+        padded = F.pad(features, (2, 2, 2, 2))
+        offsets = torch.arange(5, device=features.device)
+        batch_index = torch.arange(batch, device=features.device)
+        if patch == "value":
+            rows, cols = positions // frames, positions % frames
+            # [B, K, 5, 5] input neighbourhoods (padded coordinates)
+            windows = padded[
+                batch_index.view(-1, 1, 1, 1),
+                (rows[..., None] + offsets)[..., None],
+                (cols[..., None] + offsets)[..., None, :],
+            ]
+            inner_rows = rows[..., None] + offsets[:3] - 1  # [B, K, 3]
+            row_ok = (inner_rows >= 0) & (inner_rows < channels)
+        else:
+            cols = positions
+            # [B, K, C + 4, 5] columns around each frame
+            windows = padded[
+                batch_index.view(-1, 1, 1), :, cols[..., None] + offsets
+            ].transpose(-1, -2)
+            row_ok = torch.ones(
+                channels + 2, dtype=torch.bool, device=features.device
+            )
+            row_ok[0] = row_ok[-1] = False
+            row_ok = row_ok.expand(batch, cols.shape[1], -1)
+        inner_cols = cols[..., None] + offsets[:3] - 1  # [B, K, 3]
+        col_ok = (inner_cols >= 0) & (inner_cols < frames)
+        # The second convolution sees zeros outside the map.
+        inside = (row_ok[..., :, None] & col_ok[..., None, :]).to(
+            features.dtype
+        )
+        hidden = torch.relu(_conv3x3_valid(windows, first)) * inside
+        out = _conv3x3_valid(hidden, second)  # [B, K, 1, 1] or [B, K, C, 1]
+        if patch == "value":
+            return out[..., 0, 0]
+        return out[..., 0]
 
 
 class PatchNCELoss(nn.Module):
@@ -114,19 +199,15 @@ class PatchNCELoss(nn.Module):
         return scores.topk(k, dim=1).indices
 
     def _embed(self, features, positions):
-        """Sampler, patch gathering, MLP and L2 normalisation -> [B, K, E]."""
-        filtered = self.sampler(features)
+        """Sampler at the patches, MLP and L2 normalisation -> [B, K, E]."""
+        if self.patch == "vector" and features.shape[1] != self.channels:
+            raise ValueError(
+                f"PatchNCELoss(patch='vector', channels={self.channels}) got "
+                f"features with {features.shape[1]} channels"
+            )
+        patches = self.sampler.at(features, positions, self.patch)
         if self.patch == "value":
-            values = torch.gather(filtered.flatten(1), 1, positions)
-            patches = values.unsqueeze(-1)
-        else:
-            if filtered.shape[1] != self.channels:
-                raise ValueError(
-                    f"PatchNCELoss(patch='vector', channels={self.channels})"
-                    f" got features with {filtered.shape[1]} channels"
-                )
-            index = positions.unsqueeze(1).expand(-1, filtered.shape[1], -1)
-            patches = torch.gather(filtered, 2, index).transpose(1, 2)
+            patches = patches.unsqueeze(-1)
         return F.normalize(self.mlp(patches).float(), dim=-1)
 
     def forward(self, query, positive, negative):

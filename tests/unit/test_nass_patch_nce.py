@@ -13,6 +13,7 @@ from lobes.errors import HparamsError
 from lobes.losses import (
     NoiseAwareContrastiveLoss,
     PatchNCELoss,
+    PatchSampler,
     PITLoss,
     reorder_features,
 )
@@ -167,3 +168,35 @@ def test_contrastive_averages_speakers():
     torch.testing.assert_close(
         contrastive(masked, reference), sum(per_speaker) / 2
     )
+
+
+@pytest.mark.parametrize("patch", ["value", "vector"])
+def test_sampler_at_positions_equals_full_map(patch):
+    # The loss filters only the drawn patches; it must equal filtering the
+    # whole map (zero padding at every border included), values and grads.
+    torch.manual_seed(0)
+    sampler = PatchSampler()
+    with torch.no_grad():  # random, non-trivial weights and biases
+        for conv in (sampler.layers[0], sampler.layers[2]):
+            conv.weight.normal_()
+            conv.bias.normal_()
+    features = torch.randn(2, 5, 7, requires_grad=True)
+    if patch == "value":
+        positions = torch.tensor([[0, 6, 28, 34, 17], [3, 7, 13, 21, 33]])
+        full = sampler(features).flatten(1).gather(1, positions)
+    else:
+        positions = torch.tensor([[0, 6, 3], [1, 5, 0]])
+        full = torch.stack(
+            [sampler(features)[b, :, positions[b]].t() for b in range(2)]
+        )
+    partial = sampler.at(features, positions, patch)
+    torch.testing.assert_close(partial, full)
+    weights = torch.randn_like(full)
+    grads_full = torch.autograd.grad(
+        (full * weights).sum(), [features, *sampler.parameters()]
+    )
+    grads_partial = torch.autograd.grad(
+        (partial * weights).sum(), [features, *sampler.parameters()]
+    )
+    for a, b in zip(grads_full, grads_partial):
+        torch.testing.assert_close(a, b)
