@@ -366,7 +366,7 @@ class EnhancementBrain(RecipeBrain):
         folder = None
         if mode == "disk":
             folder = os.path.join(
-                hp.feature_cache_folder,
+                self.hparams.feature_cache_folder,
                 cache_fingerprint(self._cache_settings(dtype_name)),
             )
         self.feature_cache = FeatureCache(mode, folder=folder, dtype=dtype)
