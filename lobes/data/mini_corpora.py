@@ -108,6 +108,10 @@ PEAK_LIMIT = 0.9
 
 _CORPUS_CODES = {"wham": 1, "librimix": 2, "voicebank": 3}
 
+#: Bumped whenever generation changes; cached corpora of another version
+#: are regenerated.
+GENERATOR_VERSION = 1
+
 
 class _Speech:
     """Synthesize at 16 kHz, trim, normalise; cache per (speaker, text).
@@ -614,6 +618,15 @@ def default_cache_dir():
     )
 
 
+def _is_complete(marker):
+    """Whether a finished corpus of the current generator version is there."""
+    try:
+        with open(marker, encoding="utf-8") as fin:
+            return json.load(fin).get("version") == GENERATOR_VERSION
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 @contextlib.contextmanager
 def _locked(lock_path):
     with open(lock_path, "a") as handle:
@@ -665,7 +678,7 @@ def ensure_mini_corpus(corpus, size="small", seed=0, cache_dir=None):
     name = f"{corpus}_{size}_seed{int(seed)}"
     final = os.path.join(cache, name)
     marker = os.path.join(final, ".complete")
-    if os.path.isfile(marker):
+    if _is_complete(marker):
         return final
     try:
         os.makedirs(cache, exist_ok=True)
@@ -675,7 +688,7 @@ def ensure_mini_corpus(corpus, size="small", seed=0, cache_dir=None):
             "NRSB_CACHE to a writable folder"
         ) from None
     with _locked(os.path.join(cache, f".{name}.lock")):
-        if os.path.isfile(marker):
+        if _is_complete(marker):
             return final
         # leftovers of an interrupted generation
         for entry in os.listdir(cache):
@@ -693,7 +706,13 @@ def ensure_mini_corpus(corpus, size="small", seed=0, cache_dir=None):
             )
             generate(corpus, tmp, seed=seed, size=size, final_root=final)
             with open(os.path.join(tmp, ".complete"), "w") as fout:
-                fout.write(f"{time.time() - start:.1f} s\n")
+                json.dump(
+                    {
+                        "version": GENERATOR_VERSION,
+                        "seconds": round(time.time() - start, 1),
+                    },
+                    fout,
+                )
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

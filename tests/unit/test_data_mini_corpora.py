@@ -274,6 +274,13 @@ def test_ensure_mini_corpus_cache(tmp_path, monkeypatch):
     os.makedirs(tmp_path / ".voicebank_tiny_seed3.tmpabc")
     assert ensure_mini_corpus("voicebank", "tiny", seed=3) == root
     assert os.path.isfile(os.path.join(root, "testset_txt", "p232_001.txt"))
+    # a corpus from another generator version is regenerated
+    marker = os.path.join(root, ".complete")
+    with open(marker, "w") as fout:
+        fout.write('{"version": -1}')
+    assert ensure_mini_corpus("voicebank", "tiny", seed=3) == root
+    with open(marker) as fin:
+        assert f'"version": {mini_corpora.GENERATOR_VERSION}' in fin.read()
     assert sorted(os.listdir(tmp_path)) == [
         ".voicebank_tiny_seed3.lock",
         "voicebank_tiny_seed3",
