@@ -125,7 +125,11 @@ class RecipeRunner:
             sys.executable, os.path.basename(script), hparams,
             f"--output_folder={out}", *shlex.split(self.flags(row)),
         ]
+        # Tiny models gain nothing from intra-op threads, and two threads
+        # per process thrash when the two cores are shared.
+        threads = os.environ.get("NRSB_TEST_THREADS", "1")
         env = dict(os.environ, NRSB_CACHE=self.cache_dir,
+                   OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
                    PYTHONPATH=REPO + os.pathsep
                    + os.environ.get("PYTHONPATH", ""))
         start = time.time()
