@@ -24,9 +24,11 @@ Authors
 """
 
 import argparse
+import concurrent.futures
 import json
 import logging
 import math
+import multiprocessing
 import os
 import platform
 import statistics
@@ -85,7 +87,7 @@ FULL = {
     "batch_size": 4,
     "segment_seconds": 1.0,
     "lr": 0.001,
-    "eval_max_seconds": 4.0,
+    "eval_max_seconds": 3.0,
     "seeds": [1, 2, 3],
 }
 QUICK = {
@@ -188,11 +190,13 @@ def train_and_test(backbone, variant, seed, setup, data_folder, prep_folder):
             progressbar=False,
         )
         train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
         brain.evaluate(
             datasets["test"],
             test_loader_kwargs={"batch_size": 1, "num_workers": 0},
             progressbar=False,
         )
+        test_seconds = time.perf_counter() - start
         rows = brain.test_rows
 
     def mean_of(key):
@@ -210,6 +214,7 @@ def train_and_test(backbone, variant, seed, setup, data_folder, prep_folder):
             brain.step_cpu_seconds[1:] or brain.step_cpu_seconds
         ),
         "train_seconds": train_seconds,
+        "test_seconds": test_seconds,
         "test_utterances": len(rows),
         "si-snr_i": mean_of("si-snr_i"),
         "sdr_i": mean_of("sdr_i"),
@@ -219,6 +224,19 @@ def train_and_test(backbone, variant, seed, setup, data_folder, prep_folder):
             hparams["separator"]
         ),
     }
+
+
+def _run_job(job):
+    """Worker entry point: one ``train_and_test`` with its own threads."""
+    threads = job.pop("threads")
+    torch.set_num_threads(threads)
+    _quiet_logs()
+    return train_and_test(**job)
+
+
+def _quiet_logs():
+    logging.getLogger("speechbrain").setLevel(logging.WARNING)
+    logging.getLogger("lobes").setLevel(logging.WARNING)
 
 
 def mean_std(values):
@@ -323,8 +341,10 @@ def main(argv=None):
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch CPU threads")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="runs trained in parallel (processes)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads per run")
     args = parser.parse_args(argv)
 
     setup = dict(QUICK if args.quick else FULL)
@@ -338,8 +358,7 @@ def main(argv=None):
         parser.error(f"unknown backbones {unknown}; choose from "
                      f"{', '.join(BACKBONES)}")
     torch.set_num_threads(args.threads)
-    logging.getLogger("speechbrain").setLevel(logging.WARNING)
-    logging.getLogger("lobes").setLevel(logging.WARNING)
+    _quiet_logs()
 
     begin = time.perf_counter()
     data_folder = ensure_mini_corpus("wham", size=setup["corpus_size"])
@@ -362,23 +381,42 @@ def main(argv=None):
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="nass_bench_prep_") as prep:
-        for backbone in backbones:
-            for seed in setup["seeds"]:
-                for variant in ("baseline", "nass"):
-                    run = train_and_test(
-                        backbone, variant, seed, setup, data_folder, prep
-                    )
-                    runs.append(run)
-                    print(
-                        f"[{backbone} {variant} seed {seed}] "
-                        f"SI-SNRi {run['si-snr_i']:.2f} dB, SDRi "
-                        f"{run['sdr_i']:.2f} dB, noise SI-SNR "
-                        f"{run['noise_si-snr']:.2f} dB, {run['steps']} "
-                        f"steps, {run['step_seconds_median'] * 1000:.0f} "
-                        f"ms/step, {run['train_seconds']:.0f} s training "
-                        f"({time.perf_counter() - begin:.0f} s so far)",
-                        flush=True,
-                    )
+        prepare_wham(data_folder, prep)  # once, before any worker reads it
+        # Baseline and NASS of one seed are neighbours in the queue, so
+        # with two jobs they train side by side under the same load.
+        jobs = [
+            {
+                "backbone": backbone,
+                "variant": variant,
+                "seed": seed,
+                "setup": setup,
+                "data_folder": data_folder,
+                "prep_folder": prep,
+                "threads": args.threads,
+            }
+            for backbone in backbones
+            for seed in setup["seeds"]
+            for variant in ("baseline", "nass")
+        ]
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=args.jobs, mp_context=context
+        ) as pool:
+            futures = [pool.submit(_run_job, dict(job)) for job in jobs]
+            for future in futures:
+                run = future.result()
+                runs.append(run)
+                print(
+                    f"[{run['backbone']} {run['variant']} seed "
+                    f"{run['seed']}] SI-SNRi {run['si-snr_i']:.2f} dB, "
+                    f"SDRi {run['sdr_i']:.2f} dB, noise SI-SNR "
+                    f"{run['noise_si-snr']:.2f} dB, {run['steps']} steps, "
+                    f"{run['step_seconds_median'] * 1000:.0f} ms/step, "
+                    f"train {run['train_seconds']:.0f} s, test "
+                    f"{run['test_seconds']:.0f} s "
+                    f"({time.perf_counter() - begin:.0f} s so far)",
+                    flush=True,
+                )
 
     summary = summarize(runs, overheads)
     table = markdown_table(summary, len(setup["seeds"]))
@@ -387,7 +425,7 @@ def main(argv=None):
     result = {
         "setup": {**setup, "backbones": backbones,
                   "sizes": {b: BACKBONES[b][1] for b in backbones},
-                  "threads": args.threads,
+                  "jobs": args.jobs, "threads": args.threads,
                   "torch": torch.__version__,
                   "machine": platform.platform(),
                   "total_seconds": time.perf_counter() - begin},
