@@ -128,6 +128,9 @@ def _pysepm_quality():
         raise MetricUnavailableError(
             "csig/cbak/covl need pysepm-evo: pip install pysepm-evo"
         )
+    # Its functions are numba-compiled on first use; numba's compiler logs
+    # pages of DEBUG records, which SpeechBrain's log file would keep.
+    logging.getLogger("numba").setLevel(logging.WARNING)
     package = types.ModuleType(name)
     package.__path__ = list(spec.submodule_search_locations)
     sys.modules[name] = package
