@@ -59,8 +59,32 @@ def exit_on_user_error(main):
         try:
             return main(*args, **kwargs)
         except UserError as err:
-            line = " ".join(str(err).split())
-            print(f"error: {line}", file=sys.stderr, flush=True)
+            print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def one_line(err):
+    r"""The user-facing line of an error, even when re-raised by a worker.
+
+    PyTorch's DataLoader re-raises an exception from a worker process with
+    the worker's traceback in the message; the last line of that traceback
+    is the original message.
+
+    Example
+    -------
+    >>> one_line(AudioFileError("a.wav: empty\n  file"))
+    'a.wav: empty file'
+    >>> wrapped = ("Caught AudioFileError in DataLoader worker process 0."
+    ...            "\nOriginal Traceback (most recent call last):\n  ..."
+    ...            "\nlobes.errors.AudioFileError: a.wav: NaN samples\n")
+    >>> one_line(AudioFileError(wrapped))
+    'a.wav: NaN samples'
+    """
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        name = type(err).__name__
+        text = last.split(f"{name}: ", 1)[-1]
+    return " ".join(text.split())
