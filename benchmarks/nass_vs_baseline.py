@@ -66,7 +66,7 @@ BACKBONES = {
     ),
     "dprnn": (
         "dprnn",
-        {"encoder_channels": 64, "num_dual_path_blocks": 2, "chunk_size": 50},
+        {"encoder_channels": 64, "num_dual_path_blocks": 1, "chunk_size": 50},
     ),
     "convtasnet": (
         "convtasnet",
