@@ -166,7 +166,8 @@ def test_training_and_test_at_batch_sizes(manifests, tmp_path, batch_size):
 
 def test_batches_are_cropped_to_their_shortest_item(manifests, tmp_path):
     brain, _, datasets = make_brain(
-        tmp_path, manifests, batch_size=4, segment_seconds=None
+        tmp_path, manifests, batch_size=4, segment_seconds=None,
+        eval_max_seconds=None,
     )
     items = [datasets["valid"][i] for i in range(4)]
     lengths = [item["mix_sig"].shape[0] for item in items]
