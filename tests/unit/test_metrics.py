@@ -41,7 +41,7 @@ def noisy_version(clean, snr_db, seed=1):
 
 @pytest.fixture(scope="module")
 def scores():
-    clean = voiced(3.0)
+    clean = voiced(2.0)
     return {
         "clean": enhancement_metrics(clean, clean, RATE, INTRUSIVE),
         "15dB": enhancement_metrics(
