@@ -560,25 +560,31 @@ def main(argv=None):
         "settings": {k: v for k, v in vars(args).items() if k != "step_child"},
     }
     tables = []
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+
+    def save():  # after every part, so an interrupted run keeps its results
+        report["machine"]["load_average_now"] = os.getloadavg()
+        report["total_s"] = time.perf_counter() - started
+        with open(args.out, "w", encoding="utf-8") as fout:
+            json.dump(report, fout, indent=2)
+
     if "steps" not in args.skip:
         print("Training step cost", flush=True)
         report["steps"] = step_costs(args, ssl_models, work)
         tables.append(markdown_steps(report["steps"], args))
+        save()
     if "inference" not in args.skip:
         print("Inference cost", flush=True)
         report["inference"] = inference_costs(args, work, tiny_ssl)
         tables.append(markdown_inference(report["inference"]))
+        save()
     if "quality" not in args.skip:
         print("Quality", flush=True)
         runs, summary = quality(args, work, tiny_ssl)
         report["quality_runs"] = runs
         report["quality"] = summary
         tables.append(markdown_quality(summary, args))
-    report["machine"]["load_average_at_end"] = os.getloadavg()
-    report["total_s"] = time.perf_counter() - started
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fout:
-        json.dump(report, fout, indent=2)
+    save()
     print()
     print("\n\n".join(tables))
     print(f"\nTotal {report['total_s']:.0f} s; JSON: {args.out}")
