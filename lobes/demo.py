@@ -30,7 +30,6 @@ Authors
 import argparse
 import csv
 import json
-import logging
 import os
 import re
 import subprocess
@@ -137,6 +136,9 @@ class RecipeRun:
         ``--number_of_epochs``.
     """
 
+    #: ``SB_LOG_LEVEL`` for the recipe process (None: SpeechBrain's own).
+    log_level = None
+
     def __init__(self, stem, run_folder, overrides, epochs):
         from lobes.recipe import top_level_keys
 
@@ -163,6 +165,9 @@ class RecipeRun:
         """Start the training process."""
         os.makedirs(self.folder, exist_ok=True)
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env.pop("SB_LOG_LEVEL", None)
+        if self.log_level is not None:
+            env["SB_LOG_LEVEL"] = self.log_level
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(self.log_path, "w", encoding="utf-8")
         self.proc = subprocess.Popen(
@@ -289,8 +294,12 @@ def _spectrogram(signal, sample_rate):
     return 20 * torch.log10(spec + 1e-5)
 
 
-def plot_spectrograms(path, rows, sample_rate, title):
-    """Save a grid of spectrograms: one row per list of (label, signal)."""
+def plot_spectrograms(path, rows, sample_rate, title, row_labels=None):
+    """Save a grid of spectrograms, one row per list of (label, signal).
+
+    Each panel is scaled to its own maximum (0 dB) with a 60 dB range, so
+    that estimates of any scale compare with the references.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -298,12 +307,8 @@ def plot_spectrograms(path, rows, sample_rate, title):
 
     columns = max(len(row) for row in rows)
     fig, axes = plt.subplots(
-        len(rows), columns, figsize=(3.6 * columns, 2.6 * len(rows)),
+        len(rows), columns, figsize=(3.6 * columns, 2.7 * len(rows)),
         squeeze=False, sharex=True, sharey=True,
-    )
-    reference = max(
-        float(_spectrogram(sig, sample_rate).max()) for row in rows
-        for _, sig in row
     )
     image = None
     for r, row in enumerate(rows):
@@ -313,20 +318,22 @@ def plot_spectrograms(path, rows, sample_rate, title):
                 axis.axis("off")
                 continue
             label, signal = row[c]
-            spec = _spectrogram(signal, sample_rate).numpy()
+            spec = _spectrogram(signal, sample_rate)
+            spec = (spec - spec.max()).numpy()
             seconds = signal.shape[0] / sample_rate
             image = axis.imshow(
                 spec, origin="lower", aspect="auto", cmap="magma",
-                vmin=reference - 70, vmax=reference,
+                vmin=-60, vmax=0,
                 extent=[0, seconds, 0, sample_rate / 2000],
             )
             axis.set_title(label, fontsize=10)
             if c == 0:
-                axis.set_ylabel("kHz")
+                name = row_labels[r] if row_labels else ""
+                axis.set_ylabel(f"{name}\nkHz" if name else "kHz")
             if r == len(rows) - 1:
                 axis.set_xlabel("s")
     fig.suptitle(title, fontsize=12)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="dB")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="dB (re panel maximum)")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -369,7 +376,7 @@ def examples(out, runs, manifest, sample_rate, count=2):
                    "noise": noise}
         grid = [[("mixture", mix), ("reference s1", refs[:, 0]),
                  ("reference s2", refs[:, 1]), ("reference noise", noise)]]
-        for name, model in models.items():
+        for model in models.values():
             result = model.separate(mix)
             speakers = _pit_order(result["speakers"], refs)
             tag = "nass" if model.noise_index is not None else "baseline"
@@ -379,7 +386,7 @@ def examples(out, runs, manifest, sample_rate, count=2):
                 noise_est = mix - speakers.sum(dim=1)
                 noise_label = "residual: mix - s1 - s2"
             grid.append([
-                (f"{name}\ns1 estimate", speakers[:, 0]),
+                ("s1 estimate", speakers[:, 0]),
                 ("s2 estimate", speakers[:, 1]),
                 (noise_label, noise_est),
             ])
@@ -392,7 +399,8 @@ def examples(out, runs, manifest, sample_rate, count=2):
             write_audio(os.path.join(wav_dir, f"{utt}_{key}.wav"),
                         sig * scale, sample_rate)
         png = os.path.join(out, f"spectrograms_{utt}.png")
-        plot_spectrograms(png, grid, sample_rate, f"mini WHAM! test {utt}")
+        plot_spectrograms(png, grid, sample_rate, f"mini WHAM! test {utt}",
+                          row_labels=["references", *models])
         pngs.append(png)
     return pngs
 
@@ -403,7 +411,10 @@ def main(argv=None):
     from tqdm import tqdm
 
     args = parse_args(argv)
-    logging.getLogger("speechbrain").setLevel(logging.ERROR)
+    # Quiet SpeechBrain's INFO/warnings in this process; the recipe runs
+    # keep the level they would have had (RecipeRun restores it).
+    RecipeRun.log_level = os.environ.get("SB_LOG_LEVEL")
+    os.environ["SB_LOG_LEVEL"] = "ERROR"
     if args.epochs < 1:
         raise UserError("--epochs must be at least 1")
     start = time.time()

@@ -417,7 +417,7 @@ def parse_args(argv=None):
 def main(argv=None):
     """Separate each input file into ``<out>/<stem>_s<i>.wav`` (+ noise)."""
     args = parse_args(argv)
-    logging.getLogger("speechbrain").setLevel(logging.ERROR)
+    os.environ.setdefault("SB_LOG_LEVEL", "ERROR")  # SpeechBrain's INFO
     for path in args.inputs:
         audio_info(path)  # fail early, in one line, on a bad input
     model = NoiseAwareSeparation.from_recipe(
