@@ -14,8 +14,14 @@ recipes' default (paper) size, and the training step time ratio.
 Prints a markdown table and writes JSON (default
 ``benchmarks/results/nass_vs_baseline.json``)::
 
-    python benchmarks/nass_vs_baseline.py            # about 20 min, 2 cores
-    python benchmarks/nass_vs_baseline.py --quick    # smoke run, < 2 min
+    python benchmarks/nass_vs_baseline.py          # see the timing below
+    python benchmarks/nass_vs_baseline.py --quick  # smoke run, < 2 min
+
+Timing of the full run (2 runs side by side, one thread each): 300 steps
+per run, 18 runs, about 11 min of training CPU time per core plus data
+loading and testing, i.e. an estimated 15 to 20 min on two idle cores; it
+took 48 min on a shared machine at load average 4 to 9. ``--epochs`` (100
+steps each) and ``--seeds`` trade accuracy of the comparison for time.
 
 The mini corpus is generated on first use (cached; ``NRSB_CACHE``).
 
