@@ -206,3 +206,86 @@ def resolve_data_folder(data_folder, corpus, size="small", seed=0):
             f"to your {corpus} corpus> or leave it out to use the mini corpus"
         )
     return data_folder
+
+
+def start_experiment(argv=None):
+    """Load a recipe's hparams, join DDP if launched so, make its folder.
+
+    The first lines of every recipe's ``main``: :func:`load_recipe`, then
+    SpeechBrain's ``ddp_init_group`` and ``create_experiment_directory``
+    (which copies the YAML and the overrides into ``output_folder``).
+
+    Returns
+    -------
+    hparams : dict
+    hparams_file : str
+    run_opts : dict
+    """
+    import speechbrain as sb
+
+    hparams, hparams_file, run_opts, overrides = load_recipe(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    return hparams, hparams_file, run_opts
+
+
+def prepare_corpus(prepare, hparams, corpus, **options):
+    """Resolve the data folder and write the manifests, on the main process.
+
+    Arguments
+    ---------
+    prepare : callable
+        A preparation function of :mod:`lobes.data.prepare`.
+    hparams : dict
+        The recipe's hparams (``data_folder``, ``mini_corpus_size``,
+        ``save_folder``, ``skip_prep``).
+    corpus : str
+        The mini corpus to use when ``data_folder`` is ``mini``.
+    **options
+        Further keyword arguments of ``prepare``.
+
+    Returns
+    -------
+    dict
+        ``{"train": csv, "valid": csv, "test": csv}``.
+    """
+    from speechbrain.utils.distributed import run_on_main
+
+    data_folder = run_on_main(
+        resolve_data_folder,
+        args=[hparams["data_folder"], corpus, hparams["mini_corpus_size"]],
+    )
+    return run_on_main(
+        prepare,
+        kwargs={
+            "data_folder": data_folder,
+            "save_folder": hparams["save_folder"],
+            "skip_prep": hparams["skip_prep"],
+            **options,
+        },
+    )
+
+
+def fit_and_test(brain, datasets, hparams):
+    """Train on ``datasets["train"]``, then test the best checkpoint.
+
+    The best checkpoint is the one with the lowest validation ``loss``; the
+    loader options come from the YAML's ``*_dataloader_opts``.
+    """
+    brain.fit(
+        hparams["epoch_counter"],
+        datasets["train"],
+        datasets["valid"],
+        train_loader_kwargs=hparams["train_dataloader_opts"],
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+    brain.evaluate(
+        datasets["test"],
+        min_key="loss",
+        test_loader_kwargs=hparams["test_dataloader_opts"],
+    )
+    return brain

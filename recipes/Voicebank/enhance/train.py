@@ -22,45 +22,24 @@ Authors
 import os
 import sys
 
-import speechbrain as sb
-from speechbrain.utils.distributed import run_on_main
-
 from lobes.brains.enhancement import EnhancementBrain, reference_model_for
 from lobes.data.enhancement_data import enhancement_datasets
 from lobes.data.prepare import prepare_voicebank
 from lobes.errors import exit_on_user_error
-from lobes.recipe import load_recipe, resolve_data_folder
+from lobes.recipe import fit_and_test, prepare_corpus, start_experiment
 
 
 @exit_on_user_error
 def main(argv=None):
     """Prepare VoiceBank-DEMAND, train, then test the best checkpoint."""
-    hparams, hparams_file, run_opts, overrides = load_recipe(argv)
+    hparams, hparams_file, run_opts = start_experiment(argv)
     # CCR: load the frozen baseline now, or stop in one line saying how.
     reference_model = reference_model_for(
         hparams, os.path.join("hparams", os.path.basename(hparams_file))
     )
-    sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
-
-    data_folder = run_on_main(
-        resolve_data_folder,
-        args=[
-            hparams["data_folder"], "voicebank", hparams["mini_corpus_size"]
-        ],
-    )
-    manifests = run_on_main(
-        prepare_voicebank,
-        kwargs={
-            "data_folder": data_folder,
-            "save_folder": hparams["save_folder"],
-            "valid_speakers": hparams["valid_speakers"],
-            "skip_prep": hparams["skip_prep"],
-        },
+    manifests = prepare_corpus(
+        prepare_voicebank, hparams, "voicebank",
+        valid_speakers=hparams["valid_speakers"],
     )
     datasets = enhancement_datasets(
         manifests,
@@ -77,19 +56,7 @@ def main(argv=None):
         checkpointer=hparams["checkpointer"],
         reference_model=reference_model,
     )
-    brain.fit(
-        hparams["epoch_counter"],
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
-    )
-    brain.evaluate(
-        datasets["test"],
-        min_key="loss",
-        test_loader_kwargs=hparams["test_dataloader_opts"],
-    )
-    return brain
+    return fit_and_test(brain, datasets, hparams)
 
 
 if __name__ == "__main__":

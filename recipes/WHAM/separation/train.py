@@ -17,41 +17,22 @@ Authors
 
 import sys
 
-import speechbrain as sb
-from speechbrain.utils.distributed import run_on_main
-
 from lobes.brains.separation import SeparationBrain
 from lobes.data.prepare import prepare_wham
 from lobes.data.separation_data import separation_datasets
 from lobes.errors import exit_on_user_error
-from lobes.recipe import load_recipe, resolve_data_folder
+from lobes.recipe import fit_and_test, prepare_corpus, start_experiment
 
 
 @exit_on_user_error
 def main(argv=None):
     """Prepare WHAM!, train, then test the best checkpoint."""
-    hparams, hparams_file, run_opts, overrides = load_recipe(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
-
-    data_folder = run_on_main(
-        resolve_data_folder,
-        args=[hparams["data_folder"], "wham", hparams["mini_corpus_size"]],
-    )
-    manifests = run_on_main(
-        prepare_wham,
-        kwargs={
-            "data_folder": data_folder,
-            "save_folder": hparams["save_folder"],
-            "sample_rate": hparams["sample_rate"],
-            "mode": hparams["mode"],
-            "mixture": hparams["mixture"],
-            "skip_prep": hparams["skip_prep"],
-        },
+    hparams, _, run_opts = start_experiment(argv)
+    manifests = prepare_corpus(
+        prepare_wham, hparams, "wham",
+        sample_rate=hparams["sample_rate"],
+        mode=hparams["mode"],
+        mixture=hparams["mixture"],
     )
     datasets = separation_datasets(hparams, manifests)
 
@@ -62,19 +43,7 @@ def main(argv=None):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    brain.fit(
-        hparams["epoch_counter"],
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
-    )
-    brain.evaluate(
-        datasets["test"],
-        min_key="loss",
-        test_loader_kwargs=hparams["test_dataloader_opts"],
-    )
-    return brain
+    return fit_and_test(brain, datasets, hparams)
 
 
 if __name__ == "__main__":
