@@ -212,8 +212,7 @@ def start_experiment(argv=None):
     """Load a recipe's hparams, join DDP if launched so, make its folder.
 
     The first lines of every recipe's ``main``: :func:`load_recipe`, then
-    SpeechBrain's ``ddp_init_group`` and ``create_experiment_directory``
-    (which copies the YAML and the overrides into ``output_folder``).
+    :func:`setup_experiment`.
 
     Returns
     -------
@@ -221,16 +220,26 @@ def start_experiment(argv=None):
     hparams_file : str
     run_opts : dict
     """
+    hparams, hparams_file, run_opts, overrides = load_recipe(argv)
+    setup_experiment(hparams, hparams_file, run_opts, overrides)
+    return hparams, hparams_file, run_opts
+
+
+def setup_experiment(hparams, hparams_file, run_opts, overrides):
+    """SpeechBrain's ``ddp_init_group`` and ``create_experiment_directory``.
+
+    The latter copies the YAML and the overrides into ``output_folder``.
+    Recipes that check something first (so that a failed check leaves no
+    folder behind) call :func:`load_recipe`, check, then this.
+    """
     import speechbrain as sb
 
-    hparams, hparams_file, run_opts, overrides = load_recipe(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
-    return hparams, hparams_file, run_opts
 
 
 def prepare_corpus(prepare, hparams, corpus, **options):

@@ -26,17 +26,23 @@ from lobes.brains.enhancement import EnhancementBrain, reference_model_for
 from lobes.data.enhancement_data import enhancement_datasets
 from lobes.data.prepare import prepare_voicebank
 from lobes.errors import exit_on_user_error
-from lobes.recipe import fit_and_test, prepare_corpus, start_experiment
+from lobes.recipe import (
+    fit_and_test,
+    load_recipe,
+    prepare_corpus,
+    setup_experiment,
+)
 
 
 @exit_on_user_error
 def main(argv=None):
     """Prepare VoiceBank-DEMAND, train, then test the best checkpoint."""
-    hparams, hparams_file, run_opts = start_experiment(argv)
+    hparams, hparams_file, run_opts, overrides = load_recipe(argv)
     # CCR: load the frozen baseline now, or stop in one line saying how.
     reference_model = reference_model_for(
         hparams, os.path.join("hparams", os.path.basename(hparams_file))
     )
+    setup_experiment(hparams, hparams_file, run_opts, overrides)
     manifests = prepare_corpus(
         prepare_voicebank, hparams, "voicebank",
         valid_speakers=hparams["valid_speakers"],
