@@ -187,20 +187,23 @@ def step_child(spec):
             os.path.join(RECIPE_DIR, "hparams", RECIPES["baseline"]),
             {**spec["size"], "output_folder": spec["output_folder"]},
         )
-        reference = baseline["enhance_model"].eval().requires_grad_(False)
+        reference = baseline["experiment"]["enhance_model"].eval()
+        reference.requires_grad_(False)
+    experiment = hparams["experiment"]
     brain = EnhancementBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
+        modules=experiment["modules"],
+        opt_class=experiment["training"]["opt_class"],
+        hparams=experiment,
         run_opts={"device": "cpu"},
         checkpointer=None,
+        ssl_features=hparams.get("ssl", {}).get("ssl_features"),
         reference_model=reference,
     )
     brain.init_optimizers()
     brain.modules.train()
     brain.on_stage_start(sb.Stage.TRAIN, epoch=1)
     generator = torch.Generator().manual_seed(0)
-    samples = int(spec["segment_seconds"] * hparams["sample_rate"])
+    samples = int(spec["segment_seconds"] * experiment["sample_rate"])
     items = []
     for index in range(spec["batch_size"]):
         clean = 0.1 * torch.randn(samples, generator=generator)
@@ -329,7 +332,7 @@ def inference_costs(args, work, tiny_ssl):
         hparams = load_hparams(
             os.path.join(RECIPE_DIR, "hparams", recipe), overrides
         )
-        model = hparams["enhance_model"].eval()
+        model = hparams["experiment"]["enhance_model"].eval()
         params = sum(p.numel() for p in model.parameters())
         times = []
         with torch.no_grad():

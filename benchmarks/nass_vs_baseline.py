@@ -139,11 +139,11 @@ def parameter_overhead(backbone, sizes):
     counts = {}
     training_only = 0
     for variant, name in (("baseline", stem), ("nass", f"nass_{stem}")):
-        hparams = load_hparams(yaml_path(name), dict(sizes))
-        counts[variant] = inference_parameter_count(hparams["separator"])
+        experiment = load_hparams(yaml_path(name), dict(sizes))["experiment"]
+        counts[variant] = inference_parameter_count(experiment["separator"])
         if variant == "nass":
             training_only = inference_parameter_count(
-                hparams["contrastive_loss"]
+                experiment["objectives"]["contrastive_loss"]
             )
     return counts["baseline"], counts["nass"], training_only
 
@@ -169,6 +169,7 @@ def train_and_test(backbone, variant, seed, setup, data_folder, prep_folder):
             "save_audio": False,
         }
         hparams = load_hparams(yaml_path(name), overrides)
+        experiment = hparams["experiment"]
         manifests = prepare_wham(
             data_folder,
             prep_folder,
@@ -176,20 +177,20 @@ def train_and_test(backbone, variant, seed, setup, data_folder, prep_folder):
             mode=hparams["mode"],
             mixture=hparams["mixture"],
         )
-        datasets = separation_datasets(hparams, manifests)
+        datasets = separation_datasets(manifests, experiment, seed)
         brain = TimedSeparationBrain(
-            modules=hparams["modules"],
-            opt_class=hparams["opt_class"],
-            hparams=hparams,
+            modules=experiment["modules"],
+            opt_class=experiment["training"]["opt_class"],
+            hparams=experiment,
             run_opts={"device": "cpu", "precision": "fp32"},
         )
         start = time.perf_counter()
         brain.fit(
-            hparams["epoch_counter"],
+            experiment["training"]["epoch_counter"],
             datasets["train"],
             None,
             train_loader_kwargs={
-                "batch_size": hparams["batch_size"],
+                "batch_size": experiment["training"]["batch_size"],
                 "shuffle": True,
                 "num_workers": 0,
             },
@@ -227,7 +228,7 @@ def train_and_test(backbone, variant, seed, setup, data_folder, prep_folder):
         "si-snr": mean_of("si-snr"),
         "noise_si-snr": mean_of("noise_si-snr"),
         "inference_parameters": inference_parameter_count(
-            hparams["separator"]
+            experiment["separator"]
         ),
     }
 

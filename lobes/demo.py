@@ -130,8 +130,8 @@ class RecipeRun:
     run_folder : str
         The run's ``--output_folder``.
     overrides : dict
-        Command-line overrides (those the YAML does not declare, such as
-        the ``nce_*`` hparams for the baseline, are left out).
+        Command-line overrides (those neither the YAML nor a fragment it
+        includes declares are left out).
     epochs : int
         ``--number_of_epochs``.
     """
@@ -140,13 +140,13 @@ class RecipeRun:
     log_level = None
 
     def __init__(self, stem, run_folder, overrides, epochs):
-        from lobes.recipe import top_level_keys
+        from lobes.recipe import FragmentTree
 
         self.stem = stem
         self.folder = run_folder
-        declared = set(
-            top_level_keys(os.path.join(RECIPE, "hparams", f"{stem}.yaml"))
-        )
+        declared = FragmentTree(
+            os.path.join(RECIPE, "hparams", f"{stem}.yaml")
+        ).all_keys()
         flags = [
             f"--{key}={value}" for key, value in overrides.items()
             if key in declared

@@ -393,6 +393,11 @@ def separation_metrics(estimates, references, mixture):
 class MetricAverager:
     """Mean of per-utterance metrics, with NaNs counted rather than averaged.
 
+    The package's one statistics accumulator: the Brains' stage statistics
+    (:meth:`add`), the average row of every results CSV and the benchmarks
+    use it. (SpeechBrain's ``MetricStats`` computes one metric function per
+    item; here several metrics come from one pass over an utterance.)
+
     Example
     -------
     >>> averager = MetricAverager()
@@ -416,15 +421,29 @@ class MetricAverager:
         """Add one utterance's ``{metric: value}``."""
         self.utterances += 1
         for name, value in scores.items():
-            value = float(value)
-            self.sums.setdefault(name, 0.0)
-            self.counts.setdefault(name, 0)
-            self.nans.setdefault(name, 0)
-            if math.isfinite(value):
-                self.sums[name] += value
-                self.counts[name] += 1
-            else:
-                self.nans[name] += 1
+            self.add(name, value)
+
+    def add(self, name, value):
+        """Add one value of one metric (a float or a 0-d tensor).
+
+        Example
+        -------
+        >>> averager = MetricAverager()
+        >>> averager.add("loss", torch.tensor(2.0)); averager.add("loss", 4)
+        >>> averager.summarize()
+        {'loss': 3.0}
+        """
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+        value = float(value)
+        self.sums.setdefault(name, 0.0)
+        self.counts.setdefault(name, 0)
+        self.nans.setdefault(name, 0)
+        if math.isfinite(value):
+            self.sums[name] += value
+            self.counts[name] += 1
+        else:
+            self.nans[name] += 1
 
     def summarize(self):
         """``{metric: mean over the finite values}`` (NaN if there are none)."""

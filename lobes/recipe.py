@@ -1,33 +1,167 @@
 """What every recipe's ``train.py`` does before and around its Brain.
 
-``load_recipe`` parses the command line the SpeechBrain way, checks that
-each ``--key=value`` override names an hparam that the YAML declares (a typo
-fails in one line with a suggestion), loads the YAML and turns YAML errors
-into one line too. ``resolve_data_folder`` implements the embedded default:
-with no ``--data_folder`` a recipe runs on the matching mini corpus,
-generated into a cache folder the first time.
+How a recipe YAML is put together: its top level holds what is particular
+to the recipe (the corpus, the method switch, the output folder); the
+experiment it runs and the objects that build it come from the shared
+fragments under ``hparams/`` at the repository's top, which it pulls in
+with hyperpyyaml's ``!include:``, nested under a key::
+
+    experiment: !include:<path to hparams/>/separation/sepformer_experiment.yaml
+      noise_aware: True
+      output_folder: !ref <output_folder>
+
+Each fragment declares its parameters with their defaults at its top, and
+may include further fragments the same way. hyperpyyaml applies
+command-line overrides to the top level only; :func:`route_overrides` makes
+every parameter of every included fragment reachable too: ``--lr=1e-4``
+goes to the one fragment that declares ``lr`` (here the training loop that
+the experiment includes), exactly as if it had been written in that
+fragment's include mapping. A misspelt name or a value of the wrong type
+fails in one line (:class:`lobes.errors.HparamsError`).
+
+``resolve_data_folder`` implements the embedded default: with no
+``--data_folder`` a recipe runs on the matching mini corpus, generated into
+a cache folder the first time.
 """
 
 import difflib
 import os
-import re
 import sys
+import traceback
 
+import ruamel.yaml
 import yaml
 
-from lobes.errors import DataFolderError, HparamsError
-
-_TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:")
+from lobes.errors import DataFolderError, HparamsError, UserError
 
 #: Values of ``data_folder`` that select the embedded mini corpus.
 MINI_MARKERS = (None, "", "mini", "!mini")
 
+_INCLUDE = "!include:"
+
+
+class FragmentTree:
+    """The keys a YAML file declares and the fragments it includes.
+
+    Arguments
+    ---------
+    path : str
+        A recipe YAML or fragment.
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    defaults : dict
+        Top-level key -> its plain default (``None`` when the value is an
+        object, a reference or null).
+    includes : dict
+        Top-level key -> :class:`FragmentTree` of the fragment it includes.
+    mapped : set
+        Keys whose ``!include:`` node carries a mapping of parameters.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = open(f"{folder}/frag.yaml", "w").write("lr: 0.1\\n")
+    >>> _ = open(f"{folder}/main.yaml", "w").write(
+    ...     "seed: 1\\ntraining: !include:frag.yaml\\n  lr: 0.2\\n")
+    >>> tree = FragmentTree(f"{folder}/main.yaml")
+    >>> sorted(tree.defaults), sorted(tree.includes["training"].defaults)
+    (['seed', 'training'], ['lr'])
+    """
+
+    def __init__(self, path, _seen=()):
+        self.path = path
+        self.defaults = {}
+        self.includes = {}
+        self.mapped = set()
+        try:
+            with open(path, encoding="utf-8") as fin:
+                document = ruamel.yaml.YAML().load(fin)
+        except FileNotFoundError:
+            raise HparamsError(
+                f"{path}: no such YAML file; check the !include: path"
+            ) from None
+        except ruamel.yaml.YAMLError as err:
+            raise HparamsError(
+                f"{path}: not valid YAML ({_one(err)})"
+            ) from None
+        if not isinstance(document, dict):
+            return
+        base = os.path.dirname(os.path.abspath(path))
+        for key, node in document.items():
+            tag = getattr(getattr(node, "tag", None), "value", None) or ""
+            self.defaults[key] = _plain(node)
+            if tag.startswith(_INCLUDE):
+                fragment = os.path.normpath(
+                    os.path.join(base, tag[len(_INCLUDE):])
+                )
+                if fragment in _seen:
+                    raise HparamsError(f"{path}: includes itself ({fragment})")
+                self.includes[key] = FragmentTree(fragment, _seen + (path,))
+                if isinstance(node, dict):
+                    self.mapped.add(key)
+
+    def all_keys(self):
+        """Every key declared here or in any included fragment."""
+        keys = set(self.defaults)
+        for tree in self.includes.values():
+            keys |= tree.all_keys()
+        return keys
+
+    def declarations(self, key):
+        """Include paths (tuples of keys) of the shallowest declarations.
+
+        Example
+        -------
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = open(f"{folder}/f.yaml", "w").write("lr: 0.1\\n")
+        >>> _ = open(f"{folder}/m.yaml", "w").write(
+        ...     "a: !include:f.yaml\\n  lr: 1\\n"
+        ...     "b: !include:f.yaml\\n  lr: 2\\n")
+        >>> FragmentTree(f"{folder}/m.yaml").declarations("lr")
+        [('a',), ('b',)]
+        """
+        level = [((), self)]
+        while level:
+            found = [path for path, tree in level if key in tree.defaults]
+            if found:
+                return found
+            level = [
+                (path + (name,), child)
+                for path, tree in level
+                for name, child in tree.includes.items()
+            ]
+        return []
+
+    def at(self, path):
+        """The tree reached by following ``path`` through the includes."""
+        tree = self
+        for name in path:
+            tree = tree.includes[name]
+        return tree
+
+
+def _plain(node):
+    """A node's plain Python default, or ``None`` for objects/references."""
+    if getattr(getattr(node, "tag", None), "value", None):
+        return None
+    if isinstance(node, (bool, int, float, str)):
+        return node
+    if isinstance(node, list):
+        return list(node)
+    return None
+
+
+def _one(err):
+    return " ".join(str(err).split())[:300]
+
 
 def top_level_keys(hparams_file):
     """Return the top-level keys a (hyperpyyaml) file declares, in order.
-
-    Keys brought in by ``!include:`` fragments are not listed; the loaded
-    dictionary has them.
 
     Example
     -------
@@ -37,25 +171,126 @@ def top_level_keys(hparams_file):
     >>> top_level_keys(path)
     ['seed', 'model']
     """
-    keys = []
-    with open(hparams_file, encoding="utf-8") as fin:
-        for line in fin:
-            match = _TOP_KEY.match(line)
-            if match:
-                keys.append(match.group(1))
-    return keys
+    return list(FragmentTree(hparams_file).defaults)
 
 
-def check_overrides(hparams_file, overrides):
-    """Fail in one line if an override names an hparam the YAML lacks.
+def _parse_overrides(overrides):
+    if isinstance(overrides, str):
+        try:
+            overrides = yaml.safe_load(overrides) if overrides else {}
+        except yaml.YAMLError as err:
+            raise HparamsError(
+                f"command-line overrides are not valid YAML ({_one(err)})"
+            ) from None
+    return dict(overrides or {})
+
+
+def _check_type(hparams_file, key, default, value):
+    """One-line error when an override's type cannot replace the default."""
+    if default is None or value is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+        kind = "True or False"
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        kind = "a number"
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+        kind = "a list such as [a, b]"
+    else:
+        ok = isinstance(value, (str, int, float))
+        kind = "a string"
+    if not ok:
+        raise HparamsError(
+            f"{hparams_file}: --{key}={value!r} has the wrong type; "
+            f"`{key}` takes {kind} (default {default!r})"
+        )
+
+
+def route_overrides(hparams_file, overrides):
+    """Check command-line overrides and nest each into its fragment.
+
+    A key declared at the YAML's top level is kept there; any other key
+    must be declared by exactly one included fragment (the shallowest one
+    when fragments include fragments), and is nested along the include
+    keys, e.g. ``{"lr": 1e-4}`` -> ``{"experiment": {"training": {"lr":
+    1e-4}}}``.
 
     Arguments
     ---------
     hparams_file : str
         The recipe YAML.
     overrides : str or dict
-        Overrides as SpeechBrain's ``parse_arguments`` returns them (a YAML
-        string) or as a dictionary.
+        As SpeechBrain's ``parse_arguments`` returns them (a YAML string)
+        or as a dictionary.
+
+    Returns
+    -------
+    dict
+        Overrides ready for ``load_hyperpyyaml``.
+
+    Raises
+    ------
+    HparamsError
+        One line: an unknown key (with the closest known one), an
+        ambiguous key, or a value of the wrong type.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = open(f"{folder}/loop.yaml", "w").write("lr: 0.1\\nepochs: 2\\n")
+    >>> _ = open(f"{folder}/r.yaml", "w").write(
+    ...     "seed: 1\\ntraining: !include:loop.yaml\\n  epochs: 3\\n")
+    >>> route_overrides(f"{folder}/r.yaml", "lr: 0.2\\nseed: 4")
+    {'training': {'lr': 0.2}, 'seed': 4}
+    >>> route_overrides(f"{folder}/r.yaml", {"lerning_rate": 1})
+    Traceback (most recent call last):
+    ...
+    lobes.errors.HparamsError: ...no hparam 'lerning_rate'...
+    >>> route_overrides(f"{folder}/r.yaml", {"epochs": "two"})
+    Traceback (most recent call last):
+    ...
+    lobes.errors.HparamsError: ...--epochs='two' has the wrong type...
+    """
+    overrides = _parse_overrides(overrides)
+    tree = FragmentTree(hparams_file)
+    routed = {}
+    for key, value in overrides.items():
+        paths = tree.declarations(key)
+        if not paths:
+            known = sorted(tree.all_keys())
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise HparamsError(
+                f"{hparams_file} has no hparam '{key}' (from --{key}){hint}"
+            )
+        if len(paths) > 1:
+            where = " and ".join(f"`{'.'.join(p)}`" for p in paths)
+            raise HparamsError(
+                f"{hparams_file}: --{key} is a parameter of several included "
+                f"fragments ({where}); set it in the YAML under the one you "
+                "mean"
+            )
+        path = paths[0]
+        _check_type(hparams_file, key, tree.at(path).defaults[key], value)
+        target = routed
+        for depth, name in enumerate(path):
+            parent = tree.at(path[:depth])
+            if name not in parent.mapped:
+                raise HparamsError(
+                    f"{parent.path}: `{name}: !include:...` needs a mapping "
+                    f"of parameters for --{key} to reach it; add one, e.g. "
+                    f"`  {key}: {value}`"
+                )
+            target = target.setdefault(name, {})
+        target[key] = value
+    return routed
+
+
+def check_overrides(hparams_file, overrides):
+    """Fail in one line if an override names no hparam or has a bad type.
 
     Example
     -------
@@ -68,38 +303,44 @@ def check_overrides(hparams_file, overrides):
     ...
     lobes.errors.HparamsError: ...no hparam 'lerning_rate'...'learning_rate'?
     """
-    if isinstance(overrides, str):
-        try:
-            overrides = yaml.safe_load(overrides) if overrides else {}
-        except yaml.YAMLError as err:
-            raise HparamsError(
-                f"command-line overrides are not valid YAML ({err})"
-            ) from None
-    known = set(top_level_keys(hparams_file))
-    known |= _included_keys(hparams_file)
-    for key in overrides or {}:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise HparamsError(
-                f"{hparams_file} has no hparam '{key}' (from --{key}){hint}"
-            )
+    route_overrides(hparams_file, overrides)
 
 
-def _included_keys(hparams_file):
-    """Top-level keys of the fragments a YAML pulls in with ``!include:``."""
-    keys = set()
-    base = os.path.dirname(os.path.abspath(hparams_file))
-    with open(hparams_file, encoding="utf-8") as fin:
-        for match in re.finditer(r"!include:([^\s]+)", fin.read()):
-            path = os.path.join(base, match.group(1))
-            if os.path.isfile(path):
-                keys |= set(top_level_keys(path))
-    return keys
+def _is_users_mistake(err):
+    """Whether an exception from loading a YAML is a user's mistake.
+
+    YAML syntax, unknown references, unknown classes and arguments that do
+    not fit a class's signature come from the YAML (or the command line);
+    an exception raised inside a constructor is a bug and keeps its
+    traceback, unless it is one of our own :class:`UserError`.
+    """
+    if isinstance(err, UserError):
+        return True
+    if isinstance(err, (yaml.YAMLError, ruamel.yaml.YAMLError)):
+        return True
+    frames = traceback.extract_tb(err.__traceback__)
+    last = frames[-1].filename if frames else ""
+    in_loader = os.sep + "hyperpyyaml" + os.sep in last or (
+        os.sep + "yaml" + os.sep in last
+    )
+    if isinstance(err, ImportError) and in_loader:
+        return True  # !new:/!name: of something that does not exist
+    if isinstance(err, (ValueError, KeyError)) and in_loader:
+        return True  # bad !ref, placeholder, override structure
+    if isinstance(err, TypeError) and in_loader:
+        # The arguments do not bind to the class: raised at the call site.
+        return True
+    return False
 
 
 def load_hparams(hparams_file, overrides=None):
-    """Load a recipe YAML with hyperpyyaml, reporting problems in one line.
+    """Load a recipe YAML with hyperpyyaml, reporting user mistakes in one line.
+
+    Overrides are routed into the fragments that declare them
+    (:func:`route_overrides`). A mistake in the YAML or on the command line
+    (syntax, an unknown reference, class or argument, a bad value) is one
+    :class:`~lobes.errors.HparamsError` line; an exception raised inside a
+    constructor by the package's own code keeps its traceback.
 
     Arguments
     ---------
@@ -133,13 +374,15 @@ def load_hparams(hparams_file, overrides=None):
             f"{hparams_file}: no such hparams file; pass a YAML from the "
             "recipe's hparams/ folder"
         )
-    check_overrides(hparams_file, overrides or {})
+    routed = route_overrides(hparams_file, overrides or {})
     try:
         with open(hparams_file, encoding="utf-8") as fin:
-            return load_hyperpyyaml(fin, overrides or {})
-    except Exception as err:  # YAML, reference and constructor errors
-        reason = " ".join(f"{type(err).__name__}: {err}".split())
-        raise HparamsError(f"{hparams_file}: {reason[:400]}") from None
+            return load_hyperpyyaml(fin, routed, overrides_must_match=False)
+    except Exception as err:
+        if isinstance(err, UserError) or not _is_users_mistake(err):
+            raise
+        reason = _one(f"{type(err).__name__}: {err}")
+        raise HparamsError(f"{hparams_file}: {reason}") from None
 
 
 def load_recipe(argv=None):
@@ -155,7 +398,8 @@ def load_recipe(argv=None):
     hparams : dict
     hparams_file : str
     run_opts : dict
-    overrides : str
+    overrides : dict
+        The overrides, routed into their fragments.
     """
     import speechbrain as sb
 
@@ -165,8 +409,49 @@ def load_recipe(argv=None):
             "no hparams file given; run `python train.py hparams/<name>.yaml`"
         )
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    routed = route_overrides(hparams_file, overrides) if os.path.isfile(
+        hparams_file
+    ) else {}
     hparams = load_hparams(hparams_file, overrides)
-    return hparams, hparams_file, run_opts, overrides
+    return hparams, hparams_file, run_opts, routed
+
+
+def choose(choice, options):
+    """The option a string hparam names (a YAML switch between objects).
+
+    Used in YAML as ``!apply:lobes.recipe.choose`` with ``choice: !ref
+    <waveform_loss>`` and the ``options`` mapping, so that every option is
+    written (and built) in the YAML and the command line picks one by name.
+
+    Example
+    -------
+    >>> choose("mse", {"mse": 1, "si_snr": 2})
+    1
+    >>> choose("l2", {"mse": 1, "si_snr": 2})
+    Traceback (most recent call last):
+    ...
+    lobes.errors.HparamsError: 'l2' is not one of: mse, si_snr
+    """
+    if choice not in options:
+        raise HparamsError(
+            f"'{choice}' is not one of: {', '.join(map(str, options))}"
+        )
+    return options[choice]
+
+
+def cpu_workers(max_workers):
+    """``max_workers`` DataLoader workers, but no more than the CPU cores.
+
+    Example
+    -------
+    >>> 1 <= cpu_workers(4) <= 4
+    True
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(int(max_workers), cores))
 
 
 def resolve_data_folder(data_folder, corpus, size="small", seed=0):
@@ -228,9 +513,10 @@ def start_experiment(argv=None):
 def setup_experiment(hparams, hparams_file, run_opts, overrides):
     """SpeechBrain's ``ddp_init_group`` and ``create_experiment_directory``.
 
-    The latter copies the YAML and the overrides into ``output_folder``.
-    Recipes that check something first (so that a failed check leaves no
-    folder behind) call :func:`load_recipe`, check, then this.
+    The latter writes the YAML, its fragments inlined and the overrides
+    applied, as ``<output_folder>/hyperparams.yaml``. Recipes that check
+    something first (so that a failed check leaves no folder behind) call
+    :func:`load_recipe`, check, then this.
     """
     import speechbrain as sb
 
@@ -279,22 +565,24 @@ def prepare_corpus(prepare, hparams, corpus, **options):
     )
 
 
-def fit_and_test(brain, datasets, hparams):
+def fit_and_test(brain, datasets, experiment):
     """Train on ``datasets["train"]``, then test the best checkpoint.
 
     The best checkpoint is the one with the lowest validation ``loss``; the
-    loader options come from the YAML's ``*_dataloader_opts``.
+    epoch counter and loader options come from the experiment's training
+    loop (``experiment["training"]``, ``hparams/training/*.yaml``).
     """
+    training = experiment["training"]
     brain.fit(
-        hparams["epoch_counter"],
+        training["epoch_counter"],
         datasets["train"],
         datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+        train_loader_kwargs=training["train_dataloader_opts"],
+        valid_loader_kwargs=training["valid_dataloader_opts"],
     )
     brain.evaluate(
         datasets["test"],
         min_key="loss",
-        test_loader_kwargs=hparams["test_dataloader_opts"],
+        test_loader_kwargs=training["test_dataloader_opts"],
     )
     return brain

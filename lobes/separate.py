@@ -172,30 +172,23 @@ class NoiseAwareSeparation:
         >>> NoiseAwareSeparation.from_recipe("/no/such/run")
         Traceback (most recent call last):
         ...
-        lobes.errors.ModelSourceError: /no/such/run: not a trained ...
+        lobes.errors.ModelSourceError: /no/such/run: no such folder; ...
         """
-        hparams_file = os.path.join(folder, "hyperparams.yaml")
-        if not os.path.isfile(hparams_file):
+        from lobes.runs import load_trained_run
+
+        run = load_trained_run(folder, ["separator"], kind="separation")
+        separator = run.modules["separator"]
+        if not hasattr(separator, "num_outputs"):
             raise ModelSourceError(
-                f"{folder}: not a trained separation recipe folder (no "
-                "hyperparams.yaml); pass the --output_folder of a finished "
-                "`python train.py hparams/<name>.yaml` run"
-            )
-        hparams = _load_recipe_hparams(hparams_file)
-        separator = hparams.get("separator")
-        if separator is None or not hasattr(separator, "num_outputs"):
-            raise ModelSourceError(
-                f"{hparams_file}: no `separator` (a NoiseAwareSeparator); "
+                f"{folder}: its `separator` is not a NoiseAwareSeparator; "
                 "is this a separation recipe's output folder?"
             )
-        checkpoint = _best_checkpoint(folder)
-        _load_module(separator, checkpoint, "separator")
         noise_index = None
         if separator.noise_output:
-            noise_index = _noise_index(separator, hparams, checkpoint)
+            noise_index = _noise_index(separator, run)
         return cls(
             separator,
-            hparams["sample_rate"],
+            run.experiment["sample_rate"],
             noise_index=noise_index,
             device=device,
             **kwargs,
@@ -318,63 +311,13 @@ class NoiseAwareSeparation:
         return written
 
 
-def _load_recipe_hparams(hparams_file):
-    """Instantiate a recipe's saved ``hyperparams.yaml``."""
-    from hyperpyyaml import load_hyperpyyaml
-
-    try:
-        with open(hparams_file, encoding="utf-8") as fin:
-            return load_hyperpyyaml(fin)
-    except Exception as err:  # YAML or constructor errors
-        reason = " ".join(f"{type(err).__name__}: {err}".split())
-        raise ModelSourceError(
-            f"{hparams_file}: cannot be loaded ({reason[:300]})"
-        ) from None
-
-
-def _best_checkpoint(folder):
-    """The checkpoint of lowest validation loss in ``<folder>/save``."""
-    from speechbrain.utils.checkpoints import Checkpointer
-
-    save = os.path.join(folder, "save")
-    checkpoint = None
-    if os.path.isdir(save):
-        checkpointer = Checkpointer(save)
-        checkpoint = checkpointer.find_checkpoint(min_key="loss")
-        if checkpoint is None:
-            checkpoint = checkpointer.find_checkpoint()
-    if checkpoint is None:
-        raise ModelSourceError(
-            f"{save}: no checkpoint; train the recipe to the end of an "
-            "epoch without --debug (or with --debug_persistently)"
-        )
-    return checkpoint
-
-
-def _load_module(module, checkpoint, name):
-    """Load ``<name>.ckpt`` of a checkpoint into ``module``."""
-    path = checkpoint.paramfiles.get(name)
-    if path is None or not os.path.isfile(path):
-        raise ModelSourceError(
-            f"{checkpoint.path}: no {name}.ckpt in this checkpoint; "
-            "re-train or pass another run folder"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ModelSourceError(
-            f"{path}: does not fit the model in hyperparams.yaml ({first}); "
-            "the YAML and checkpoint come from different runs"
-        ) from None
-
-
-def _noise_index(separator, hparams, checkpoint):
+def _noise_index(separator, run):
     """Which output carries the noise (see the module docstring)."""
     last = separator.num_outputs - 1
-    if hparams.get("noise_slot", "pit") == "fixed":
+    objectives = run.experiment.get("objectives") or {}
+    if objectives.get("noise_slot", "pit") == "fixed":
         return last
+    checkpoint = run.checkpoint
     path = checkpoint.paramfiles.get("noise_output_tracker")
     if path is None or not os.path.isfile(path):
         logger.warning(

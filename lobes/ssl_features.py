@@ -269,7 +269,10 @@ class FrozenSSLFeatures(torch.nn.Module):
             )
         self.source = str(source)
         self.input_sample_rate = int(input_sample_rate)
-        self.model, preprocessor = load_ssl_model(source, save_path)
+        # A frozen model's loading must not shift the experiment's random
+        # stream (initialisations, data order) wherever the YAML builds it.
+        with torch.random.fork_rng(devices=[]):
+            self.model, preprocessor = load_ssl_model(source, save_path)
         if normalize_waveform is None:
             normalize_waveform = bool(preprocessor.get("do_normalize", False))
         self.normalize_waveform = bool(normalize_waveform)

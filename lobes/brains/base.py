@@ -1,28 +1,55 @@
-"""Brain logic shared by the separation and enhancement recipes.
+"""Brain logic shared by every recipe.
 
 ``RecipeBrain`` keeps the bookkeeping every recipe repeats in SpeechBrain:
 stage statistics, learning-rate annealing on the validation loss, logging,
-checkpoints that keep the best model, and test-time result files. Subclasses
-write ``compute_forward``/``compute_objectives`` and may add statistics by
-overriding :meth:`RecipeBrain.stage_statistics`.
+checkpoints that keep the best model, test-time result files, the check of
+``max_grad_norm`` (SpeechBrain clips the gradients) and, after the first
+training steps, one log line with the device and the estimated time per
+epoch. Subclasses write ``compute_forward``/``compute_objectives`` and what
+is truly theirs.
+
+The training loop's objects (``hparams/training/*.yaml``) come from the
+experiment's ``training`` namespace: ``lr_scheduler`` (a SpeechBrain
+``ReduceLROnPlateau``-like annealer called with the validation loss),
+``train_logger`` and ``epoch_counter``.
 """
 
 import csv
-import math
+import logging
 import os
+import time
 
 import speechbrain as sb
 import torch
+from speechbrain.utils.distributed import if_main_process
 
 from lobes.data.audio import write_audio
+from lobes.errors import HparamsError
+from lobes.metrics import MetricAverager
+
+logger = logging.getLogger(__name__)
+
+#: Training steps timed before the time-per-epoch estimate is logged.
+TIMED_STEPS = 5
+
+
+def _duration(seconds):
+    """``'1.7 h'``, ``'12 min'`` or ``'40 s'``.
+
+    Example
+    -------
+    >>> _duration(6120), _duration(720), _duration(40.2)
+    ('1.7 h', '12 min', '40 s')
+    """
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
 
 
 class RecipeBrain(sb.Brain):
     """A Brain with the stage bookkeeping shared by all recipes.
-
-    Hparams it reads when present: ``lr_scheduler`` (a SpeechBrain
-    ``ReduceLROnPlateau``-like annealer called with the validation loss),
-    ``train_logger``, ``checkpointer`` and ``epoch_counter``.
 
     Example
     -------
@@ -39,12 +66,37 @@ class RecipeBrain(sb.Brain):
     True
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stage_stats = MetricAverager()
+        self.train_batches = None
+        self._timing = None
+        hparams = vars(self.hparams) if hasattr(self, "hparams") else {}
+        # SpeechBrain applies max_grad_norm from the command line or, when
+        # not given there, from the YAML; both must be positive.
+        for clip in (hparams.get("max_grad_norm"), self.max_grad_norm):
+            if clip is not None and not float(clip) > 0:
+                raise HparamsError(
+                    f"max_grad_norm must be positive, got {clip}: fix "
+                    "`max_grad_norm` in the YAML or on the command line"
+                )
+
+    @property
+    def training_loop(self):
+        """The experiment's training-loop objects (``training`` namespace)."""
+        hparams = getattr(self, "hparams", None)
+        return dict(getattr(hparams, "training", None) or {})
+
+    # ------------------------------------------------------------------
+    # Statistics
     def on_stage_start(self, stage, epoch=None):
-        """Reset the extra statistics gathered during a stage."""
-        self.extra_stats = {}
+        """Reset the statistics gathered during a stage."""
+        self.stage_stats = MetricAverager()
 
     def add_stat(self, name, value):
         """Accumulate a scalar statistic to report at the end of the stage.
+
+        Non-finite values are counted apart, not averaged.
 
         Example
         -------
@@ -54,17 +106,66 @@ class RecipeBrain(sb.Brain):
         >>> brain.stage_statistics(sb.Stage.TRAIN)
         {'si_snr': 2.0}
         """
-        value = float(value.detach()) if torch.is_tensor(value) else value
-        total, count = self.extra_stats.get(name, (0.0, 0))
-        self.extra_stats[name] = (total + float(value), count + 1)
+        self.stage_stats.add(name, value)
 
     def stage_statistics(self, stage):
         """Mean of each statistic added with :meth:`add_stat`."""
-        return {
-            name: total / max(count, 1)
-            for name, (total, count) in self.extra_stats.items()
-        }
+        return self.stage_stats.summarize()
 
+    # ------------------------------------------------------------------
+    # Time per epoch
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-",
+                        **loader_kwargs):
+        """SpeechBrain's loader; remembers the batches of a train epoch."""
+        loader = super().make_dataloader(
+            dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs
+        )
+        if stage == sb.Stage.TRAIN:
+            try:
+                self.train_batches = len(loader)
+            except TypeError:  # an iterable dataset
+                self.train_batches = None
+        return loader
+
+    def on_fit_start(self):
+        """SpeechBrain's set-up; then start timing the first steps."""
+        super().on_fit_start()
+        self._timing = {"steps": 0, "start": None}
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Log the device and the estimated time per epoch once."""
+        timing = self._timing
+        if timing is None:
+            return
+        timing["steps"] += 1
+        if timing["steps"] == 1:
+            timing["start"] = time.time()  # the first step warms up
+            return
+        if timing["steps"] <= TIMED_STEPS:
+            return
+        self._timing = None
+        per_step = (time.time() - timing["start"]) / (TIMED_STEPS - 1)
+        if not if_main_process():
+            return
+        where = str(self.device)
+        if where.startswith("cpu"):
+            where = f"cpu ({torch.get_num_threads()} threads)"
+        line = f"Training on {where}: {per_step:.2f} s per step"
+        if self.train_batches:
+            epoch = per_step * self.train_batches
+            line += (
+                f", about {_duration(epoch)} per epoch of "
+                f"{self.train_batches} steps"
+            )
+            if where.startswith("cpu") and epoch > 1800:
+                line += (
+                    "; this is a GPU-size model: for a CPU run use the "
+                    "smaller sizes in the README ('Running on a CPU')"
+                )
+        logger.info(line)
+
+    # ------------------------------------------------------------------
+    # Stage ends
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Anneal the learning rate, log, and keep the best checkpoint."""
         stats = {"loss": stage_loss, **self.stage_statistics(stage)}
@@ -72,36 +173,49 @@ class RecipeBrain(sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
             return
-        hparams = getattr(self, "hparams", None)
-        logger = getattr(hparams, "train_logger", None)
+        loop = self.training_loop
+        train_logger = loop.get("train_logger")
         if stage == sb.Stage.VALID:
             meta = {"epoch": epoch}
-            scheduler = getattr(hparams, "lr_scheduler", None)
+            scheduler = loop.get("lr_scheduler")
             if scheduler is not None and self.optimizer is not None:
                 _, next_lr = scheduler(
                     [self.optimizer], current_epoch=epoch,
                     current_loss=stage_loss,
                 )
                 meta["lr"] = next_lr
-            if logger is not None:
-                logger.log_stats(
+            if train_logger is not None:
+                train_logger.log_stats(
                     stats_meta=meta,
                     train_stats=getattr(self, "train_stats", None),
                     valid_stats=stats,
                 )
-            checkpointer = getattr(self, "checkpointer", None)
-            if checkpointer is not None:
-                checkpointer.save_and_keep_only(
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
                     meta={"loss": stage_loss}, min_keys=["loss"]
                 )
-        elif stage == sb.Stage.TEST and logger is not None:
-            counter = getattr(hparams, "epoch_counter", None)
-            logger.log_stats(
+        elif stage == sb.Stage.TEST and train_logger is not None:
+            counter = loop.get("epoch_counter")
+            train_logger.log_stats(
                 stats_meta={
                     "Epoch loaded": getattr(counter, "current", None)
                 },
                 test_stats=stats,
             )
+
+    def write_test_results(self, path, rows):
+        """Write per-utterance test results (main process) and log where.
+
+        Returns the column means (``{}`` on other DDP ranks or without
+        rows).
+        """
+        if not rows or not if_main_process():
+            return {}
+        means = write_results_csv(path, rows)
+        summary = ", ".join(f"{k}: {v:.2f}" for k, v in means.items())
+        logger.info("Test results (%d utterances) written to %s; mean %s",
+                    len(rows), path, summary)
+        return means
 
 
 def write_results_csv(path, rows, average_row=True):
@@ -124,7 +238,7 @@ def write_results_csv(path, rows, average_row=True):
 
     Example
     -------
-    >>> import tempfile, os
+    >>> import tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "r.csv")
     >>> write_results_csv(path, [{"snt_id": "a", "sdr": 1.0},
     ...                          {"snt_id": "b", "sdr": 3.0}])
@@ -135,14 +249,16 @@ def write_results_csv(path, rows, average_row=True):
     if not rows:
         raise ValueError(f"no results to write to {path}")
     fields = list(rows[0].keys())
-    means = {}
-    for key in fields[1:]:
-        values = [
-            float(r[key]) for r in rows
-            if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])
-        ]
-        if values:
-            means[key] = sum(values) / len(values)
+    averager = MetricAverager()
+    for row in rows:
+        averager.append({
+            key: row[key] for key in fields[1:]
+            if isinstance(row.get(key), (int, float))
+        })
+    means = {
+        key: value for key, value in averager.summarize().items()
+        if averager.counts[key]
+    }
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as fout:
         writer = csv.DictWriter(fout, fieldnames=fields)

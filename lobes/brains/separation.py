@@ -4,12 +4,12 @@
 NoiseAwareSeparator`: with a noise output (NASS, ``N + 1`` outputs, noise
 last) or without (the plain backbone, ``N`` outputs). Objectives:
 
-- permutation-invariant negative SI-SNR (``pit_loss``, a
+- permutation-invariant negative SI-SNR (``objectives["pit_loss"]``, a
   :class:`lobes.losses.pit.PITLoss`) over all outputs; in training,
   examples already better than ``threshold`` (e.g. -30, i.e. 30 dB SI-SNR)
   are left out, as SpeechBrain's SepFormer recipes do;
 - for NASS, plus ``nce_weight`` times the noise-aware PatchNCE loss
-  (``contrastive_loss``, a :class:`lobes.losses.patch_nce.
+  (``objectives["contrastive_loss"]``, a :class:`lobes.losses.patch_nce.
   NoiseAwareContrastiveLoss`): queries are the masked features of the
   estimates put in reference order with each batch item's own PIT
   permutation, positives the encoder features of the true sources
@@ -24,10 +24,12 @@ si-snr, si-snr_i`` over the speakers plus ``noise_si-snr`` (for a baseline
 without noise output: the SI-SNR of the residual ``mix - sum(speakers)``
 against the true noise). A few test utterances are saved as wav files.
 
-Hparams read (besides SpeechBrain's run options): ``separator``,
-``pit_loss``, ``num_spks``, ``sample_rate``, ``noise_aware``,
-``nce_weight`` and ``contrastive_loss`` (NASS only), ``threshold``,
-``output_folder``, ``save_audio``, ``n_audio_to_save``, ``max_grad_norm``.
+Hparams read (the experiment of ``hparams/separation/*_experiment.yaml``,
+besides SpeechBrain's run options): ``num_spks``, ``sample_rate``,
+``noise_aware``, ``nce_weight``, ``threshold``, ``output_folder``,
+``save_audio``, ``n_audio_to_save``, ``max_grad_norm``, the
+``objectives`` namespace (``pit_loss``, ``contrastive_loss``,
+``noise_tracker``) and the ``training`` loop.
 
 Authors
  * noise-robust-sb contributors 2025
@@ -43,9 +45,9 @@ import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from lobes.brains.base import RecipeBrain, save_examples, write_results_csv
-from lobes.errors import HparamsError
+from lobes.brains.base import RecipeBrain, save_examples
 from lobes.losses.pit import reorder, reorder_features
+from lobes.losses.waveform import si_snr
 from lobes.metrics import separation_metrics
 
 logger = logging.getLogger(__name__)
@@ -79,92 +81,13 @@ class SeparationStep(NamedTuple):
     lengths: torch.Tensor
 
 
-def si_snr(estimates, references, eps=1e-8):
-    """Scale-invariant SNR (dB) of each source, on the last axis.
-
-    Arguments
-    ---------
-    estimates, references : torch.Tensor
-        ``[..., T]``.
-    eps : float
-        Numerical floor.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[...]`` in dB.
-
-    Example
-    -------
-    >>> ref = torch.randn(2, 1000)
-    >>> bool((si_snr(3 * ref, ref) > 60).all())
-    True
-    """
-    estimates = estimates - estimates.mean(dim=-1, keepdim=True)
-    references = references - references.mean(dim=-1, keepdim=True)
-    scale = (estimates * references).sum(-1, keepdim=True) / (
-        references.pow(2).sum(-1, keepdim=True) + eps
-    )
-    target = scale * references
-    ratio = target.pow(2).sum(-1) / (
-        (estimates - target).pow(2).sum(-1) + eps
-    )
-    return 10 * torch.log10(ratio + eps)
-
-
-class NoiseOutputTracker(torch.nn.Module):
-    """Counts which output PIT matched to the noise on the validation set.
-
-    With ``noise_slot: pit`` any output may carry the noise; the counts,
-    saved with every checkpoint, tell inference which one the trained model
-    uses (:mod:`lobes.separate`).
-
-    Arguments
-    ---------
-    num_outputs : int
-        Number of separator outputs ``N + 1``.
-
-    Example
-    -------
-    >>> tracker = NoiseOutputTracker(3)
-    >>> tracker.update(torch.tensor([2, 2, 0]))
-    >>> tracker.noise_index, round(tracker.share, 2)
-    (2, 0.67)
-    """
-
-    def __init__(self, num_outputs):
-        super().__init__()
-        self.register_buffer("counts", torch.zeros(num_outputs).long())
-
-    def reset(self):
-        """Forget the counts (at the start of each validation)."""
-        self.counts.zero_()
-
-    def update(self, noise_index):
-        """Count the outputs matched to the noise, ``[B]`` long."""
-        self.counts += torch.bincount(
-            noise_index.to(self.counts.device), minlength=len(self.counts)
-        )
-
-    @property
-    def noise_index(self):
-        """The output most often matched to the noise."""
-        return int(self.counts.argmax())
-
-    @property
-    def share(self):
-        """Fraction of the counted mixtures where that output was noise."""
-        total = int(self.counts.sum())
-        return float(self.counts.max()) / total if total else 0.0
-
-
 class SeparationBrain(RecipeBrain):
     """Trains and evaluates a (noise-aware) mask-based separator.
 
-    Modules (``modules`` in the YAML): ``separator`` and, for NASS with a
-    positive ``nce_weight``, ``contrastive_loss`` (its sampler and MLP are
-    training-only). Batches provide ``mix_sig``, ``sources_sig`` and
-    ``noise_sig`` (:mod:`lobes.data.separation_data`).
+    Modules (``modules`` in the YAML): ``separator`` and
+    ``contrastive_loss`` (PatchNCE's sampler and MLP, training-only; used
+    for NASS with a positive ``nce_weight``). Batches provide ``mix_sig``,
+    ``sources_sig`` and ``noise_sig`` (:mod:`lobes.data.separation_data`).
 
     Example
     -------
@@ -174,15 +97,18 @@ class SeparationBrain(RecipeBrain):
     >>> from lobes.losses.patch_nce import (
     ...     NoiseAwareContrastiveLoss, PatchNCELoss)
     >>> from lobes.losses.pit import PITLoss
-    >>> from lobes.models.noise_aware import NoiseAwareSeparator
+    >>> from lobes.models.noise_aware import (
+    ...     NoiseAwareSeparator, NoiseOutputTracker)
     >>> separator = NoiseAwareSeparator(
     ...     Encoder(16, 8), MaskNet(8, 4, 4, 3, 1, 1, C=3),
     ...     Decoder(8, 1, kernel_size=16, stride=8, bias=False), 2)
     >>> nce = NoiseAwareContrastiveLoss(
     ...     PatchNCELoss(num_patches=8, embed_dim=4, channels=8), 2)
+    >>> objectives = {"pit_loss": PITLoss(2), "contrastive_loss": nce,
+    ...               "noise_tracker": NoiseOutputTracker(3)}
     >>> hparams = {"num_spks": 2, "sample_rate": 8000, "noise_aware": True,
     ...            "nce_weight": 2.0, "threshold": -30.0,
-    ...            "pit_loss": PITLoss(2), "separator": separator}
+    ...            "objectives": objectives}
     >>> brain = SeparationBrain(
     ...     {"separator": separator, "contrastive_loss": nce},
     ...     lambda p: torch.optim.Adam(p, 1e-3), hparams,
@@ -206,23 +132,9 @@ class SeparationBrain(RecipeBrain):
         self._batch_status = "step"
         self.noise_tracker = None
         if self.noise_output:
-            self.noise_tracker = NoiseOutputTracker(
-                self.separator.num_outputs
-            ).to(self.device)
-            if self.checkpointer is not None:
-                self.checkpointer.add_recoverable(
-                    "noise_output_tracker", self.noise_tracker,
-                    optional_load=True,
-                )
-        # SpeechBrain applies max_grad_norm from the command line or, when
-        # not given there, from the YAML; both must be positive.
-        hparams = vars(self.hparams) if hasattr(self, "hparams") else {}
-        for clip in (hparams.get("max_grad_norm"), self.max_grad_norm):
-            if clip is not None and not float(clip) > 0:
-                raise HparamsError(
-                    f"max_grad_norm must be positive, got {clip}: fix "
-                    "`max_grad_norm` in the YAML or on the command line"
-                )
+            self.noise_tracker = self.objectives["noise_tracker"].to(
+                self.device
+            )
 
     # ------------------------------------------------------------------
     # Helpers
@@ -231,6 +143,11 @@ class SeparationBrain(RecipeBrain):
         """The separator without its DDP/DP wrapper."""
         module = self.modules["separator"]
         return getattr(module, "module", module)
+
+    @property
+    def objectives(self):
+        """The experiment's ``objectives`` namespace (losses, tracker)."""
+        return self.hparams.objectives
 
     @property
     def noise_output(self):
@@ -309,10 +226,7 @@ class SeparationBrain(RecipeBrain):
         if not if_main_process():
             return
         path = os.path.join(self.hparams.output_folder, "test_results.csv")
-        means = write_results_csv(path, self.test_rows)
-        summary = ", ".join(f"{k}: {v:.2f}" for k, v in means.items())
-        logger.info("Test results (%d utterances) written to %s; mean %s",
-                    len(self.test_rows), path, summary)
+        self.write_test_results(path, self.test_rows)
 
     # ------------------------------------------------------------------
     # Forward and objectives
@@ -347,7 +261,7 @@ class SeparationBrain(RecipeBrain):
         with torch.autocast(device_type=self.device_type, enabled=False):
             estimates = estimates.float()
             targets = targets.float()
-            per_item, perm = self.hparams.pit_loss(estimates, targets)
+            per_item, perm = self.objectives["pit_loss"](estimates, targets)
             ordered = reorder(estimates, perm)
         n = self.num_spks
         with torch.no_grad():
@@ -431,9 +345,9 @@ class SeparationBrain(RecipeBrain):
     def _save_example(self, utt_id, est, refs, mix, noise):
         """Save mixture, references and estimates of the first utterances."""
         hparams = self.hparams.__dict__
-        if not hparams.get("save_audio", False) or not if_main_process():
+        if not hparams.get("save_audio") or not if_main_process():
             return
-        if self.saved_examples >= int(hparams.get("n_audio_to_save", 5)):
+        if self.saved_examples >= int(hparams["n_audio_to_save"]):
             return
         self.saved_examples += 1
         n = self.num_spks

@@ -209,10 +209,11 @@ class FeatureCache:
     mode : str
         ``"memory"``, ``"disk"`` or ``"none"`` (always compute).
     folder : str, optional
-        Where ``"disk"`` writes ``<folder>/<kind>/<utterance>.pt``.
-    dtype : torch.dtype, optional
-        Storage type, e.g. ``torch.float16`` to halve the cache size;
-        features come back in the dtype they were computed in.
+        Where ``"disk"`` writes ``<folder>/<kind>/<utterance>.pt``; see
+        :meth:`bind` for a subfolder per set of settings.
+    dtype : torch.dtype or str, optional
+        Storage type, e.g. ``torch.float16`` or ``"float16"`` to halve the
+        cache size; features come back in the dtype they were computed in.
 
     Example
     -------
@@ -235,7 +236,16 @@ class FeatureCache:
             )
         if mode == "disk" and not folder:
             raise HparamsError("feature_cache: disk needs a cache folder")
+        if isinstance(dtype, str):
+            name = dtype
+            dtype = getattr(torch, name, None)
+            if not isinstance(dtype, torch.dtype):
+                raise HparamsError(
+                    f"feature_cache_dtype must be a torch dtype name such as "
+                    f"float32 or float16, got '{name}'"
+                )
         self.mode = mode
+        self.root = folder
         self.folder = folder
         self.dtype = dtype
         self._memory = {}
@@ -247,6 +257,21 @@ class FeatureCache:
         """Whether anything is stored."""
         return self.mode != "none"
 
+    def bind(self, fingerprint):
+        """Store under ``<folder>/<fingerprint>`` from now on (disk mode).
+
+        The fingerprint (:func:`cache_fingerprint`) names everything the
+        features depend on, so other settings never read these features.
+
+        Example
+        -------
+        >>> cache = FeatureCache("disk", folder="/tmp/cache")
+        >>> cache.bind("abc"); cache.folder
+        '/tmp/cache/abc'
+        """
+        if self.mode == "disk":
+            self.folder = os.path.join(self.root, fingerprint)
+
     def _path(self, kind, utt_id):
         return os.path.join(self.folder, kind, _safe_name(utt_id) + ".pt")
 
@@ -257,7 +282,7 @@ class FeatureCache:
         if self.mode == "disk":
             path = self._path(kind, utt_id)
             if os.path.isfile(path):
-                return torch.load(path, map_location="cpu")
+                return torch.load(path, map_location="cpu", weights_only=True)
         return None
 
     def put(self, kind, utt_id, features):

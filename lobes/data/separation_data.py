@@ -211,6 +211,97 @@ def _rms(signal):
     return signal.pow(2).mean().sqrt()
 
 
+class SpeedPerturbation:
+    """Play each source (and the noise) at a random speed.
+
+    Arguments
+    ---------
+    factors : list of int
+        Speeds in percent; one is drawn for each speaker and for the noise.
+    perturb_noise : bool
+        Whether the noise is perturbed too (False: it is copied unchanged,
+        as the NASS authors do).
+
+    Example
+    -------
+    >>> perturb = SpeedPerturbation([105], perturb_noise=False)
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> [s.shape[0] for s in perturb([torch.ones(1050)] * 2,
+    ...                               torch.ones(1050), gen)]
+    [1000, 1000, 1050]
+    """
+
+    def __init__(self, factors=(95, 100, 105), perturb_noise=True):
+        self.factors = [int(f) for f in factors]
+        if not self.factors or min(self.factors) <= 0:
+            raise HparamsError(
+                f"speed perturbation factors must be positive percentages, "
+                f"got {factors}"
+            )
+        self.perturb_noise = bool(perturb_noise)
+
+    def perturb(self, signal, generator):
+        """``signal`` at one randomly drawn speed."""
+        speed = self.factors[_choice(generator, len(self.factors))]
+        return speed_perturb(signal, speed)
+
+    def __call__(self, sources, noise, generator):
+        """Perturbed ``[*sources, noise]`` (each drawn in that order)."""
+        out = [self.perturb(sig, generator) for sig in sources]
+        if self.perturb_noise:
+            return [*out, self.perturb(noise, generator)]
+        return [*out, noise]
+
+
+class DynamicMixer:
+    """Random levels for speakers and noise of a dynamically mixed example.
+
+    The speakers are scaled to their common mean level, then each by a gain
+    drawn in ``speaker_gain_db``; the noise is set to an SNR drawn in
+    ``noise_snr_db`` against the loudest speaker. One common factor keeps
+    the mixture below 0.9 in peak, so that it stays the sum of its parts.
+
+    Arguments
+    ---------
+    speaker_gain_db : tuple of float
+        Range of each speaker's gain (dB).
+    noise_snr_db : tuple of float
+        Range of the SNR (dB) of the loudest speaker against the noise.
+
+    Example
+    -------
+    >>> mixer = DynamicMixer((0.0, 0.0), (10.0, 10.0))
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> parts = mixer([torch.randn(800), torch.randn(800)], torch.randn(800),
+    ...               gen)
+    >>> round(float(10 * torch.log10(_rms(parts[0]) ** 2
+    ...                              / _rms(parts[2]) ** 2)), 1)
+    10.0
+    """
+
+    def __init__(self, speaker_gain_db=(-2.5, 2.5), noise_snr_db=(-6.0, 3.0)):
+        self.speaker_gain_db = tuple(float(v) for v in speaker_gain_db)
+        self.noise_snr_db = tuple(float(v) for v in noise_snr_db)
+
+    def __call__(self, sources, noise, generator):
+        """Scaled ``[N + 1, T]`` parts: the speakers, then the noise."""
+        level = torch.stack([_rms(sig) for sig in sources]).mean()
+        scaled = []
+        for sig in sources:
+            gain_db = _uniform(generator, *self.speaker_gain_db)
+            scaled.append(
+                sig / (_rms(sig) + 1e-8) * level * 10 ** (gain_db / 20)
+            )
+        loudest = torch.stack([_rms(sig) for sig in scaled]).max()
+        snr_db = _uniform(generator, *self.noise_snr_db)
+        noise = noise / (_rms(noise) + 1e-8) * loudest * 10 ** (-snr_db / 20)
+        parts = torch.stack([*scaled, noise], dim=0)
+        peak = float(parts.sum(dim=0).abs().max())
+        if peak > 0.9:  # one common factor keeps mix == sum of parts
+            parts = parts * (0.9 / peak)
+        return parts
+
+
 class SeparationItems:
     """Turns manifest rows into separation examples (picklable, per stage).
 
@@ -225,17 +316,13 @@ class SeparationItems:
         in training.
     segment_seconds : float, optional
         Training segment length (``None``: whole utterances).
-    dynamic_mixing : bool
-        Remix speakers and noise from the pools on the fly.
     pool : list of dict, optional
-        Manifest rows of the training set (the source and noise pools).
-    speeds : list of int, optional
-        Speed factors in percent; one is drawn per source and for the noise.
-    speaker_gain_db : tuple of float
-        Range of each speaker's gain (dB) in dynamic mixing.
-    noise_snr_db : tuple of float
-        Range of the SNR (dB) of the loudest speaker against the noise in
-        dynamic mixing.
+        Manifest rows of the training set (the source and noise pools of
+        dynamic mixing).
+    speed_perturbation : SpeedPerturbation, optional
+        Applied to training examples when given.
+    dynamic_mixer : DynamicMixer, optional
+        When given, training examples are remixed on the fly from the pool.
     max_seconds : float, optional
         Cap on the length of validation/test utterances.
     epoch_seed : EpochSeed, optional
@@ -257,11 +344,9 @@ class SeparationItems:
         sample_rate,
         training,
         segment_seconds=None,
-        dynamic_mixing=False,
         pool=None,
-        speeds=None,
-        speaker_gain_db=(-2.5, 2.5),
-        noise_snr_db=(-6.0, 3.0),
+        speed_perturbation=None,
+        dynamic_mixer=None,
         max_seconds=None,
         epoch_seed=None,
         noise_in_mixture=True,
@@ -274,16 +359,14 @@ class SeparationItems:
             int(round(segment_seconds * self.sample_rate))
             if segment_seconds else None
         )
-        self.dynamic_mixing = bool(dynamic_mixing) and self.training
+        self.dynamic_mixer = dynamic_mixer if self.training else None
         self.pool = pool or []
-        self.speeds = [int(s) for s in speeds] if speeds else None
-        self.speaker_gain_db = tuple(float(v) for v in speaker_gain_db)
-        self.noise_snr_db = tuple(float(v) for v in noise_snr_db)
+        self.speed_perturbation = speed_perturbation
         self.max_samples = (
             int(round(max_seconds * self.sample_rate)) if max_seconds else None
         )
         self.epoch_seed = epoch_seed or EpochSeed(0)
-        if self.dynamic_mixing and not self.pool:
+        if self.dynamic_mixer is not None and not self.pool:
             raise HparamsError(
                 "dynamic_mixing needs the training manifest as source pool"
             )
@@ -300,12 +383,6 @@ class SeparationItems:
         signals = [self._read(path) for path in paths[:-1]]
         check_same_length(signals, paths[:-1])
         return [*signals, torch.zeros_like(signals[0])]
-
-    def _perturb(self, signal, generator):
-        if not self.speeds:
-            return signal
-        speed = self.speeds[_choice(generator, len(self.speeds))]
-        return speed_perturb(signal, speed)
 
     def _crop(self, signals, generator):
         """One random segment of aligned signals (shorter ones kept whole)."""
@@ -325,7 +402,7 @@ class SeparationItems:
             mix, sources, noise = self._evaluation_example(paths)
         else:
             generator = self.epoch_seed.generator(utt_id)
-            if self.dynamic_mixing:
+            if self.dynamic_mixer is not None:
                 mix, sources, noise = self._dynamic_example(generator)
             else:
                 mix, sources, noise = self._static_example(paths, generator)
@@ -342,10 +419,12 @@ class SeparationItems:
 
     def _static_example(self, paths, generator):
         signals = self._read_row(paths)
-        if self.speeds:
-            # Each source and the noise at its own speed; the mixture is
+        if self.speed_perturbation is not None:
+            # Each source (and the noise) at its own speed; the mixture is
             # the sum of the perturbed parts.
-            parts = [self._perturb(sig, generator) for sig in signals[1:]]
+            parts = self.speed_perturbation(
+                signals[1:-1], signals[-1], generator
+            )
             length = min(part.shape[0] for part in parts)
             parts = [part[:length] for part in parts]
             parts = self._crop(parts, generator)
@@ -372,8 +451,8 @@ class SeparationItems:
         Example
         -------
         >>> pool = [{"s1_wav": "a", "s2_wav": "b"}] * 3
-        >>> items = SeparationItems(2, 8000, True, dynamic_mixing=True,
-        ...                         pool=pool)
+        >>> items = SeparationItems(2, 8000, True, pool=pool,
+        ...                         dynamic_mixer=DynamicMixer())
         >>> sources, _ = items.draw_sources(torch.Generator().manual_seed(0))
         >>> len({row for row, _ in sources})
         2
@@ -393,13 +472,14 @@ class SeparationItems:
     def _dynamic_example(self, generator):
         """Speakers of distinct mixtures plus a random noise, remixed."""
         chosen, noise_row = self.draw_sources(generator)
-        sources = [
-            self._perturb(self._read(self.pool[row][column]), generator)
-            for row, column in chosen
-        ]
+        perturb = self.speed_perturbation
+        sources = [self._read(self.pool[row][column]) for row, column in chosen]
+        if perturb is not None:
+            sources = [perturb.perturb(sig, generator) for sig in sources]
         if self.noise_in_mixture:
             noise = self._read(self.pool[noise_row]["noise_wav"])
-            noise = self._perturb(noise, generator)
+            if perturb is not None and perturb.perturb_noise:
+                noise = perturb.perturb(noise, generator)
         else:
             noise = torch.zeros_like(sources[0])
 
@@ -408,25 +488,9 @@ class SeparationItems:
             length = min(length, self.segment)
         sources = [_fit_length(sig, length, generator) for sig in sources]
         noise = _fit_length(noise, length, generator)
-
-        # Speakers: equal RMS at the pool's mean level, then random gains.
-        level = torch.stack([_rms(sig) for sig in sources]).mean()
-        scaled = []
-        for sig in sources:
-            gain_db = _uniform(generator, *self.speaker_gain_db)
-            scaled.append(
-                sig / (_rms(sig) + 1e-8) * level * 10 ** (gain_db / 20)
-            )
-        loudest = torch.stack([_rms(sig) for sig in scaled]).max()
-        snr_db = _uniform(generator, *self.noise_snr_db)
-        noise = noise / (_rms(noise) + 1e-8) * loudest * 10 ** (-snr_db / 20)
-
         if not self.noise_in_mixture:
             noise = torch.zeros_like(noise)
-        parts = torch.stack([*scaled, noise], dim=0)
-        peak = float(parts.sum(dim=0).abs().max())
-        if peak > 0.9:  # one common factor keeps mix == sum of parts
-            parts = parts * (0.9 / peak)
+        parts = self.dynamic_mixer(sources, noise, generator)
         mix = parts.sum(dim=0)
         return mix, parts[:-1].t().contiguous(), parts[-1].clone()
 
@@ -446,19 +510,23 @@ def _dataset(csv_path, num_spks, items):
     return dataset
 
 
-def separation_datasets(hparams, manifests):
+def separation_datasets(manifests, experiment, seed, mixture="mix_both"):
     """Build the train, valid and test datasets of a separation recipe.
 
     Arguments
     ---------
-    hparams : dict
-        The recipe hparams. Read: ``num_spks``, ``sample_rate``, ``seed``,
-        ``segment_seconds``, ``dynamic_mixing``, ``speed_perturb``,
-        ``speed_factors``, ``dm_speaker_gain_db``, ``dm_noise_snr_db``,
-        ``eval_max_seconds``, ``mixture`` and ``noise_aware`` (all but the
-        first three optional).
     manifests : dict
         ``{"train", "valid", "test"}`` manifest paths (data preparation).
+    experiment : dict
+        The recipe's experiment (``hparams/separation/*_experiment.yaml``):
+        ``num_spks``, ``sample_rate``, ``noise_aware`` and the ``examples``
+        namespace (``segment_seconds``, ``eval_max_seconds``,
+        ``speed_perturb`` with ``speed_perturbation``, ``dynamic_mixing``
+        with ``dynamic_mixer``).
+    seed : int
+        The experiment seed (random segments and mixtures per epoch).
+    mixture : str
+        ``mix_both`` (speech + noise) or ``mix_clean`` (no noise).
 
     Returns
     -------
@@ -480,9 +548,11 @@ def separation_datasets(hparams, manifests):
     ...                  f".wav,{folder}/{utt}_s2.wav,{folder}/{utt}_n.wav")
     >>> _ = open(f"{folder}/m.csv", "w").write("\\n".join(lines) + "\\n")
     >>> manifests = dict.fromkeys(["train", "valid", "test"], f"{folder}/m.csv")
-    >>> hparams = {"num_spks": 2, "sample_rate": 8000, "seed": 1,
-    ...            "segment_seconds": 0.1, "dynamic_mixing": True}
-    >>> data = separation_datasets(hparams, manifests)
+    >>> examples = {"segment_seconds": 0.1, "dynamic_mixing": True,
+    ...             "dynamic_mixer": DynamicMixer(), "speed_perturb": False}
+    >>> experiment = {"num_spks": 2, "sample_rate": 8000,
+    ...               "examples": examples}
+    >>> data = separation_datasets(manifests, experiment, seed=1)
     >>> item = data["train"][0]
     >>> item["mix_sig"].shape, item["sources_sig"].shape
     (torch.Size([800]), torch.Size([800, 2]))
@@ -492,30 +562,31 @@ def separation_datasets(hparams, manifests):
     >>> data["test"][0]["mix_sig"].shape
     torch.Size([1600])
     """
-    num_spks = int(hparams["num_spks"])
-    sample_rate = int(hparams["sample_rate"])
-    noise_in_mixture = hparams.get("mixture", "mix_both") != "mix_clean"
-    if not noise_in_mixture and hparams.get("noise_aware"):
+    num_spks = int(experiment["num_spks"])
+    sample_rate = int(experiment["sample_rate"])
+    examples = experiment["examples"]
+    noise_in_mixture = mixture != "mix_clean"
+    if not noise_in_mixture and experiment.get("noise_aware"):
         raise HparamsError(
             "mixture: mix_clean has no noise for the noise output of NASS "
             "(noise_aware: True); use mixture: mix_both or a baseline YAML"
         )
-    speeds = None
-    if hparams.get("speed_perturb"):
-        speeds = hparams.get("speed_factors") or [95, 100, 105]
-    epoch_seed = EpochSeed(hparams["seed"])
-    dynamic_mixing = bool(hparams.get("dynamic_mixing", False))
-    pool = read_manifest(manifests["train"], num_spks) if dynamic_mixing else []
+    speed = None
+    if examples.get("speed_perturb"):
+        speed = examples["speed_perturbation"]
+    mixer = None
+    if examples.get("dynamic_mixing"):
+        mixer = examples["dynamic_mixer"]
+    epoch_seed = EpochSeed(seed)
+    pool = read_manifest(manifests["train"], num_spks) if mixer else []
     train_items = SeparationItems(
         num_spks,
         sample_rate,
         training=True,
-        segment_seconds=hparams.get("segment_seconds"),
-        dynamic_mixing=dynamic_mixing,
+        segment_seconds=examples.get("segment_seconds"),
         pool=pool,
-        speeds=speeds,
-        speaker_gain_db=hparams.get("dm_speaker_gain_db") or (-2.5, 2.5),
-        noise_snr_db=hparams.get("dm_noise_snr_db") or (-6.0, 3.0),
+        speed_perturbation=speed,
+        dynamic_mixer=mixer,
         epoch_seed=epoch_seed,
         noise_in_mixture=noise_in_mixture,
     )
@@ -523,7 +594,7 @@ def separation_datasets(hparams, manifests):
         num_spks,
         sample_rate,
         training=False,
-        max_seconds=hparams.get("eval_max_seconds"),
+        max_seconds=examples.get("eval_max_seconds"),
         noise_in_mixture=noise_in_mixture,
     )
     return {
@@ -531,4 +602,3 @@ def separation_datasets(hparams, manifests):
         "valid": _dataset(manifests["valid"], num_spks, eval_items),
         "test": _dataset(manifests["test"], num_spks, eval_items),
     }
-

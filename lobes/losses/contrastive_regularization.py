@@ -6,7 +6,7 @@ METHODS.md section 2 (AECR-Net's CR, moved to speech by Xu et al.)::
                    / (sum_k gamma_k * D(G_i(neg_k), G_i(out)) + eps)
 
 ``G_i`` are the outputs (layers or layer groups) of a frozen feature
-extractor, here :class:`lobes.ssl_features.FrozenSSLFeatures`; ``D`` is the
+space, here :class:`lobes.ssl_features.FrozenSSLFeatures`; ``D`` is the
 mean absolute (``"l1"``) or mean squared (``"mse"``) difference; the
 positive (clean speech) and the negatives (the noisy input, a reference
 model's output, ...) are detached so that only ``G_i(out)`` carries a
@@ -14,18 +14,19 @@ gradient. Minimising CR pulls the enhanced output towards the clean speech
 and pushes it away from the negatives. The negative weights ``gamma_k`` come
 from a curriculum (:mod:`lobes.losses.curriculum`) or are all 1.
 
-The distances are means over the whole batch (as in AECR-Net), so one ratio
-per layer is formed for the batch. Clean and negative features never change
-during training when the same waveforms go in, so a Brain may compute them
-once with :meth:`ContrastiveRegularization.features` and pass them as
-``clean_features``/``negative_features``: the value is the same as with the
-waveforms (the SSL model runs in eval mode). Features depend on the whole
-waveform that goes in (the convolutional front end normalises over time and
-attention sees every frame), so a cache is exact only for exactly the same
-input: the same crop, the same padding.
+The loss takes features, not waveforms: the caller runs the frozen model,
+so the clean and negative features, which never change during training
+when the same waveforms go in, can be computed once and cached (the SSL
+model runs in eval mode). Features depend on the whole waveform that goes
+in (the convolutional front end normalises over time and attention sees
+every frame), so a cache is exact only for exactly the same input: the
+same crop, the same padding. The distances are means over the whole batch
+(as in AECR-Net), so one ratio per layer is formed for the batch.
 """
 
 import torch
+
+from lobes.errors import HparamsError
 
 DISTANCES = ("l1", "mse")
 
@@ -66,15 +67,16 @@ def frame_mask(lengths, batch, frames, device=None):
 class ContrastiveRegularization(torch.nn.Module):
     """CR loss: closer to the positive, farther from weighted negatives.
 
+    A loss on feature lists, one tensor ``[batch, frames, dim]`` per layer
+    (or layer group) of a frozen feature space; the caller computes the
+    features (:class:`lobes.ssl_features.FrozenSSLFeatures`), so the same
+    loss works in any space. Only ``enhanced_features`` should carry a
+    gradient; the positive's and the negatives' features are detached here.
+
     Arguments
     ---------
-    feature_extractor : torch.nn.Module
-        Maps waveforms ``[batch, time]`` to a list of feature tensors
-        ``[batch, frames, dim]``; frozen (e.g.
-        :class:`lobes.ssl_features.FrozenSSLFeatures`).
     layer_weights : list of float, optional
-        ``w_i``, one per feature tensor. Default: 1 each. The recipes set
-        METHODS.md's values in YAML (four layer groups: 32, 16, 8, 4).
+        ``w_i``, one per feature tensor. Default: 1 each.
     distance : str
         ``"l1"`` (AECR-Net, C2PNet) or ``"mse"`` (Xu et al.'s speech code).
     eps : float
@@ -82,13 +84,12 @@ class ContrastiveRegularization(torch.nn.Module):
 
     Example
     -------
-    >>> class TwoScales(torch.nn.Module):
-    ...     def forward(self, wav):
-    ...         return [wav.unsqueeze(-1), wav.unfold(1, 4, 4)]
-    >>> cr = ContrastiveRegularization(TwoScales(), layer_weights=[1.0, 0.5])
+    >>> cr = ContrastiveRegularization(layer_weights=[1.0, 0.5])
+    >>> def space(wav):
+    ...     return [wav.unsqueeze(-1), wav.unfold(1, 4, 4)]
     >>> clean, noisy = torch.zeros(2, 16), torch.ones(2, 16)
     >>> enhanced = torch.full((2, 16), 0.25, requires_grad=True)
-    >>> loss, details = cr(enhanced, clean, [noisy])
+    >>> loss, details = cr(space(enhanced), space(clean), [space(noisy)])
     >>> round(loss.item(), 4), details["positive"], details["negatives"]
     (0.5, [0.25, 0.25], [[0.75, 0.75]])
     >>> loss.backward()
@@ -96,15 +97,12 @@ class ContrastiveRegularization(torch.nn.Module):
     tensor(True)
     """
 
-    def __init__(
-        self, feature_extractor, layer_weights=None, distance="l1", eps=1e-7
-    ):
+    def __init__(self, layer_weights=None, distance="l1", eps=1e-7):
         super().__init__()
         if distance not in DISTANCES:
-            raise ValueError(
+            raise HparamsError(
                 f"CR distance must be one of {DISTANCES}, got '{distance}'"
             )
-        self.feature_extractor = feature_extractor
         self.layer_weights = (
             None if layer_weights is None else [float(w) for w in layer_weights]
         )
@@ -115,99 +113,35 @@ class ContrastiveRegularization(torch.nn.Module):
         if self.layer_weights is None:
             return [1.0] * count
         if len(self.layer_weights) != count:
-            raise ValueError(
+            raise HparamsError(
                 f"CR has {len(self.layer_weights)} layer weights but the "
-                f"feature extractor gives {count} outputs; make "
+                f"feature space gives {count} outputs; make "
                 "cr_layer_weights as long as the SSL layers/groups"
             )
         return self.layer_weights
 
-    @torch.no_grad()
-    def features(self, wav):
-        """Detached features of fixed waveforms (clean speech, negatives).
-
-        Compute them once and pass them as ``clean_features`` or an item of
-        ``negative_features`` to :meth:`forward`.
-
-        Arguments
-        ---------
-        wav : torch.Tensor
-            Waveforms ``[batch, time]``.
-
-        Returns
-        -------
-        list of torch.Tensor
-            One ``[batch, frames, dim]`` tensor per layer or group.
-
-        Example
-        -------
-        >>> cr = ContrastiveRegularization(lambda w: [w.unsqueeze(-1)])
-        >>> cr.features(torch.ones(1, 3, requires_grad=True))[0].requires_grad
-        False
-        """
-        return [feat.detach() for feat in self.feature_extractor(wav)]
-
-    def _targets(self, clean, negatives, clean_features, negative_features):
-        """Features of the positive and of every negative, detached.
-
-        Waveforms not given as features go through the extractor in one
-        batched no-grad call.
-        """
-        pending = []
-        if clean_features is None:
-            if clean is None:
-                raise ValueError("CR needs clean or clean_features")
-            pending.append(clean)
-        if negative_features is None:
-            if not negatives:
-                raise ValueError("CR needs at least one negative")
-            pending.extend(negatives)
-        computed = []
-        if pending:
-            sizes = [wav.shape[0] for wav in pending]
-            feats = self.features(torch.cat(pending, dim=0))
-            split = [torch.split(feat, sizes, dim=0) for feat in feats]
-            computed = [list(parts) for parts in zip(*split)]
-        if clean_features is None:
-            clean_features = computed.pop(0)
-        if negative_features is None:
-            negative_features = computed
-        if not negative_features:
-            raise ValueError("CR needs at least one negative")
-        clean_features = [feat.detach() for feat in clean_features]
-        negative_features = [
-            [feat.detach() for feat in negative]
-            for negative in negative_features
-        ]
-        return clean_features, negative_features
-
     def forward(
         self,
-        enhanced,
-        clean=None,
-        negatives=None,
+        enhanced_features,
+        clean_features,
+        negative_features,
         negative_weights=None,
-        clean_features=None,
-        negative_features=None,
         lengths=None,
     ):
-        """Compute CR for a batch of enhanced waveforms.
+        """Compute CR for a batch.
 
         Arguments
         ---------
-        enhanced : torch.Tensor
-            The model's output ``[batch, time]``; the gradient flows here.
-        clean : torch.Tensor, optional
-            The positive ``[batch, time]``, unless ``clean_features`` is given.
-        negatives : list of torch.Tensor, optional
-            Negative waveforms ``[batch, time]`` each, unless
-            ``negative_features`` is given.
+        enhanced_features : list of torch.Tensor
+            Features of the model's output, one ``[batch, frames, dim]``
+            tensor per layer; the gradient flows through them.
+        clean_features : list of torch.Tensor
+            Features of the positive (the clean speech).
+        negative_features : list of list of torch.Tensor
+            Features of each negative (the noisy input, a reference
+            model's output, ...).
         negative_weights : list of float, optional
             ``gamma_k``, one per negative. Default: 1 each.
-        clean_features : list of torch.Tensor, optional
-            Precomputed :meth:`features` of the positive.
-        negative_features : list of list of torch.Tensor, optional
-            Precomputed :meth:`features` of each negative.
         lengths : torch.Tensor, optional
             Relative lengths ``[batch]``: frames past each utterance's end
             are left out of every distance.
@@ -226,16 +160,15 @@ class ContrastiveRegularization(torch.nn.Module):
 
         Example
         -------
-        >>> cr = ContrastiveRegularization(lambda w: [w.unsqueeze(-1)])
-        >>> out = torch.full((1, 8), 0.5)
-        >>> easy, hard = torch.ones(1, 8), torch.full((1, 8), 0.25)
-        >>> loss, d = cr(out, torch.zeros(1, 8), [easy, hard], [0.5, 2.0])
+        >>> cr = ContrastiveRegularization()
+        >>> out = [torch.full((1, 8, 1), 0.5)]
+        >>> easy, hard = [torch.ones(1, 8, 1)], [torch.full((1, 8, 1), 0.25)]
+        >>> loss, d = cr(out, [torch.zeros(1, 8, 1)], [easy, hard], [0.5, 2.0])
         >>> round(loss.item(), 4), d["negative_to_positive"]
         (0.6667, [1.0, 0.25])
         """
-        clean_features, negative_features = self._targets(
-            clean, negatives, clean_features, negative_features
-        )
+        if not negative_features:
+            raise ValueError("CR needs at least one negative")
         count = len(negative_features)
         if negative_weights is None:
             negative_weights = [1.0] * count
@@ -245,18 +178,25 @@ class ContrastiveRegularization(torch.nn.Module):
                 f"CR got {len(negative_weights)} negative weights for "
                 f"{count} negatives"
             )
-        enhanced_features = self.feature_extractor(enhanced)
         weights = self._weights(len(enhanced_features))
         if len(clean_features) != len(enhanced_features) or any(
             len(neg) != len(enhanced_features) for neg in negative_features
         ):
             raise ValueError(
-                "CR: cached features do not have one tensor per SSL output"
+                "CR: clean/negative features do not have one tensor per "
+                "layer of the enhanced features"
             )
+        clean_features = [feat.detach() for feat in clean_features]
+        negative_features = [
+            [feat.detach() for feat in negative]
+            for negative in negative_features
+        ]
         mask = None
         if lengths is not None:
             batch, frames = enhanced_features[0].shape[:2]
-            mask = frame_mask(lengths, batch, frames, enhanced.device)
+            mask = frame_mask(
+                lengths, batch, frames, enhanced_features[0].device
+            )
 
         loss = enhanced_features[0].new_zeros(())
         positive, negative_rows = [], []

@@ -11,8 +11,14 @@ balance them. Two schedules:
 - :class:`SimilarityCurriculum`: easy (distant) negatives first, hard
   (close) negatives weighted up over ``ramp_epochs``.
 
-Both keep their state in ``state_dict``/``load_state_dict`` and are
-SpeechBrain checkpoint recoverables (add them to the checkpointer's
+- :class:`UniformCurriculum`: every negative weighs 1 (no curriculum).
+
+They share one interface (:class:`Curriculum`): the Brain asks for
+:meth:`Curriculum.epoch_weights` when a training epoch starts, feeds
+:meth:`Curriculum.observe` with each batch's distances and
+:meth:`Curriculum.update` with the validation quality. All keep their state
+in ``state_dict``/``load_state_dict`` and are SpeechBrain checkpoint
+recoverables (the recipes list them in the checkpointer's
 ``recoverables``), so an interrupted training resumes with the same
 weights, and ``describe()`` gives one line for the epoch log.
 """
@@ -41,11 +47,40 @@ def _format(names, weights):
 
 
 @register_checkpoint_hooks
-class _JsonCheckpoint:
-    """Saving and recovering ``state_dict()`` as JSON for the checkpointer.
+class Curriculum:
+    """What every curriculum offers the Brain; JSON checkpoint hooks.
 
     SpeechBrain looks hooks up along the MRO, so subclasses inherit them.
+    The defaults are those of a curriculum that ignores distances and
+    validation quality.
     """
+
+    #: Whether :meth:`update` uses the validation quality of the negatives.
+    uses_validation_quality = False
+
+    def epoch_weights(self, epoch):
+        """The negative weights for training epoch ``epoch``."""
+        return list(self.current_weights)
+
+    @property
+    def waiting_for_distances(self):
+        """True while the weights wait for the first observed distances."""
+        return False
+
+    def observe(self, distances_to_positive):
+        """Take one batch's negative-to-positive distances (unused here)."""
+
+    def update(self, model_quality, negative_qualities):
+        """Take the validation quality (unused here); the current weights."""
+        return self.current_weights
+
+    def state_dict(self):
+        """The state to restore after an interruption (JSON-friendly)."""
+        return {"current_weights": list(self.current_weights)}
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s output."""
+        self.current_weights = [float(w) for w in state["current_weights"]]
 
     @mark_as_saver
     def _save(self, path):
@@ -59,7 +94,31 @@ class _JsonCheckpoint:
             self.load_state_dict(json.load(fin))
 
 
-class QualityCurriculum(_JsonCheckpoint):
+class UniformCurriculum(Curriculum):
+    """No curriculum: every negative weighs 1.
+
+    Arguments
+    ---------
+    negative_names : list of str
+        The negatives, e.g. ``["noisy", "reference"]``.
+
+    Example
+    -------
+    >>> UniformCurriculum(["noisy", "reference"]).describe()
+    'no curriculum: noisy=1.000, reference=1.000'
+    """
+
+    def __init__(self, negative_names):
+        self.negative_names = _names(negative_names, len(negative_names))
+        self.current_weights = [1.0] * len(self.negative_names)
+
+    def describe(self):
+        """One line with the (fixed) weights."""
+        weights = _format(self.negative_names, self.current_weights)
+        return f"no curriculum: {weights}"
+
+
+class QualityCurriculum(Curriculum):
     """C2PNet's curriculum: weight the negatives the model already beats up.
 
     ``gamma_k = 1 + lam`` for a model negative whose quality the current
@@ -72,20 +131,18 @@ class QualityCurriculum(_JsonCheckpoint):
 
     Arguments
     ---------
-    num_negatives : int
-        How many negatives CR gets (input ones included).
-    input_negatives : list of int
-        Positions of the input negatives among them (default: the first).
+    negative_names : list of str
+        The negatives CR gets, in order (e.g. ``["noisy", "reference"]``).
+    input_negatives : list of str
+        Which of them are the input (they get the raw weight ``m``).
     lam : float
         ``lambda`` (C2PNet: 0.25).
     higher_is_better : bool
         Whether larger quality values are better (PESQ: yes).
-    negative_names : list of str, optional
-        Names for :meth:`describe`.
 
     Example
     -------
-    >>> curriculum = QualityCurriculum(2, negative_names=["noisy", "ref"])
+    >>> curriculum = QualityCurriculum(["noisy", "ref"])
     >>> [round(w, 3) for w in curriculum.current_weights]
     [0.571, 0.429]
     >>> [round(w, 3) for w in curriculum.update(2.9, [None, 2.7])]
@@ -94,21 +151,21 @@ class QualityCurriculum(_JsonCheckpoint):
     'quality curriculum (best 2.900): noisy=0.444, ref=0.556'
     """
 
+    uses_validation_quality = True
+
     def __init__(
         self,
-        num_negatives=2,
-        input_negatives=(0,),
+        negative_names,
+        input_negatives=("noisy",),
         lam=0.25,
         higher_is_better=True,
-        negative_names=None,
     ):
-        self.num_negatives = int(num_negatives)
-        self.input_negatives = sorted(int(k) for k in input_negatives)
-        if any(not 0 <= k < self.num_negatives for k in self.input_negatives):
-            raise ValueError(
-                f"input_negatives {self.input_negatives} out of range for "
-                f"{self.num_negatives} negatives"
-            )
+        self.negative_names = _names(negative_names, len(negative_names))
+        self.num_negatives = len(self.negative_names)
+        self.input_negatives = [
+            k for k, name in enumerate(self.negative_names)
+            if name in input_negatives
+        ]
         self.model_negatives = [
             k
             for k in range(self.num_negatives)
@@ -118,7 +175,6 @@ class QualityCurriculum(_JsonCheckpoint):
             raise ValueError(f"lam must be in [0, 1), got {lam}")
         self.lam = float(lam)
         self.higher_is_better = bool(higher_is_better)
-        self.negative_names = _names(negative_names, self.num_negatives)
         self.best_quality = None
         self.beaten = [False] * len(self.model_negatives)
         self.current_weights = self._compute()
@@ -154,7 +210,7 @@ class QualityCurriculum(_JsonCheckpoint):
 
         Example
         -------
-        >>> curriculum = QualityCurriculum(3, input_negatives=[0])
+        >>> curriculum = QualityCurriculum(["noisy", "ref1", "ref2"])
         >>> [round(w, 3) for w in curriculum.update(3.0, [3.2, 2.5])]
         [0.5, 0.188, 0.312]
         >>> [round(w, 3) for w in curriculum.update(2.0, [1.0, 1.0])]
@@ -203,9 +259,9 @@ class QualityCurriculum(_JsonCheckpoint):
 
         Example
         -------
-        >>> first = QualityCurriculum(2)
+        >>> first = QualityCurriculum(["noisy", "ref"])
         >>> _ = first.update(3.0, [2.0])
-        >>> second = QualityCurriculum(2)
+        >>> second = QualityCurriculum(["noisy", "ref"])
         >>> second.load_state_dict(first.state_dict())
         >>> second.current_weights == first.current_weights
         True
@@ -219,7 +275,7 @@ class QualityCurriculum(_JsonCheckpoint):
         self.current_weights = [float(w) for w in state["current_weights"]]
 
 
-class SimilarityCurriculum(_JsonCheckpoint):
+class SimilarityCurriculum(Curriculum):
     """Easy (distant) negatives first, hard (close) ones weighted up later.
 
     Each negative's *hardness* comes from its distance ``d_k`` to the
@@ -243,8 +299,8 @@ class SimilarityCurriculum(_JsonCheckpoint):
 
     Arguments
     ---------
-    num_negatives : int
-        How many negatives CR gets.
+    negative_names : list of str
+        The negatives CR gets, in order.
     ramp_epochs : int
         Epochs from "easy first" to "hard first".
     sharpness : float
@@ -253,12 +309,10 @@ class SimilarityCurriculum(_JsonCheckpoint):
         Share of a uniform weighting mixed in, in ``[0, 1]``.
     first_epoch : int
         The first epoch's number (SpeechBrain counts from 1).
-    negative_names : list of str, optional
-        Names for :meth:`describe`.
 
     Example
     -------
-    >>> curriculum = SimilarityCurriculum(2, ramp_epochs=4)
+    >>> curriculum = SimilarityCurriculum(["noisy", "ref"], ramp_epochs=4)
     >>> far_noisy_close_reference = [2.0, 0.5]
     >>> for epoch in (1, 3, 5):
     ...     weights = curriculum.weights(epoch, far_noisy_close_reference)
@@ -270,14 +324,14 @@ class SimilarityCurriculum(_JsonCheckpoint):
 
     def __init__(
         self,
-        num_negatives=2,
+        negative_names,
         ramp_epochs=10,
         sharpness=3.0,
         uniform_mix=0.1,
         first_epoch=1,
-        negative_names=None,
     ):
-        self.num_negatives = int(num_negatives)
+        self.negative_names = _names(negative_names, len(negative_names))
+        self.num_negatives = len(self.negative_names)
         if ramp_epochs < 1:
             raise ValueError(f"ramp_epochs must be >= 1, got {ramp_epochs}")
         if not 0 <= uniform_mix <= 1:
@@ -288,18 +342,26 @@ class SimilarityCurriculum(_JsonCheckpoint):
         self.sharpness = float(sharpness)
         self.uniform_mix = float(uniform_mix)
         self.first_epoch = int(first_epoch)
-        self.negative_names = _names(negative_names, self.num_negatives)
         self.distance_sums = [0.0] * self.num_negatives
         self.distance_count = 0
         self.epoch = None
         self.current_weights = [1.0 / self.num_negatives] * self.num_negatives
+
+    def epoch_weights(self, epoch):
+        """The weights for ``epoch`` from the distances observed so far."""
+        return list(self.weights(epoch))
+
+    @property
+    def waiting_for_distances(self):
+        """True until the first batch's distances have been observed."""
+        return self.mean_distances() is None
 
     def observe(self, distances_to_positive):
         """Add one batch's distances (e.g. CR's ``negative_to_positive``).
 
         Example
         -------
-        >>> curriculum = SimilarityCurriculum(2)
+        >>> curriculum = SimilarityCurriculum(["noisy", "ref"])
         >>> curriculum.observe([2.0, 1.0]); curriculum.observe([4.0, 1.0])
         >>> curriculum.mean_distances()
         [3.0, 1.0]
@@ -324,7 +386,7 @@ class SimilarityCurriculum(_JsonCheckpoint):
 
         Example
         -------
-        >>> SimilarityCurriculum(ramp_epochs=10).progress(6)
+        >>> SimilarityCurriculum(["noisy"], ramp_epochs=10).progress(6)
         0.5
         """
         steps = (epoch - self.first_epoch) / self.ramp_epochs
@@ -401,10 +463,10 @@ class SimilarityCurriculum(_JsonCheckpoint):
 
         Example
         -------
-        >>> first = SimilarityCurriculum(2)
+        >>> first = SimilarityCurriculum(["noisy", "ref"])
         >>> first.observe([2.0, 0.5])
         >>> _ = first.weights(3)
-        >>> second = SimilarityCurriculum(2)
+        >>> second = SimilarityCurriculum(["noisy", "ref"])
         >>> second.load_state_dict(first.state_dict())
         >>> second.describe() == first.describe()
         True

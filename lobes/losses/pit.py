@@ -18,6 +18,7 @@ import itertools
 import torch
 
 from lobes.errors import HparamsError
+from lobes.losses.waveform import si_snr
 
 NOISE_SLOTS = ("pit", "fixed")
 
@@ -57,23 +58,11 @@ def pairwise_neg_sisnr(estimates, targets, eps=1e-8):
             "estimates and targets must share batch and time sizes, got "
             f"{tuple(estimates.shape)} and {tuple(targets.shape)}"
         )
-    # Energies of long signals overflow half precision: compute in float32.
-    with torch.autocast(device_type=estimates.device.type, enabled=False):
-        estimates = estimates.float()
-        targets = targets.float()
-        estimates = estimates - estimates.mean(dim=1, keepdim=True)
-        targets = targets - targets.mean(dim=1, keepdim=True)
-        # [B, S_est, S_ref]
-        dot = torch.einsum("bti,btj->bij", estimates, targets)
-        target_energy = targets.pow(2).sum(dim=1).unsqueeze(1) + eps
-        scale = dot / target_energy
-        # Projection of estimate i on reference j: [B, T, S_est, S_ref]
-        projection = scale.unsqueeze(1) * targets.unsqueeze(2)
-        residual = estimates.unsqueeze(3) - projection
-        projection_energy = projection.pow(2).sum(dim=1)
-        residual_energy = residual.pow(2).sum(dim=1)
-        ratio = projection_energy / (residual_energy + eps)
-        return -10 * torch.log10(ratio + eps)
+    return -si_snr(
+        estimates.transpose(1, 2).unsqueeze(2),
+        targets.transpose(1, 2).unsqueeze(1),
+        eps=eps,
+    )
 
 
 @functools.lru_cache(maxsize=16)

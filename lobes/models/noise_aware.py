@@ -267,6 +267,52 @@ class NoiseAwareSeparator(torch.nn.Module):
         self._check_mask_count(masks.shape[0])
 
 
+class NoiseOutputTracker(torch.nn.Module):
+    """Counts which output PIT matched to the noise on the validation set.
+
+    With ``noise_slot: pit`` any output may carry the noise; the counts,
+    saved with every checkpoint, tell inference which one the trained model
+    uses (:mod:`lobes.separate`).
+
+    Arguments
+    ---------
+    num_outputs : int
+        Number of separator outputs ``N + 1``.
+
+    Example
+    -------
+    >>> tracker = NoiseOutputTracker(3)
+    >>> tracker.update(torch.tensor([2, 2, 0]))
+    >>> tracker.noise_index, round(tracker.share, 2)
+    (2, 0.67)
+    """
+
+    def __init__(self, num_outputs):
+        super().__init__()
+        self.register_buffer("counts", torch.zeros(num_outputs).long())
+
+    def reset(self):
+        """Forget the counts (at the start of each validation)."""
+        self.counts.zero_()
+
+    def update(self, noise_index):
+        """Count the outputs matched to the noise, ``[B]`` long."""
+        self.counts += torch.bincount(
+            noise_index.to(self.counts.device), minlength=len(self.counts)
+        )
+
+    @property
+    def noise_index(self):
+        """The output most often matched to the noise."""
+        return int(self.counts.argmax())
+
+    @property
+    def share(self):
+        """Fraction of the counted mixtures where that output was noise."""
+        total = int(self.counts.sum())
+        return float(self.counts.max()) / total if total else 0.0
+
+
 def inference_parameter_count(module):
     """Count the parameters needed at inference time.
 

@@ -3,11 +3,15 @@
 import pytest
 from speechbrain.utils.checkpoints import Checkpointer
 
-from lobes.losses.curriculum import QualityCurriculum, SimilarityCurriculum
+from lobes.losses.curriculum import (
+    QualityCurriculum,
+    SimilarityCurriculum,
+    UniformCurriculum,
+)
 
 
 def test_quality_curriculum_follows_c2pnet():
-    curriculum = QualityCurriculum(3, input_negatives=[0], lam=0.25)
+    curriculum = QualityCurriculum(["noisy", "ref1", "ref2"], lam=0.25)
     # Beats nothing yet: raw [2, 0.75, 0.75] (input weighs #model negatives).
     assert curriculum.current_weights == pytest.approx(
         [2 / 3.5, 0.75 / 3.5, 0.75 / 3.5]
@@ -25,7 +29,7 @@ def test_quality_curriculum_follows_c2pnet():
 
 
 def test_quality_curriculum_lower_is_better():
-    curriculum = QualityCurriculum(2, higher_is_better=False)
+    curriculum = QualityCurriculum(["noisy", "reference"], higher_is_better=False)
     assert curriculum.update(0.1, [0.2]) == pytest.approx(
         [1 / 2.25, 1.25 / 2.25]
     )
@@ -36,14 +40,12 @@ def test_quality_curriculum_lower_is_better():
 
 def test_quality_curriculum_checks_sizes():
     with pytest.raises(ValueError, match="negative qualities"):
-        QualityCurriculum(3).update(1.0, [1.0, 2.0, 3.0, 4.0])
-    with pytest.raises(ValueError, match="out of range"):
-        QualityCurriculum(2, input_negatives=[2])
+        QualityCurriculum(["noisy", "a", "b"]).update(1.0, [1, 2, 3, 4])
 
 
 def test_similarity_curriculum_moves_from_easy_to_hard():
     curriculum = SimilarityCurriculum(
-        3, ramp_epochs=10, negative_names=["noisy", "other", "reference"]
+        ["noisy", "other", "reference"], ramp_epochs=10
     )
     distances = [4.0, 4.0, 0.5]  # two equally easy ones, one hard one
     history = [curriculum.weights(epoch, distances) for epoch in range(1, 13)]
@@ -61,7 +63,7 @@ def test_similarity_curriculum_moves_from_easy_to_hard():
 
 
 def test_similarity_curriculum_uses_observed_distances():
-    curriculum = SimilarityCurriculum(2, ramp_epochs=2)
+    curriculum = SimilarityCurriculum(["noisy", "reference"], ramp_epochs=2)
     assert curriculum.weights(1) == [0.5, 0.5]  # nothing observed yet
     curriculum.observe([3.0, 1.0])
     curriculum.observe([1.0, 1.0])
@@ -72,15 +74,15 @@ def test_similarity_curriculum_uses_observed_distances():
 
 
 def test_curricula_resume_from_state_dict():
-    quality = QualityCurriculum(2)
+    quality = QualityCurriculum(["noisy", "reference"])
     quality.update(3.0, [2.0])
-    similarity = SimilarityCurriculum(2, ramp_epochs=4)
+    similarity = SimilarityCurriculum(["noisy", "reference"], ramp_epochs=4)
     similarity.observe([2.0, 0.5])
     similarity.weights(3)
 
     quality_again, similarity_again = (
-        QualityCurriculum(2),
-        SimilarityCurriculum(2, ramp_epochs=4),
+        QualityCurriculum(["noisy", "reference"]),
+        SimilarityCurriculum(["noisy", "reference"], ramp_epochs=4),
     )
     quality_again.load_state_dict(quality.state_dict())
     similarity_again.load_state_dict(similarity.state_dict())
@@ -92,9 +94,9 @@ def test_curricula_resume_from_state_dict():
 
 
 def test_curricula_resume_through_speechbrain_checkpointer(tmp_path):
-    quality = QualityCurriculum(2)
+    quality = QualityCurriculum(["noisy", "reference"])
     quality.update(3.0, [3.5])
-    similarity = SimilarityCurriculum(2)
+    similarity = SimilarityCurriculum(["noisy", "reference"])
     similarity.observe([2.0, 0.5])
     similarity.weights(5)
     checkpointer = Checkpointer(
@@ -104,8 +106,8 @@ def test_curricula_resume_through_speechbrain_checkpointer(tmp_path):
     checkpointer.save_checkpoint()
 
     fresh_quality, fresh_similarity = (
-        QualityCurriculum(2),
-        SimilarityCurriculum(2),
+        QualityCurriculum(["noisy", "reference"]),
+        SimilarityCurriculum(["noisy", "reference"]),
     )
     Checkpointer(
         str(tmp_path),
@@ -113,3 +115,13 @@ def test_curricula_resume_through_speechbrain_checkpointer(tmp_path):
     ).recover_if_possible()
     assert fresh_quality.state_dict() == quality.state_dict()
     assert fresh_similarity.state_dict() == similarity.state_dict()
+
+
+def test_uniform_curriculum_is_a_checkpointed_curriculum(tmp_path):
+    uniform = UniformCurriculum(["noisy", "reference"])
+    assert uniform.epoch_weights(3) == [1.0, 1.0]
+    assert not uniform.uses_validation_quality
+    Checkpointer(str(tmp_path), {"c": uniform}).save_checkpoint()
+    fresh = UniformCurriculum(["noisy", "reference"])
+    Checkpointer(str(tmp_path), {"c": fresh}).recover_if_possible()
+    assert fresh.state_dict() == uniform.state_dict()

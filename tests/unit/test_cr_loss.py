@@ -1,4 +1,7 @@
-"""ContrastiveRegularization in the space of a tiny frozen SSL model."""
+"""ContrastiveRegularization in the space of a tiny frozen SSL model.
+
+The loss takes feature lists; ``ssl`` (a tiny random WavLM) computes them.
+"""
 
 import math
 
@@ -9,6 +12,7 @@ from lobes.losses.contrastive_regularization import (
     ContrastiveRegularization,
     summarize_details,
 )
+from lobes.errors import HparamsError
 from lobes.ssl_features import FrozenSSLFeatures, save_tiny_ssl_model
 
 
@@ -35,15 +39,17 @@ def signals():
 
 def test_gradient_only_reaches_the_enhanced_waveform(ssl, signals):
     clean, noisy, reference = signals
-    cr = ContrastiveRegularization(ssl, layer_weights=[32.0, 16.0])
+    cr = ContrastiveRegularization(layer_weights=[32.0, 16.0])
     enhanced = (0.5 * (clean + noisy)).requires_grad_(True)
     positive = clean.clone().requires_grad_(True)
     negative = noisy.clone().requires_grad_(True)
-    loss, details = cr(enhanced, positive, [negative, reference])
+    loss, details = cr(
+        ssl(enhanced), ssl(positive), [ssl(negative), ssl(reference)]
+    )
     loss.backward()
     assert enhanced.grad is not None and enhanced.grad.abs().sum() > 0
     assert positive.grad is None and negative.grad is None
-    assert all(p.grad is None for p in cr.parameters())
+    assert all(p.grad is None for p in ssl.parameters())
     assert len(details["positive"]) == 2
     assert [len(row) for row in details["negatives"]] == [2, 2]
 
@@ -51,11 +57,11 @@ def test_gradient_only_reaches_the_enhanced_waveform(ssl, signals):
 def test_value_matches_the_formula(ssl, signals):
     clean, noisy, reference = signals
     weights, gammas = [2.0, 0.5], [0.7, 0.3]
-    cr = ContrastiveRegularization(ssl, weights, distance="mse", eps=1e-7)
+    cr = ContrastiveRegularization(weights, distance="mse", eps=1e-7)
     enhanced = 0.5 * (clean + noisy)
-    loss, _ = cr(enhanced, clean, [noisy, reference], gammas)
     out, pos = ssl(enhanced), ssl(clean)
     negs = [ssl(noisy), ssl(reference)]
+    loss, _ = cr(out, pos, negs, gammas)
     expected = sum(
         w
         * (pos[i] - out[i]).pow(2).mean()
@@ -71,9 +77,9 @@ def test_value_matches_the_formula(ssl, signals):
 @pytest.mark.parametrize("distance", ["l1", "mse"])
 def test_cr_decreases_as_output_moves_to_clean(ssl, signals, distance):
     clean, noisy, _ = signals
-    cr = ContrastiveRegularization(ssl, distance=distance)
+    cr = ContrastiveRegularization(distance=distance)
     values = [
-        cr(clean + alpha * (noisy - clean), clean, [noisy])[0]
+        cr(ssl(clean + alpha * (noisy - clean)), ssl(clean), [ssl(noisy)])[0]
         for alpha in (1.0, 0.6, 0.3, 0.1, 0.0)
     ]
     assert all(a > b for a, b in zip(values, values[1:]))
@@ -82,74 +88,76 @@ def test_cr_decreases_as_output_moves_to_clean(ssl, signals, distance):
 
 def test_negative_weights_matter(ssl, signals):
     clean, noisy, reference = signals
-    cr = ContrastiveRegularization(ssl)
-    enhanced = 0.5 * (clean + noisy)
+    cr = ContrastiveRegularization()
+    out, pos = ssl(0.5 * (clean + noisy)), ssl(clean)
+    negs = [ssl(noisy), ssl(reference)]
     # The reference is closer to the output than the noisy input, so
     # weighting it up grows the denominator less than weighting noisy up.
-    favour_noisy, d = cr(enhanced, clean, [noisy, reference], [0.9, 0.1])
-    favour_reference, _ = cr(enhanced, clean, [noisy, reference], [0.1, 0.9])
+    favour_noisy, d = cr(out, pos, negs, [0.9, 0.1])
+    favour_reference, _ = cr(out, pos, negs, [0.1, 0.9])
     assert favour_noisy < favour_reference
     assert d["negative_weights"] == [0.9, 0.1]
     gap_noisy, gap_reference = d["negative_to_positive"]
     assert gap_noisy > gap_reference > 0
 
 
-def test_cached_features_equal_waveform_path(ssl, signals):
+def test_detached_targets_give_the_same_loss_and_gradient(ssl, signals):
+    """Cached (no-grad) clean/negative features equal freshly computed ones."""
     clean, noisy, reference = signals
-    cr = ContrastiveRegularization(ssl, layer_weights=[32.0, 16.0])
+    cr = ContrastiveRegularization(layer_weights=[32.0, 16.0])
     enhanced = (0.4 * clean + 0.6 * noisy).requires_grad_(True)
-    by_wave, wave_details = cr(enhanced, clean, [noisy, reference], [0.6, 0.4])
-    grad_wave = torch.autograd.grad(by_wave, enhanced)[0]
-    clean_features = cr.features(clean)
-    negative_features = [cr.features(noisy), cr.features(reference)]
-    assert not any(f.requires_grad for f in clean_features)
-    by_cache, cache_details = cr(
-        enhanced,
-        negative_weights=[0.6, 0.4],
-        clean_features=clean_features,
-        negative_features=negative_features,
+    fresh, fresh_details = cr(
+        ssl(enhanced), ssl(clean), [ssl(noisy), ssl(reference)], [0.6, 0.4]
     )
-    grad_cache = torch.autograd.grad(by_cache, enhanced)[0]
-    torch.testing.assert_close(by_cache, by_wave)
-    torch.testing.assert_close(grad_cache, grad_wave)
-    assert summarize_details(cache_details) == pytest.approx(
-        summarize_details(wave_details)
+    grad_fresh = torch.autograd.grad(fresh, enhanced)[0]
+    with torch.no_grad():
+        targets = [ssl(clean), ssl(noisy), ssl(reference)]
+    cached, cached_details = cr(
+        ssl(enhanced), targets[0], targets[1:], [0.6, 0.4]
+    )
+    grad_cached = torch.autograd.grad(cached, enhanced)[0]
+    torch.testing.assert_close(cached, fresh)
+    torch.testing.assert_close(grad_cached, grad_fresh)
+    assert summarize_details(cached_details) == pytest.approx(
+        summarize_details(fresh_details)
     )
 
 
 def test_lengths_mask_padding(ssl, signals):
     clean, noisy, reference = signals
-    cr = ContrastiveRegularization(ssl)
+    cr = ContrastiveRegularization()
     enhanced = 0.5 * (clean + noisy)
-    full, _ = cr(enhanced, clean, [noisy], lengths=torch.ones(2))
-    unmasked, _ = cr(enhanced, clean, [noisy])
+    pos, negs = ssl(clean), [ssl(noisy)]
+    full, _ = cr(ssl(enhanced), pos, negs, lengths=torch.ones(2))
+    unmasked, _ = cr(ssl(enhanced), pos, negs)
     torch.testing.assert_close(full, unmasked)
     # Garbage past the end of a half-length utterance must not count.
     corrupted = enhanced.clone()
     corrupted[1, 4200:] = 0.0
     half = torch.tensor([1.0, 0.5])
-    masked, _ = cr(enhanced, clean, [noisy], lengths=half)
-    masked_corrupted, _ = cr(corrupted, clean, [noisy], lengths=half)
+    masked, _ = cr(ssl(enhanced), pos, negs, lengths=half)
+    masked_corrupted, _ = cr(ssl(corrupted), pos, negs, lengths=half)
     assert masked != unmasked
     torch.testing.assert_close(masked, masked_corrupted, atol=0.05, rtol=0.05)
 
 
 def test_bad_arguments(ssl, signals):
     clean, noisy, _ = signals
-    with pytest.raises(ValueError, match="layer weights"):
-        ContrastiveRegularization(ssl, [1.0, 2.0, 3.0])(clean, clean, [noisy])
+    pos, neg = ssl(clean), ssl(noisy)
+    with pytest.raises(HparamsError, match="layer weights"):
+        ContrastiveRegularization([1.0, 2.0, 3.0])(pos, pos, [neg])
     with pytest.raises(ValueError, match="at least one negative"):
-        ContrastiveRegularization(ssl)(clean, clean, [])
+        ContrastiveRegularization()(pos, pos, [])
     with pytest.raises(ValueError, match="negative weights"):
-        ContrastiveRegularization(ssl)(clean, clean, [noisy], [0.5, 0.5])
-    with pytest.raises(ValueError, match="distance"):
-        ContrastiveRegularization(ssl, distance="cosine")
+        ContrastiveRegularization()(pos, pos, [neg], [0.5, 0.5])
+    with pytest.raises(HparamsError, match="distance"):
+        ContrastiveRegularization(distance="cosine")
 
 
 def test_summarize_details_names_everything(ssl, signals):
     clean, noisy, reference = signals
-    _, details = ContrastiveRegularization(ssl)(
-        noisy, clean, [noisy, reference]
+    _, details = ContrastiveRegularization()(
+        ssl(noisy), ssl(clean), [ssl(noisy), ssl(reference)]
     )
     flat = summarize_details(details, ["noisy", "reference"])
     assert {"cr", "cr_pos_l1", "cr_neg_reference_l1", "cr_gap_noisy"} <= set(

@@ -23,12 +23,13 @@ from lobes.brains.enhancement import (
     reference_model_for,
 )
 from lobes.errors import ModelSourceError
-from lobes.losses.contrastive_regularization import ContrastiveRegularization
 from lobes.models.enhancement import MaskingEnhancer
+from lobes.recipe import FragmentTree
 from lobes.ssl_features import FrozenSSLFeatures, save_tiny_ssl_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 RECIPE = os.path.join(REPO, "recipes", "Voicebank", "enhance")
+CR_FRAGMENT = os.path.join(REPO, "hparams", "enhancement", "cr.yaml")
 SEGMENT = 3200  # 0.2 s at 16 kHz
 
 
@@ -46,10 +47,20 @@ def make_enhancer(seed=0):
     )
 
 
-def make_cr(folder):
-    ssl = FrozenSSLFeatures(folder, layer_groups=[[1, 2], [3, 4]])
-    return ContrastiveRegularization(ssl, layer_weights=[2.0, 1.0],
-                                     distance="mse")
+def make_objectives(tmp_path, **overrides):
+    """The objectives namespace, built from the recipes' cr.yaml fragment."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    values = {
+        "cr_weight": 1.0,
+        "cr_layer_weights": [2.0, 1.0],
+        "cr_distance": "mse",
+        "feature_cache_dtype": "float32",
+        "feature_cache_folder": str(tmp_path / "feature_cache"),
+        **overrides,
+    }
+    with open(CR_FRAGMENT, encoding="utf-8") as fin:
+        return load_hyperpyyaml(fin, values)
 
 
 def make_dataset(count=4, length=SEGMENT, seed=0):
@@ -66,27 +77,29 @@ def make_dataset(count=4, length=SEGMENT, seed=0):
 def make_brain(folder, tmp_path, reference=None, enhancer=None,
                checkpointer=None, **overrides):
     enhancer = enhancer if enhancer is not None else make_enhancer()
+    fragment_keys = set(FragmentTree(CR_FRAGMENT).defaults)
+    objectives = make_objectives(
+        tmp_path,
+        cr_negatives=["noisy"] + (["reference"] if reference else []),
+        **{k: v for k, v in overrides.items() if k in fragment_keys},
+    )
     hparams = {
         "sample_rate": 16000,
-        "waveform_loss": "mse",
-        "cr_weight": 1.0,
-        "cr_negatives": ["noisy"] + (["reference"] if reference else []),
-        "contrastive_regularization": make_cr(folder),
-        "feature_cache": "memory",
-        "feature_cache_dtype": "float32",
-        "feature_cache_folder": str(tmp_path / "feature_cache"),
         "valid_metrics": ["si_sdr"],
         "test_metrics": ["si_sdr"],
         "output_folder": str(tmp_path),
-        "curriculum": "none",
+        "objectives": objectives,
     }
-    hparams.update(overrides)
+    hparams.update(
+        {k: v for k, v in overrides.items() if k not in fragment_keys}
+    )
     return EnhancementBrain(
         modules={"enhance_model": enhancer},
         opt_class=lambda params: torch.optim.Adam(params, 1e-3),
         hparams=hparams,
         run_opts={"device": "cpu"},
         checkpointer=checkpointer,
+        ssl_features=FrozenSSLFeatures(folder, layer_groups=[[1, 2], [3, 4]]),
         reference_model=reference,
     )
 
@@ -104,7 +117,7 @@ def one_batch(dataset, size=2):
 
 
 def ssl_of(brain):
-    return brain.hparams.contrastive_regularization.feature_extractor
+    return brain.ssl
 
 
 def test_cr_gradient_reaches_enhanced_not_ssl(tiny_wavlm, tmp_path):
@@ -166,15 +179,17 @@ def test_cache_serves_identical_features_without_ssl_calls(
 ):
     brain = make_brain(tiny_wavlm, tmp_path, feature_cache=mode,
                        feature_cache_dtype=dtype)
-    cr = brain.hparams.contrastive_regularization
+    cr = brain.cr
     ssl_calls = count_forwards(ssl_of(brain))
     seen = []
     original_forward = cr.forward
 
-    def spy(enhanced, **kwargs):
-        seen.append([f.clone() for f in kwargs["clean_features"]]
-                    + [f.clone() for f in kwargs["negative_features"][0]])
-        return original_forward(enhanced, **kwargs)
+    def spy(enhanced, clean_features, negative_features, **kwargs):
+        seen.append([f.clone() for f in clean_features]
+                    + [f.clone() for f in negative_features[0]])
+        return original_forward(
+            enhanced, clean_features, negative_features, **kwargs
+        )
 
     cr.forward = spy
     data = make_dataset(count=4)
@@ -202,9 +217,8 @@ def test_cached_features_equal_fresh_features(tiny_wavlm, tmp_path):
               train_loader_kwargs={"batch_size": 2, "shuffle": False})
     batch = one_batch(data)
     cached = brain.feature_cache.load("clean", list(batch.id))
-    fresh = brain.hparams.contrastive_regularization.features(
-        batch.clean_sig[0]
-    )
+    with torch.no_grad():
+        fresh = brain.ssl(batch.clean_sig[0])
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(cached, fresh))
 
 
@@ -275,11 +289,13 @@ def test_reference_model_errors_name_the_fix(tmp_path):
     (tmp_path / "hyperparams.yaml").write_text("seed: 1\n")
     with pytest.raises(ModelSourceError, match="no checkpoint"):
         load_reference_model(str(tmp_path))
-    hparams = {"cr_negatives": ["noisy", "reference"], "seed": 7,
-               "reference_hparams": "hparams/spectral_mask.yaml",
-               "reference_model": str(tmp_path)}
+    experiment = {
+        "objectives": {"cr_negatives": ["noisy", "reference"],
+                       "cr_weight": 1.0, "reference_model": str(tmp_path)},
+        "reference_hparams": "hparams/spectral_mask.yaml",
+    }
     with pytest.raises(ModelSourceError) as err:
-        reference_model_for(hparams, "hparams/ccr_x.yaml")
+        reference_model_for(experiment, "hparams/ccr_x.yaml", seed=7)
     message = str(err.value)
     assert "\n" not in message and "no checkpoint" in message
     assert "--reference_model=results/spectral_mask/7" in message
@@ -331,8 +347,10 @@ def test_resume_restores_model_and_curriculum(tiny_wavlm, tmp_path):
         brain = make_brain(
             tiny_wavlm, tmp_path, reference=reference, enhancer=enhancer,
             checkpointer=checkpointer, curriculum="similarity",
-            curriculum_ramp_epochs=3, epoch_counter=counter,
+            curriculum_ramp_epochs=3, training={"epoch_counter": counter},
         )
+        # As the recipes' YAML lists it in the checkpointer.
+        checkpointer.add_recoverable("curriculum", brain.curriculum)
         return brain, counter
 
     first, counter = brain_and_counter(1)

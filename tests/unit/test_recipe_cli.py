@@ -1,12 +1,29 @@
-"""The recipe command line: hparams loading and one-line user errors."""
+"""The recipe command line: hparams loading, routing into fragments, and
+one-line user errors (while bugs keep their tracebacks)."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 
 from lobes.errors import DataFolderError, HparamsError
-from lobes.recipe import load_hparams, load_recipe, resolve_data_folder
+from lobes.recipe import (
+    choose,
+    cpu_workers,
+    load_hparams,
+    load_recipe,
+    resolve_data_folder,
+    route_overrides,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+WHAM_YAML = os.path.join(
+    REPO, "recipes", "WHAM", "separation", "hparams", "nass_sepformer.yaml"
+)
+VOICEBANK_YAML = os.path.join(
+    REPO, "recipes", "Voicebank", "enhance", "hparams", "convtasnet.yaml"
+)
 
 
 @pytest.fixture
@@ -18,6 +35,7 @@ def recipe_yaml(tmp_path):
         "seed: 3\n"
         "learning_rate: 0.001\n"
         "shared: !include:fragment.yaml\n"
+        "  hidden_size: 8\n"
         "model: !new:torch.nn.Linear\n"
         "  in_features: !ref <shared[hidden_size]>\n"
         "  out_features: 2\n"
@@ -71,3 +89,76 @@ def test_entry_point_prints_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: x.yaml: bad thing"]
+
+
+def test_command_line_reaches_an_included_fragment(recipe_yaml):
+    hparams, *_ = load_recipe([str(recipe_yaml), "--hidden_size=5"])
+    assert hparams["model"].in_features == 5
+    assert hparams["shared"]["hidden_size"] == 5
+
+
+def test_encoder_channels_reach_the_recipes_included_backbone():
+    """--encoder_channels=16 reaches hparams/separation/sepformer.yaml
+    through the experiment fragment, and everything built from it."""
+    sizes = {"num_transformer_layers": 1, "d_ffn": 16, "num_heads": 2,
+             "nce_num_patches": 4, "nce_embed_dim": 4}
+    experiment = load_hparams(
+        WHAM_YAML, {"encoder_channels": 16, **sizes}
+    )["experiment"]
+    separator = experiment["separator"]
+    assert separator.encoder.conv1d.out_channels == 16
+    assert experiment["backbone"]["encoder_channels"] == 16
+    assert experiment["objectives"]["patch_nce"].channels == 16
+    assert separator.num_outputs == 3  # noise_aware: N + 1
+
+
+def test_routing_goes_to_the_shallowest_declaration():
+    routed = route_overrides(
+        VOICEBANK_YAML,
+        {"lr": 0.01, "encoder_channels": 8, "cr_weight": 0.5,
+         "data_folder": "x"},
+    )
+    assert routed == {
+        "experiment": {
+            "training": {"lr": 0.01},
+            "backbone": {"encoder_channels": 8},
+            "objectives": {"cr_weight": 0.5},
+        },
+        "data_folder": "x",
+    }
+
+
+def test_wrong_type_is_one_line():
+    with pytest.raises(HparamsError) as err:
+        route_overrides(VOICEBANK_YAML, {"batch_size": "eight"})
+    assert "--batch_size='eight' has the wrong type" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_yaml_mistakes_are_one_line_but_bugs_keep_their_traceback(tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model: !new:torch.nn.Linear\n  in_feature: 3\n"
+                    "  out_features: 2\n")
+    with pytest.raises(HparamsError, match="Invalid argument to class"):
+        load_hparams(str(typo))
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("model: !new:torch.nn.Lineer\n  in_features: 3\n")
+    with pytest.raises(HparamsError, match="Lineer"):
+        load_hparams(str(unknown))
+    # A constructor of the package that raises: its own error, traceback
+    # kept (an AssertionError is no user mistake).
+    bug = tmp_path / "bug.yaml"
+    bug.write_text(
+        "x: !apply:lobes.recipe.choose\n  choice: 1\n  options: null\n"
+    )
+    with pytest.raises(TypeError) as err:
+        load_hparams(str(bug))
+    assert not isinstance(err.value, HparamsError)
+
+
+def test_choose_and_cpu_workers():
+    assert choose("b", {"a": 1, "b": 2}) == 2
+    with pytest.raises(HparamsError, match="one of: a, b"):
+        choose("c", {"a": 1, "b": 2})
+    assert cpu_workers(0) == 0
+    assert cpu_workers(10**6) == len(os.sched_getaffinity(0))

@@ -49,24 +49,28 @@ def make_brain(folder, manifests, yaml="nass_sepformer", brain_class=None,
     if yaml.startswith("nass"):
         values = {**NCE, **values}
     hparams = load_hparams(os.path.join(HPARAMS, f"{yaml}.yaml"), values)
-    datasets = separation_datasets(hparams, manifests)
-    brain = (brain_class or SeparationBrain)(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts={"device": "cpu", "noprogressbar": True},
-        checkpointer=hparams["checkpointer"],
+    experiment = hparams["experiment"]
+    datasets = separation_datasets(
+        manifests, experiment, hparams["seed"], hparams["mixture"]
     )
-    return brain, hparams, datasets
+    brain = (brain_class or SeparationBrain)(
+        modules=experiment["modules"],
+        opt_class=experiment["training"]["opt_class"],
+        hparams=experiment,
+        run_opts={"device": "cpu", "noprogressbar": True},
+        checkpointer=experiment["checkpointer"],
+    )
+    return brain, experiment, datasets
 
 
-def fit(brain, hparams, datasets):
+def fit(brain, experiment, datasets):
+    loop = experiment["training"]
     brain.fit(
-        hparams["epoch_counter"],
+        loop["epoch_counter"],
         datasets["train"],
         datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+        train_loader_kwargs=loop["train_dataloader_opts"],
+        valid_loader_kwargs=loop["valid_dataloader_opts"],
     )
 
 
@@ -122,7 +126,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(
     }
     fit(brain2, hparams2, datasets2)
     assert brain2.epochs == [2, 3], "resumes at epoch 2, not 1"
-    assert hparams2["epoch_counter"].current == 3
+    assert hparams2["training"]["epoch_counter"].current == 3
     for key, value in trained.items():
         assert torch.equal(brain2.recovered[key], value), key
     assert any(
@@ -147,7 +151,7 @@ def test_training_and_test_at_batch_sizes(manifests, tmp_path, batch_size):
     assert {"si-snr", "noise_si-snr", "nce", "seconds"} <= set(stats)
     brain.evaluate(
         datasets["test"], min_key="loss",
-        test_loader_kwargs=hparams["test_dataloader_opts"],
+        test_loader_kwargs=hparams["training"]["test_dataloader_opts"],
     )
     with open(os.path.join(tmp_path, "test_results.csv")) as fin:
         rows = list(csv.DictReader(fin))
@@ -193,11 +197,11 @@ def test_examples_past_the_threshold_are_left_out(manifests, tmp_path):
     loss = brain.compute_objectives(
         step._replace(output=output), batch, sb.Stage.TRAIN
     )
-    per_item, _ = hparams["pit_loss"](perfect, step.targets)
+    per_item, _ = hparams["objectives"]["pit_loss"](perfect, step.targets)
     assert per_item[0] < -30 < per_item[1]
     assert brain._batch_status == "step"
     assert loss.item() == pytest.approx(
-        per_item[1].item() + 2.0 * brain.extra_stats["nce"][0], rel=1e-4
+        per_item[1].item() + 2.0 * brain.stage_stats.sums["nce"], rel=1e-4
     )
     # all items perfect: nothing to learn, the step is skipped
     output = step.output._replace(waveforms=step.targets.clone() * 2)
@@ -238,7 +242,7 @@ def test_baseline_reports_the_residual_as_noise(manifests, tmp_path):
     fit(brain, hparams, datasets)
     brain.evaluate(
         datasets["test"], min_key="loss",
-        test_loader_kwargs=hparams["test_dataloader_opts"],
+        test_loader_kwargs=hparams["training"]["test_dataloader_opts"],
     )
     with open(os.path.join(tmp_path, "test_results.csv")) as fin:
         rows = list(csv.DictReader(fin))

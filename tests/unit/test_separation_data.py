@@ -10,7 +10,9 @@ from torch.utils.data import DistributedSampler
 from lobes.data.mini_corpora import ensure_mini_corpus
 from lobes.data.prepare import prepare_wham
 from lobes.data.separation_data import (
+    DynamicMixer,
     SeparationItems,
+    SpeedPerturbation,
     read_manifest,
     separation_datasets,
     speed_perturb,
@@ -27,17 +29,20 @@ def wham_manifests(mini_cache, tmp_path_factory):
     return prepare_wham(root, save)
 
 
-def _hparams(**extra):
-    hparams = {
-        "num_spks": 2,
-        "sample_rate": SAMPLE_RATE,
-        "seed": 7,
+def _datasets(manifests, num_spks=2, mixture="mix_both", noise_aware=False,
+              speed_factors=(95, 100, 105), perturb_noise=True, **examples):
+    """The datasets a separation experiment with these settings builds."""
+    examples = {
         "segment_seconds": 0.5,
         "dynamic_mixing": False,
+        "dynamic_mixer": DynamicMixer(),
         "speed_perturb": False,
+        "speed_perturbation": SpeedPerturbation(speed_factors, perturb_noise),
+        **examples,
     }
-    hparams.update(extra)
-    return hparams
+    experiment = {"num_spks": num_spks, "sample_rate": SAMPLE_RATE,
+                  "noise_aware": noise_aware, "examples": examples}
+    return separation_datasets(manifests, experiment, seed=7, mixture=mixture)
 
 
 def _assert_sum_of_parts(item):
@@ -46,7 +51,7 @@ def _assert_sum_of_parts(item):
 
 
 def test_static_training_segments_are_aligned_crops(wham_manifests):
-    data = separation_datasets(_hparams(), wham_manifests)
+    data = _datasets(wham_manifests)
     rows = read_manifest(wham_manifests["train"], 2)
     for index in range(3):
         item = data["train"][index]
@@ -61,21 +66,18 @@ def test_static_training_segments_are_aligned_crops(wham_manifests):
 def test_evaluation_items_are_whole_utterances(wham_manifests):
     from lobes.data.audio import read_audio
 
-    data = separation_datasets(_hparams(), wham_manifests)
+    data = _datasets(wham_manifests)
     row = read_manifest(wham_manifests["test"], 2)[0]
     item = data["test"][0]
     expected = read_audio(row["mix_wav"], SAMPLE_RATE)
     assert torch.equal(item["mix_sig"], expected)
     assert item["sources_sig"].shape == (expected.shape[0], 2)
-    capped = separation_datasets(
-        _hparams(eval_max_seconds=0.25), wham_manifests
-    )
+    capped = _datasets(wham_manifests, eval_max_seconds=0.25)
     assert capped["valid"][0]["mix_sig"].shape[0] == 2000
 
 
 def test_dynamic_mixing_sums_its_parts_and_follows_epochs(wham_manifests):
-    hparams = _hparams(dynamic_mixing=True, speed_perturb=True)
-    data = separation_datasets(hparams, wham_manifests)
+    data = _datasets(wham_manifests, dynamic_mixing=True, speed_perturb=True)
     train = data["train"]
     first = [train[i] for i in range(4)]
     for item in first:
@@ -95,7 +97,8 @@ def test_dynamic_mixing_sums_its_parts_and_follows_epochs(wham_manifests):
 def test_dynamic_mixing_draws_speakers_of_distinct_mixtures(wham_manifests):
     pool = read_manifest(wham_manifests["train"], 2)
     items = SeparationItems(
-        2, SAMPLE_RATE, training=True, dynamic_mixing=True, pool=pool
+        2, SAMPLE_RATE, training=True, dynamic_mixer=DynamicMixer(),
+        pool=pool,
     )
     pairs = set()
     for seed in range(50):
@@ -110,8 +113,7 @@ def test_dynamic_mixing_draws_speakers_of_distinct_mixtures(wham_manifests):
 
 
 def test_distributed_ranks_get_different_data(wham_manifests):
-    hparams = _hparams(dynamic_mixing=True)
-    train = separation_datasets(hparams, wham_manifests)["train"]
+    train = _datasets(wham_manifests, dynamic_mixing=True)["train"]
     train.set_epoch(1)
     batches = []
     for rank in (0, 1):
@@ -134,28 +136,40 @@ def test_speed_perturbation_changes_length():
 
 
 def test_static_speed_perturbation_remixes(wham_manifests):
-    data = separation_datasets(
-        _hparams(speed_perturb=True, speed_factors=[90, 110]), wham_manifests
-    )
+    data = _datasets(wham_manifests, speed_perturb=True,
+                     speed_factors=[90, 110])
     for index in range(3):
         _assert_sum_of_parts(data["train"][index])
 
 
+def test_noise_is_copied_unchanged_unless_perturb_noise(wham_manifests):
+    from lobes.data.audio import read_audio
+
+    row = read_manifest(wham_manifests["train"], 2)[0]
+    noise = read_audio(row["noise_wav"], SAMPLE_RATE)
+    kept = _datasets(wham_manifests, speed_perturb=True, speed_factors=[90],
+                     perturb_noise=False, segment_seconds=None)
+    item = kept["train"][0]
+    # speakers at 90 % speed are longer; the noise is the file's own
+    # samples (the example ends with the shortest part: the noise)
+    assert torch.equal(item["noise_sig"], noise[: item["noise_sig"].shape[0]])
+    _assert_sum_of_parts(item)
+    moved = _datasets(wham_manifests, speed_perturb=True, speed_factors=[90],
+                      perturb_noise=True, segment_seconds=None)
+    assert moved["train"][0]["noise_sig"].shape[0] > noise.shape[0]
+
+
 def test_clean_mixtures_have_zero_noise(wham_manifests):
-    data = separation_datasets(
-        _hparams(mixture="mix_clean"), wham_manifests
-    )
+    data = _datasets(wham_manifests, mixture="mix_clean")
     item = data["test"][0]
     assert float(item["noise_sig"].abs().max()) == 0.0
     with pytest.raises(HparamsError, match="mix_clean"):
-        separation_datasets(
-            _hparams(mixture="mix_clean", noise_aware=True), wham_manifests
-        )
+        _datasets(wham_manifests, mixture="mix_clean", noise_aware=True)
 
 
 def test_wrong_speaker_count_is_one_line(wham_manifests):
     with pytest.raises(DataFolderError) as err:
-        separation_datasets(_hparams(num_spks=3), wham_manifests)
+        _datasets(wham_manifests, num_spks=3)
     message = str(err.value)
     assert "s3_wav" in message and "\n" not in message
     assert os.path.basename(wham_manifests["train"]) in message

@@ -11,7 +11,9 @@ patch-wise contrastive loss) or the plain backbone, depending on the YAML:
     torchrun --nproc_per_node=4 train.py hparams/nass_sepformer.yaml \\
         --data_folder=/path/to/LibriMix
 
-All the training logic lives in ``lobes.brains.separation.SeparationBrain``.
+All the training logic lives in ``lobes.brains.separation.SeparationBrain``;
+the experiment (model, objectives, training loop) is the YAML's
+``experiment`` namespace (``hparams/separation/*_experiment.yaml``).
 
 Authors
  * noise-robust-sb contributors 2025
@@ -30,24 +32,27 @@ from lobes.recipe import fit_and_test, prepare_corpus, start_experiment
 def main(argv=None):
     """Prepare LibriMix, train, then test the best checkpoint."""
     hparams, _, run_opts = start_experiment(argv)
+    experiment = hparams["experiment"]
     manifests = prepare_corpus(
         prepare_librimix, hparams, "librimix",
-        num_spks=hparams["num_spks"],
+        num_spks=experiment["num_spks"],
+        train_split=hparams["train_split"],
         sample_rate=hparams["sample_rate"],
         mode=hparams["mode"],
         mixture=hparams["mixture"],
-        train_split=hparams["train_split"],
     )
-    datasets = separation_datasets(hparams, manifests)
+    datasets = separation_datasets(
+        manifests, experiment, hparams["seed"], hparams["mixture"]
+    )
 
     brain = SeparationBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
+        modules=experiment["modules"],
+        opt_class=experiment["training"]["opt_class"],
+        hparams=experiment,
         run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
+        checkpointer=experiment["checkpointer"],
     )
-    return fit_and_test(brain, datasets, hparams)
+    return fit_and_test(brain, datasets, experiment)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,68 @@
+"""RecipeBrain, the bookkeeping every recipe shares."""
+
+import logging
+
+import pytest
+import speechbrain as sb
+import torch
+
+from lobes.brains.base import TIMED_STEPS, RecipeBrain
+from lobes.errors import HparamsError
+
+
+class Regression(RecipeBrain):
+    def compute_forward(self, batch, stage):
+        return self.modules.model(batch[0])
+
+    def compute_objectives(self, predictions, batch, stage):
+        loss = torch.nn.functional.mse_loss(predictions, batch[1])
+        self.add_stat("mse", loss)
+        if stage != sb.Stage.TRAIN:
+            self.add_stat("broken", float("nan"))
+        return loss
+
+
+def data(count):
+    generator = torch.Generator().manual_seed(0)
+    return [
+        (torch.randn(2, 3, generator=generator),
+         torch.randn(2, 1, generator=generator))
+        for _ in range(count)
+    ]
+
+
+def test_logs_device_and_time_per_epoch_once(caplog):
+    brain = Regression({"model": torch.nn.Linear(3, 1)},
+                       lambda p: torch.optim.SGD(p, 0.01))
+    with caplog.at_level(logging.INFO, logger="lobes.brains.base"):
+        brain.fit(range(2), data(TIMED_STEPS + 3), progressbar=False)
+    lines = [r.getMessage() for r in caplog.records
+             if "per step" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("Training on cpu")
+    assert f"per epoch of {TIMED_STEPS + 3} steps" in lines[0]
+
+
+def test_no_estimate_before_enough_steps(caplog):
+    brain = Regression({"model": torch.nn.Linear(3, 1)},
+                       lambda p: torch.optim.SGD(p, 0.01))
+    with caplog.at_level(logging.INFO, logger="lobes.brains.base"):
+        brain.fit(range(1), data(TIMED_STEPS - 1), progressbar=False)
+    assert not any("per step" in r.getMessage() for r in caplog.records)
+
+
+def test_stage_statistics_and_nan_counting():
+    brain = Regression({"model": torch.nn.Linear(3, 1)},
+                       lambda p: torch.optim.SGD(p, 0.01))
+    brain.fit(range(1), data(2), data(2), progressbar=False)
+    stats = brain.last_stage_stats
+    assert set(stats) == {"loss", "mse", "broken"}
+    assert stats["mse"] == pytest.approx(stats["loss"], rel=1e-5)
+    assert brain.stage_stats.failures()["broken"] == 2
+
+
+@pytest.mark.parametrize("clip", [0, -1.0])
+def test_non_positive_clipping_is_a_one_line_error(clip):
+    with pytest.raises(HparamsError, match="max_grad_norm must be positive"):
+        Regression({"model": torch.nn.Linear(3, 1)},
+                   hparams={"max_grad_norm": clip})
