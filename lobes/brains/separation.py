@@ -46,14 +46,49 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 
 from lobes.brains.base import RecipeBrain, save_examples
-from lobes.losses.pit import reorder, reorder_features
+from lobes.losses.pit import (
+    best_permutation,
+    pairwise_neg_sisnr,
+    reorder,
+    reorder_features,
+)
 from lobes.losses.waveform import si_snr
 from lobes.metrics import separation_metrics
 
 logger = logging.getLogger(__name__)
 
-#: Columns of ``test_results.csv`` after ``snt_id``.
+#: Columns of ``test_results.csv`` after ``snt_id`` (a separator with a
+#: noise output adds each with an ``_oracle`` suffix).
 RESULT_COLUMNS = ("sdr", "sdr_i", "si-snr", "si-snr_i", "noise_si-snr")
+
+
+def speaker_loss(estimates, targets, perm, num_spks):
+    """Negative SI-SNR of the speakers alone, per item ``[B]``.
+
+    With a noise output (``estimates`` has ``num_spks + 1`` sources), the
+    output that PIT matched to the noise (``perm[:, num_spks]``) is dropped
+    and PIT is solved again between the remaining outputs and the speakers;
+    without one, this is PIT over the speakers.
+
+    Example
+    -------
+    >>> refs = torch.randn(2, 400, 3)
+    >>> ests = refs[:, :, [2, 0, 1]]  # noise first, speakers swapped
+    >>> _, perm = best_permutation(pairwise_neg_sisnr(ests, refs))
+    >>> bool((speaker_loss(ests, refs, perm, 2) < -60).all())
+    True
+    """
+    batch, _, sources = estimates.shape
+    speakers = targets[..., :num_spks]
+    if sources > num_spks:
+        index = torch.arange(sources, device=estimates.device).expand(batch, -1)
+        index = index[index != perm[:, num_spks : num_spks + 1]]
+        index = index.reshape(batch, 1, num_spks).expand(
+            -1, estimates.shape[1], -1
+        )
+        estimates = torch.gather(estimates, 2, index)
+    loss, _ = best_permutation(pairwise_neg_sisnr(estimates, speakers))
+    return loss
 
 
 class SeparationStep(NamedTuple):
@@ -255,7 +290,11 @@ class SeparationBrain(RecipeBrain):
         return SeparationStep(output, mix, targets, noise, lengths)
 
     def compute_objectives(self, predictions, batch, stage):
-        """PIT neg-SI-SNR (+ PatchNCE for NASS in training); test metrics."""
+        """PIT neg-SI-SNR (+ PatchNCE for NASS in training); test metrics.
+
+        Validation and test return the speakers' loss alone (the noise
+        output dropped), which picks checkpoints and drives the LR schedule.
+        """
         estimates = predictions.output.waveforms
         targets = predictions.targets
         with torch.autocast(device_type=self.device_type, enabled=False):
@@ -275,9 +314,9 @@ class SeparationBrain(RecipeBrain):
         if stage == sb.Stage.VALID and self.noise_tracker is not None:
             self.noise_tracker.update(perm[:, n])
         if stage == sb.Stage.TEST:
-            self._test_metrics(predictions, ordered, batch)
+            self._test_metrics(predictions, estimates, ordered, batch)
         if stage != sb.Stage.TRAIN:
-            return per_item.mean()
+            return speaker_loss(estimates, targets, perm, n).mean()
 
         keep = per_item > float(self.hparams.threshold)
         self._batch_status = "step" if bool(keep.any()) else "nothing_kept"
@@ -289,9 +328,36 @@ class SeparationBrain(RecipeBrain):
         loss = (per_item * weights).sum() / keep.sum().clamp(min=1)
         if self.contrastive_active(stage):
             nce = self._contrastive_loss(predictions, perm, keep)
-            self.add_stat("nce", nce)
-            loss = loss + float(self.hparams.nce_weight) * nce * weights.max()
+            weighted = float(self.hparams.nce_weight) * nce * weights.max()
+            self._log_contrastive(predictions, loss, nce, weighted)
+            loss = loss + weighted
         return loss
+
+    def _log_contrastive(self, predictions, pit, nce, weighted):
+        """NCE beside its chance level ln K, and how hard each term pushes.
+
+        ``nce_grad_ratio``: the norm of the gradient that the weighted NCE
+        term sends to the masked encoder features over the norm of PIT's.
+        """
+        masked = predictions.output.masked_features
+        patch_nce = self.modules["contrastive_loss"]
+        patch_nce = getattr(patch_nce, "module", patch_nce).patch_nce
+        self.add_stat("nce", nce)
+        self.add_stat(
+            "nce_chance", math.log(patch_nce.patches_drawn(masked[0]))
+        )
+        if not (pit.requires_grad and weighted.requires_grad):
+            return
+        grads = [
+            torch.autograd.grad(term, masked, retain_graph=True,
+                                allow_unused=True)[0]
+            for term in (pit, weighted)
+        ]
+        if any(g is None for g in grads):
+            return
+        pit_norm, nce_norm = (g.detach().float().norm() for g in grads)
+        if pit_norm > 0:
+            self.add_stat("nce_grad_ratio", nce_norm / pit_norm)
 
     def _contrastive_loss(self, predictions, perm, keep):
         """Noise-aware PatchNCE on the kept items, each in its own order."""
@@ -307,40 +373,60 @@ class SeparationBrain(RecipeBrain):
             masked[:, index], positives[:, index].detach()
         )
 
-    def _test_metrics(self, predictions, ordered, batch):
-        """Per-utterance metrics (speakers only) and example audio."""
+    def inference_noise_index(self):
+        """The output that inference takes as the noise (``None``: none)."""
+        if not self.noise_output:
+            return None
+        return self.noise_tracker.inference_index(
+            self.objectives["pit_loss"].noise_slot
+        )
+
+    def _test_metrics(self, predictions, estimates, ordered, batch):
+        """Per-utterance metrics (speakers only) and example audio.
+
+        With a noise output, the main columns drop the output that
+        inference takes as the noise (:meth:`inference_noise_index`, as
+        :mod:`lobes.separate` does); the ``*_oracle`` columns drop the one
+        PIT over ``N + 1`` matched to the true noise.
+        """
         n = self.num_spks
+        noise_index = self.inference_noise_index()
         for b, utt_id in enumerate(batch.id):
             length = int(predictions.lengths[b])
-            est = ordered[b, :length].float()
             refs = predictions.targets[b, :length, :n].float()
             mix = predictions.mix[b, :length].float()
             noise = predictions.noise[b, :length].float()
-            metrics = separation_metrics(est[:, :n], refs, mix)
-            if self.noise_output:
-                noise_estimate = est[:, n]
+            outputs = estimates[b, :length].float()
+            row = {"snt_id": utt_id}
+            if noise_index is None:
+                choices = {"": (outputs, mix - outputs.sum(dim=-1))}
             else:
-                noise_estimate = mix - est[:, :n].sum(dim=-1)
-            noise_sisnr = (
-                float(si_snr(noise_estimate, noise))
-                if bool(noise.abs().max() > 0) else float("nan")
-            )
-            row = {
-                "snt_id": utt_id,
-                "sdr": metrics["sdr"],
-                "sdr_i": metrics["sdr_i"],
-                "si-snr": metrics["si_snr"],
-                "si-snr_i": metrics["si_snr_i"],
-                "noise_si-snr": noise_sisnr,
-            }
+                keep = [i for i in range(n + 1) if i != noise_index]
+                oracle = ordered[b, :length].float()
+                choices = {
+                    "": (outputs[:, keep], outputs[:, noise_index]),
+                    "_oracle": (oracle[:, :n], oracle[:, n]),
+                }
+            for suffix, (speakers, noise_estimate) in choices.items():
+                metrics = separation_metrics(speakers, refs, mix)
+                row[f"sdr{suffix}"] = metrics["sdr"]
+                row[f"sdr_i{suffix}"] = metrics["sdr_i"]
+                row[f"si-snr{suffix}"] = metrics["si_snr"]
+                row[f"si-snr_i{suffix}"] = metrics["si_snr_i"]
+                row[f"noise_si-snr{suffix}"] = (
+                    float(si_snr(noise_estimate, noise))
+                    if bool(noise.abs().max() > 0) else float("nan")
+                )
             self.test_rows.append(row)
-            # si-snr (and a NASS noise_si-snr) are logged per stage already.
-            for key in ("sdr", "sdr_i", "si-snr_i"):
-                if not math.isnan(row[key]):
-                    self.add_stat(key, row[key])
-            if not self.noise_output and not math.isnan(noise_sisnr):
-                self.add_stat("noise_si-snr", noise_sisnr)
-            self._save_example(utt_id, est, refs, mix, noise)
+            logged = {"snt_id", "si-snr"}  # si-snr: per stage already
+            if self.noise_output:
+                logged.add("noise_si-snr")  # from PIT over all outputs
+            for key, value in row.items():
+                if key not in logged:
+                    self.add_stat(key, value)
+            self._save_example(
+                utt_id, ordered[b, :length].float(), refs, mix, noise
+            )
 
     def _save_example(self, utt_id, est, refs, mix, noise):
         """Save mixture, references and estimates of the first utterances."""

@@ -306,6 +306,27 @@ class NoiseOutputTracker(torch.nn.Module):
         """The output most often matched to the noise."""
         return int(self.counts.argmax())
 
+    def inference_index(self, noise_slot="pit"):
+        """The output inference takes as the noise.
+
+        ``noise_slot="fixed"``: the last output; otherwise the output most
+        often matched to the noise on the validation set, or the last one
+        when nothing was counted.
+
+        Example
+        -------
+        >>> tracker = NoiseOutputTracker(3)
+        >>> tracker.inference_index(), tracker.inference_index("fixed")
+        (2, 2)
+        >>> tracker.update(torch.tensor([0, 0, 1]))
+        >>> tracker.inference_index(), tracker.inference_index("fixed")
+        (0, 2)
+        """
+        last = len(self.counts) - 1
+        if noise_slot == "fixed" or int(self.counts.sum()) == 0:
+            return last
+        return self.noise_index
+
     @property
     def share(self):
         """Fraction of the counted mixtures where that output was noise."""

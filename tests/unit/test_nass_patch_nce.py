@@ -200,3 +200,99 @@ def test_sampler_at_positions_equals_full_map(patch):
     )
     for a, b in zip(grads_full, grads_partial):
         torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------------------
+# Inputs of realistic scale and sign: masked encoder features are small and
+# non-negative (about 0.02 +- 0.04), not randn.
+def masked_like(generator, batch=4, channels=64, frames=200):
+    """Features shaped like masked encoder outputs ``[B, C, L]``."""
+    return torch.relu(
+        0.02 + 0.04 * torch.randn(batch, channels, frames, generator=generator)
+    )
+
+
+@pytest.mark.parametrize("feature_norm", ["map", "none"])
+def test_loss_falls_well_below_chance_when_queries_can_match(feature_norm):
+    """Learnable queries near their positives: the loss must leave ln K.
+
+    With raw features the zero-bias one-channel sampler collapses to
+    exactly ln K (all embeddings zero); normalised maps keep it learning.
+    """
+    import math
+
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    positive, negative = masked_like(generator), masked_like(generator)
+    query = torch.nn.Parameter(
+        positive + 0.02 * torch.randn(positive.shape, generator=generator)
+    )
+    loss_fn = PatchNCELoss(num_patches=64, embed_dim=64, channels=64,
+                           feature_norm=feature_norm)
+    optimizer = torch.optim.Adam([query, *loss_fn.parameters()], 1.5e-4)
+    for _ in range(150):
+        loss = loss_fn(query, positive, negative)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    chance = math.log(64)
+    if feature_norm == "map":
+        assert loss.item() < 0.2 * chance
+    else:
+        assert loss.item() == pytest.approx(chance, abs=1e-3)
+
+
+@pytest.mark.parametrize("patch", ["value", "vector"])
+def test_no_relu_is_dead_at_initialisation_for_20_seeds(patch):
+    from lobes.losses.patch_nce import normalize_maps
+
+    generator = torch.Generator().manual_seed(1)
+    features = masked_like(generator, batch=2)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        loss_fn = PatchNCELoss(num_patches=64, embed_dim=64, channels=64,
+                               patch=patch)
+        conv = loss_fn.sampler.layers[0]
+        assert float(conv.bias.abs().max()) == 0.0  # CUT: zero biases
+        hidden = conv(normalize_maps(features).unsqueeze(1))
+        alive = float((hidden > 0).float().mean())
+        assert 0.05 < alive < 0.95, f"seed {seed}: sampler ReLU {alive:.2f}"
+        positions = loss_fn._positions(features)
+        patches = loss_fn.sampler.at(
+            normalize_maps(features), positions, patch
+        )
+        if patch == "value":
+            patches = patches.unsqueeze(-1)
+        units = torch.relu(loss_fn.mlp[0](patches))
+        active_units = float((units.amax(dim=(0, 1)) > 0).float().mean())
+        assert active_units > 0.2, f"seed {seed}: MLP units {active_units}"
+        embeddings = loss_fn._embed(features, positions)
+        spread = float(embeddings.std(dim=1).mean())
+        assert spread > 1e-3, f"seed {seed}: every embedding points one way"
+
+
+def test_nce_gradient_reaches_the_separator_at_realistic_scale():
+    separator = tiny_separator()
+    nce = NoiseAwareContrastiveLoss(
+        PatchNCELoss(num_patches=32, embed_dim=16, channels=C), num_spks=2
+    )
+    generator = torch.Generator().manual_seed(0)
+    t = torch.arange(1600) / 8000
+    speech = torch.stack([0.1 * torch.sin(2 * torch.pi * f * t)
+                          for f in (140.0, 230.0)], -1)
+    sources = speech.unsqueeze(0).repeat(2, 1, 1)
+    noise = 0.05 * torch.randn(2, 1600, generator=generator)
+    out = separator(sources.sum(-1) + noise)
+    masked = out.masked_features
+    assert float(masked.min()) >= 0 and float(masked.mean()) < 1.0
+    positives = separator.encode(
+        sources.permute(2, 0, 1).reshape(4, 1600)
+    ).reshape(2, 2, C, -1).detach()
+    loss = nce(masked, positives)
+    loss.backward()
+    masknet_grad = sum(
+        float(p.grad.abs().sum()) for p in separator.masknet.parameters()
+        if p.grad is not None
+    )
+    assert masknet_grad > 0
+    assert all(p.grad is None for p in separator.decoder.parameters())

@@ -155,9 +155,9 @@ def test_training_and_test_at_batch_sizes(manifests, tmp_path, batch_size):
     )
     with open(os.path.join(tmp_path, "test_results.csv")) as fin:
         rows = list(csv.DictReader(fin))
-    assert list(rows[0]) == [
-        "snt_id", "sdr", "sdr_i", "si-snr", "si-snr_i", "noise_si-snr"
-    ]
+    columns = ["sdr", "sdr_i", "si-snr", "si-snr_i", "noise_si-snr"]
+    assert list(rows[0]) == ["snt_id", *columns,
+                             *(f"{c}_oracle" for c in columns)]
     assert len(rows) == 4 + 1 and rows[-1]["snt_id"] == "avg"
     for row in rows:
         assert all(
@@ -249,3 +249,34 @@ def test_baseline_reports_the_residual_as_noise(manifests, tmp_path):
     assert all(float(row["noise_si-snr"]) == float(row["noise_si-snr"])
                for row in rows)  # not NaN
     assert "noise_si-snr" in brain.last_stage_stats
+
+
+def test_validation_loss_counts_the_speakers_only(manifests, tmp_path):
+    brain, hparams, datasets = make_brain(tmp_path, manifests, batch_size=2)
+    batch = PaddedBatch([datasets["valid"][i] for i in range(2)])
+    step = brain.compute_forward(batch, sb.Stage.VALID)
+    targets = step.targets
+    # Perfect speakers in swapped order, garbage in the noise output: the
+    # validation loss ignores the noise output entirely.
+    perfect = targets[..., [1, 0, 2]].clone()
+    perfect[..., 2] = torch.randn_like(perfect[..., 2])
+    output = step.output._replace(waveforms=perfect)
+    brain.on_stage_start(sb.Stage.VALID, 1)
+    loss = brain.compute_objectives(
+        step._replace(output=output), batch, sb.Stage.VALID
+    )
+    per_item, _ = hparams["objectives"]["pit_loss"](perfect, targets)
+    # PIT over N + 1 averages in the noise output's poor SI-SNR
+    assert loss.item() < per_item.mean().item() - 10
+
+
+def test_test_columns_follow_the_inference_noise_slot(manifests, tmp_path):
+    brain, hparams, datasets = make_brain(
+        tmp_path, manifests, batch_size=1, noise_slot="fixed"
+    )
+    assert brain.inference_noise_index() == 2  # fixed: the last output
+    tracker = brain.noise_tracker
+    brain_pit, _, _ = make_brain(tmp_path / "pit", manifests, batch_size=1)
+    brain_pit.noise_tracker.update(torch.tensor([0, 0, 1]))
+    assert brain_pit.inference_noise_index() == 0
+    assert int(tracker.counts.sum()) == 0
