@@ -1,26 +1,45 @@
 """Load what a finished recipe run trained: the package's one run loader.
 
-A run folder is what ``python train.py hparams/<name>.yaml`` writes under
-its ``output_folder``: ``hyperparams.yaml`` (the recipe YAML with its
-fragments inlined and the overrides applied, which builds the models) and
-``save/CKPT+*`` (SpeechBrain checkpoints, one ``<module>.ckpt`` per module).
-:func:`load_trained_run` rebuilds the models from the YAML and loads the
-checkpoint of lowest validation loss into them, with
-``torch.load(..., weights_only=True)``. Separation inference
-(:mod:`lobes.separate`) and curricular CR's reference model
-(:mod:`lobes.brains.enhancement`) both use it.
+:func:`load_trained_run` takes any of three sources, told apart here:
 
-Loading a YAML can run code (``!apply:``, ``!new:``): load only folders you
-trust.
+- a **training run folder**, what ``python train.py hparams/<name>.yaml``
+  writes under its ``output_folder``: ``hyperparams.yaml`` (the recipe YAML
+  with its fragments inlined and the overrides applied) and ``save/CKPT+*``
+  (SpeechBrain checkpoints, one ``<module>.ckpt`` per module). The models
+  are rebuilt from the whole training YAML and the checkpoint of lowest
+  validation loss is loaded into them;
+- an **exported folder**, written by ``python -m lobes.export``:
+  SpeechBrain's pretrained layout, an inference-only ``hyperparams.yaml``
+  with a ``pretrainer`` and one ``<module>.ckpt`` per module (no ``save/``);
+- a **hub id** (``owner/name``) of such a folder on the Hugging Face hub,
+  read from the local hub cache when it is there (so it works offline),
+  else downloaded when the hub answers.
+
+Exported folders and hub ids go through SpeechBrain's own fetching and
+``Pretrainer`` (the files ``from_hparams`` would collect), and every
+checkpoint is read with ``torch.load(..., weights_only=True)``. Separation
+inference (:mod:`lobes.pretrained`, :mod:`lobes.separate`), enhancement
+inference (:mod:`lobes.enhance`), the export (:mod:`lobes.export`) and
+curricular CR's reference model (:mod:`lobes.brains.enhancement`) all load
+through it.
+
+Loading a YAML can run code (``!apply:``, ``!new:``): load only folders and
+hub repositories you trust.
 """
 
 import math
 import os
+import pathlib
+import pickle
+import re
 from typing import NamedTuple
 
 import torch
 
 from lobes.errors import ModelSourceError, UserError
+
+#: The file an exported folder's (and a training run's) models come from.
+HPARAMS_FILE = "hyperparams.yaml"
 
 
 class TrainedRun(NamedTuple):
@@ -36,7 +55,9 @@ class TrainedRun(NamedTuple):
     modules : dict
         Name -> module with the checkpoint's weights, in eval mode.
     checkpoint : speechbrain.utils.checkpoints.Checkpoint
-        The checkpoint loaded.
+        The checkpoint loaded; for an exported folder or hub id, its local
+        folder, ``meta`` ``{"source": <what was asked for>}`` and one
+        ``paramfiles`` entry per module.
     """
 
     hparams: dict
@@ -94,7 +115,50 @@ def load_state(module, checkpoint, name):
             f"{checkpoint.path}: no {name}.ckpt in this checkpoint; is this "
             "the right kind of run folder?"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    load_state_file(module, path)
+
+
+def read_state_file(path):
+    """A checkpoint file's state dict, read with ``weights_only=True``.
+
+    Raises
+    ------
+    ModelSourceError
+        One line, when the file holds anything but tensors and plain
+        containers (``weights_only`` refuses to unpickle code).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.ckpt")
+    >>> torch.save({"w": torch.ones(2)}, path)
+    >>> read_state_file(path)
+    {'w': tensor([1., 1.])}
+    >>> torch.save({"w": ModelSourceError("x")}, path)
+    >>> read_state_file(path)
+    Traceback (most recent call last):
+    ...
+    lobes.errors.ModelSourceError: ...m.ckpt: not a plain weights file ...
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        first = " ".join(str(err).split())[:120]
+        raise ModelSourceError(
+            f"{path}: not a plain weights file ({type(err).__name__}: "
+            f"{first}); load only checkpoints you trust, re-export the model"
+        ) from None
+
+
+def load_state_file(module, path):
+    """Load the state dict in ``path`` into ``module``, strictly.
+
+    Raises
+    ------
+    ModelSourceError
+        One line, when the file is unreadable or does not fit the module.
+    """
+    state = read_state_file(path)
     try:
         module.load_state_dict(state)
     except RuntimeError as err:
@@ -105,24 +169,38 @@ def load_state(module, checkpoint, name):
         ) from None
 
 
-def load_trained_run(folder, module_names, kind="recipe"):
-    """Rebuild a run's models from its YAML and load its best checkpoint.
+def load_trained_run(folder, module_names, kind="recipe", savedir=None):
+    """Load a trained model from a run folder, an exported folder or the hub.
 
-    Loading the YAML does not change the caller's random state.
+    A training run folder (``hyperparams.yaml`` and ``save/``) is rebuilt
+    from its whole YAML and its best checkpoint loaded; an exported folder
+    (``hyperparams.yaml`` with a ``pretrainer``, no ``save/``) or a hub id
+    builds only the inference modules of its YAML (see the module
+    docstring). Loading a YAML does not change the caller's random state.
 
     Arguments
     ---------
     folder : str
-        The run's ``output_folder``.
+        The run's ``output_folder``, a folder written by
+        ``python -m lobes.export``, or a hub id (``owner/name``) of one.
     module_names : list of str
-        Keys of the YAML's ``modules`` to load (e.g. ``["separator"]``).
+        The modules to load, by their names in the training YAML's
+        ``modules`` (e.g. ``["separator"]``, ``["enhance_model"]``); an
+        exported folder holds them under the same names (its
+        ``pretrainer``'s loadables), a separator as its parts.
     kind : str
         What the run should be, for the error messages (``"separation"``,
         ``"enhancement"``).
+    savedir : str, optional
+        For an exported folder or hub id: where SpeechBrain links or
+        downloads its files (default: none for a local folder, the hub
+        cache for a hub id).
 
     Returns
     -------
     TrainedRun
+        For an exported folder, ``hparams`` and ``experiment`` are both
+        its ``hyperparams.yaml``.
 
     Raises
     ------
@@ -136,16 +214,73 @@ def load_trained_run(folder, module_names, kind="recipe"):
     ...
     lobes.errors.ModelSourceError: /no/such/run: no such folder; ...
     """
-    from lobes.recipe import load_hparams
-
-    folder = os.path.expanduser(str(folder))
+    source = os.path.expanduser(str(folder))
     hint = (
         f"pass the output folder of a finished {kind} run (holding "
-        "hyperparams.yaml and save/)"
+        "hyperparams.yaml and save/), a folder written by "
+        "`python -m lobes.export`, or a hub id"
     )
-    if not os.path.isdir(folder):
-        raise ModelSourceError(f"{folder}: no such folder; {hint}")
-    hparams_file = os.path.join(folder, "hyperparams.yaml")
+    if os.path.isdir(source):
+        if is_exported_folder(source):
+            return _load_exported(source, module_names, kind, savedir)
+        return _load_training_run(source, module_names, hint)
+    if is_hub_id(source):
+        return _load_exported(source, module_names, kind, savedir)
+    raise ModelSourceError(f"{source}: no such folder; {hint}")
+
+
+def is_exported_folder(folder):
+    """Whether a local folder is in SpeechBrain's pretrained layout.
+
+    That is: a ``hyperparams.yaml`` with a top-level ``pretrainer`` and no
+    ``save/`` folder of training checkpoints.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> is_exported_folder(folder)
+    False
+    >>> _ = open(os.path.join(folder, "hyperparams.yaml"), "w").write(
+    ...     "pretrainer: !new:speechbrain.utils.parameter_transfer."
+    ...     "Pretrainer\\n")
+    >>> is_exported_folder(folder)
+    True
+    """
+    path = os.path.join(folder, HPARAMS_FILE)
+    if os.path.isdir(os.path.join(folder, "save")) or not os.path.isfile(
+        path
+    ):
+        return False
+    with open(path, encoding="utf-8", errors="replace") as fin:
+        return re.search(r"^pretrainer\s*:", fin.read(), re.M) is not None
+
+
+def is_hub_id(source):
+    """Whether ``source`` reads as a hub id (``owner/name``), not a path.
+
+    Example
+    -------
+    >>> is_hub_id("noise-robust-sb/nass-sepformer-wham")
+    True
+    >>> [is_hub_id(s) for s in ("results/nass/1234", "/abs/x", "./a/b",
+    ...                         "model")]
+    [False, False, False, False]
+    """
+    from lobes.ssl_features import _looks_like_path
+
+    return (
+        source.count("/") == 1
+        and not _looks_like_path(source)
+        and re.fullmatch(r"[\w.-]+/[\w.-]+", source) is not None
+    )
+
+
+def _load_training_run(folder, module_names, hint):
+    """A training run folder: the whole YAML, the best checkpoint."""
+    from lobes.recipe import load_hparams
+
+    hparams_file = os.path.join(folder, HPARAMS_FILE)
     if not os.path.isfile(hparams_file):
         raise ModelSourceError(f"{folder}: no hyperparams.yaml; {hint}")
     with torch.random.fork_rng(devices=[]):
@@ -168,3 +303,165 @@ def load_trained_run(folder, module_names, kind="recipe"):
         load_state(module, checkpoint, name)
         modules[name] = module.eval()
     return TrainedRun(hparams, experiment, modules, checkpoint)
+
+
+def _hub_hint(source, why):
+    """The one-line message of a hub id that cannot be loaded."""
+    return (
+        f"{source}: no such folder, and as a hub id: {why}; pass a local "
+        f"folder instead: download the model elsewhere (hf download {source} "
+        "--local-dir <folder>) and pass --model <local folder>"
+    )
+
+
+def _fetch_errors():
+    """The exceptions SpeechBrain's ``fetch`` raises for a missing file."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    return (OSError, ValueError, EntryNotFoundError)
+
+
+def _fetch_exported(source, savedir):
+    """Fetch and load an exported model; ``(hparams, hparams path, files)``.
+
+    A hub id is read from the hub cache first (no network needed); only
+    when it is not all there, ``HF_HUB_OFFLINE`` is not set and the hub
+    answers is it downloaded.
+    """
+    from speechbrain.utils.fetching import FetchConfig
+
+    if os.path.isdir(source):
+        try:
+            return _fetch_and_load(source, savedir, FetchConfig())
+        except _fetch_errors() as err:
+            why = " ".join(str(err).split())[:160]
+            raise ModelSourceError(
+                f"{source}: incomplete exported folder ({why}); export it "
+                "again with `python -m lobes.export`"
+            ) from None
+    try:
+        return _fetch_and_load(
+            source, savedir, FetchConfig(allow_network=False)
+        )
+    except _fetch_errors():
+        pass  # not (all) in the hub cache: download it if the hub answers
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        raise ModelSourceError(_hub_hint(
+            source, "not in the local hub cache and HF_HUB_OFFLINE is set"
+        ))
+    from lobes.ssl_features import _hub_reachable
+
+    if not _hub_reachable():
+        raise ModelSourceError(_hub_hint(
+            source, "not in the local hub cache and the Hugging Face hub "
+            "cannot be reached"
+        ))
+    try:
+        return _fetch_and_load(source, savedir, FetchConfig())
+    except _fetch_errors() as err:
+        why = " ".join(str(err).split())[:160]
+        raise ModelSourceError(_hub_hint(
+            source, f"the hub has no such model ({type(err).__name__}: "
+            f"{why})"
+        )) from None
+
+
+def _fetch_and_load(source, savedir, fetch_config):
+    """SpeechBrain's fetching and Pretrainer, then weights-only loading.
+
+    The files ``from_hparams`` collects, collected the same way; the
+    checkpoints are read with :func:`load_state_file`.
+    """
+    from speechbrain.utils.fetching import fetch
+
+    path = fetch(HPARAMS_FILE, source=source, savedir=savedir,
+                 fetch_config=fetch_config)
+    hparams = _load_inference_yaml(path)
+    pretrainer = hparams["pretrainer"]
+    pretrainer.set_collect_in(savedir)
+    files = pretrainer.collect_files(
+        default_source=source, fetch_config=fetch_config
+    )
+    files = {name: str(file) for name, file in files.items()}
+    for name, module in pretrainer.loadables.items():
+        load_state_file(module, files[name])
+    return hparams, str(path), files
+
+
+def _load_inference_yaml(path):
+    """An exported ``hyperparams.yaml``, loaded (errors in one line)."""
+    from hyperpyyaml import load_hyperpyyaml
+    from ruamel.yaml import YAMLError
+
+    with torch.random.fork_rng(devices=[]):
+        try:
+            with open(path, encoding="utf-8") as fin:
+                hparams = load_hyperpyyaml(fin)
+        except (YAMLError, ImportError, AttributeError, TypeError,
+                ValueError, KeyError) as err:
+            why = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+            raise ModelSourceError(
+                f"{path}: cannot be loaded ({why})"
+            ) from None
+    if "pretrainer" not in hparams or "modules" not in hparams:
+        raise ModelSourceError(
+            f"{path}: no `pretrainer` and `modules`; not a folder written by "
+            "`python -m lobes.export`"
+        )
+    return hparams
+
+
+def _load_exported(source, module_names, kind, savedir):
+    """An exported folder or hub id: the inference YAML, one file a module."""
+    from speechbrain.utils.checkpoints import Checkpoint
+
+    hparams, hparams_path, paramfiles = _fetch_exported(source, savedir)
+    loadables = hparams["pretrainer"].loadables
+    modules = {}
+    for name in module_names:
+        module = loadables.get(name)
+        if module is None and name in ASSEMBLED_MODULES:
+            module = ASSEMBLED_MODULES[name](hparams, loadables)
+        if not isinstance(module, torch.nn.Module):
+            raise ModelSourceError(
+                f"{source}: no module '{name}' in this exported folder; "
+                f"pass a model of the {kind} recipes"
+            )
+        modules[name] = module.eval()
+    folder = pathlib.Path(os.path.dirname(os.path.abspath(hparams_path)))
+    checkpoint = Checkpoint(folder, {"source": source}, paramfiles)
+    return TrainedRun(hparams, hparams, modules, checkpoint)
+
+
+def separator_from_parts(hparams, loadables):
+    """A training-time separator from an exported folder's parts.
+
+    An exported separation folder stores SpeechBrain's layout (``encoder``,
+    ``masknet``, ``decoder``, ``num_spks`` outputs, ``noise_index``);
+    training code and :mod:`lobes.pretrained` ask for the ``separator``.
+
+    Raises
+    ------
+    ModelSourceError
+        When a part is missing.
+    """
+    from lobes.models.noise_aware import NoiseAwareSeparator
+
+    parts = [loadables.get(name) for name in ("encoder", "masknet",
+                                              "decoder")]
+    if any(part is None for part in parts) or "num_spks" not in hparams:
+        raise ModelSourceError(
+            "the exported folder has no encoder, masknet, decoder and "
+            "num_spks; export a separation run"
+        )
+    noise_output = hparams.get("noise_index") is not None
+    return NoiseAwareSeparator(
+        *parts,
+        num_spks=int(hparams["num_spks"]) - int(noise_output),
+        noise_output=noise_output,
+    )
+
+
+#: Training modules an exported folder stores as parts, and how to put them
+#: together again.
+ASSEMBLED_MODULES = {"separator": separator_from_parts}

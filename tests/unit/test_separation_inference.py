@@ -1,16 +1,21 @@
-"""lobes.separate: loading a trained recipe, chunked separation, the CLI."""
+"""Separation inference: a trained recipe, its export, chunking, the CLI.
+
+A real debug-size run of the WHAM! NASS-SepFormer recipe is loaded as a
+training folder and, exported with ``lobes.export``, by SpeechBrain's own
+``SepformerSeparation``; both give the training model's outputs.
+"""
 
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from lobes.data.audio import read_audio, write_audio
 from lobes.errors import ModelSourceError
-from lobes.separate import NoiseAwareSeparation, chunk_starts
+from lobes.pretrained import NoiseAwareSeparation, chunk_starts, overlap_add
+from lobes.runs import load_trained_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 RECIPE = os.path.join(REPO, "recipes", "WHAM", "separation")
@@ -24,6 +29,15 @@ TINY_FLAGS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: two intra-op threads thrash when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def trained_run(mini_cache, tmp_path_factory):
     """A tiny NASS-SepFormer trained for one epoch by the WHAM! recipe."""
@@ -32,42 +46,34 @@ def trained_run(mini_cache, tmp_path_factory):
         [sys.executable, "train.py", "hparams/nass_sepformer.yaml",
          f"--output_folder={folder}", *TINY_FLAGS],
         cwd=RECIPE, capture_output=True, text=True,
-        env=dict(os.environ, PYTHONPATH=REPO),
+        env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1",
+                 MKL_NUM_THREADS="1"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return folder
 
 
-class OracleSeparator(torch.nn.Module):
+class OracleSeparator:
     """Returns the true sources of any chunk, in a random order each call."""
 
     def __init__(self, sources):
-        super().__init__()
         self.sources = sources  # [T, S]
         self.mixture = sources.sum(dim=1)
-        self.num_outputs = sources.shape[1]
-        self.num_spks = sources.shape[1] - 1
         self.calls = 0
 
-    def forward(self, mix):
-        chunk = mix[0]
+    def __call__(self, chunk):
         windows = self.mixture.unfold(0, chunk.shape[0], 1)
         start = int((windows - chunk).abs().sum(dim=1).argmin())
         part = self.sources[start:start + chunk.shape[0]]
-        order = torch.randperm(self.num_outputs)
         self.calls += 1
-        return SimpleNamespace(waveforms=part[:, order].unsqueeze(0))
+        return part[:, torch.randperm(part.shape[1])]
 
 
 def test_chunks_are_stitched_in_a_consistent_order():
     torch.manual_seed(0)
     sources = torch.randn(4000, 3)
     oracle = OracleSeparator(sources)
-    model = NoiseAwareSeparation(
-        oracle, 1000, noise_index=None, chunk_seconds=1.0,
-        overlap_seconds=0.25,
-    )
-    outputs = model.separate_outputs(oracle.mixture)
+    outputs = overlap_add(oracle, oracle.mixture, chunk=1000, overlap=250)
     assert oracle.calls == len(chunk_starts(4000, 1000, 750)) == 5
     # the outputs keep the (random) order of the first chunk throughout
     order = [
@@ -83,17 +89,18 @@ def test_chunks_are_stitched_in_a_consistent_order():
 
 
 def test_recipe_model_separates_tensors_and_files(trained_run, tmp_path):
-    model = NoiseAwareSeparation.from_recipe(
+    model = NoiseAwareSeparation.from_source(
         trained_run, chunk_seconds=0.5, overlap_seconds=0.1
     )
-    assert model.num_spks == 2 and model.noise_index in (0, 1, 2)
+    assert model.num_speakers == 2 and model.noise_index in (0, 1, 2)
     mixture = torch.randn(8000) * 0.1
     result = model.separate(mixture)
     assert result["speakers"].shape == (8000, 2)
     assert result["noise"].shape == (8000,)
-    # one pass over a short input equals the separator's own output
+    # one pass over a short input equals the trained separator's output
+    trained = load_trained_run(trained_run, ["separator"]).modules["separator"]
     short = model.separate_outputs(mixture[:3000])
-    direct = model.separator(mixture[:3000].unsqueeze(0)).waveforms[0]
+    direct = trained(mixture[:3000].unsqueeze(0)).waveforms[0]
     assert torch.allclose(short, direct.detach(), atol=1e-6)
 
     path = str(tmp_path / "mix16k.wav")
@@ -112,12 +119,48 @@ def test_recipe_model_separates_tensors_and_files(trained_run, tmp_path):
     assert out.shape[0] == 8000
 
 
+def test_debug_run_exports_to_sepformer_separation(trained_run, tmp_path,
+                                                  capsys):
+    from speechbrain.inference.separation import SepformerSeparation
+
+    from lobes.export import main as export
+    from lobes.separate import main as separate
+
+    folder = str(tmp_path / "export")
+    export([trained_run, folder])
+    assert "SepformerSeparation.from_hparams" in capsys.readouterr().out
+    trained = load_trained_run(trained_run, ["separator"]).modules["separator"]
+    loaded = SepformerSeparation.from_hparams(source=folder,
+                                              savedir=str(tmp_path / "sb"))
+    mix = torch.randn(2, 4000) * 0.1
+    expected = trained(mix).waveforms
+    assert torch.allclose(loaded.separate_batch(mix), expected, atol=1e-5)
+    # the package's class: SpeechBrain's separate_file, noise last
+    model = NoiseAwareSeparation.from_hparams(
+        source=folder, savedir=str(tmp_path / "sb2")
+    )
+    path = str(tmp_path / "mix.wav")
+    write_audio(path, mix[0], 8000, subtype="FLOAT")
+    estimates = model.separate_file(path)
+    assert estimates.shape == (1, 4000, 3)
+    noise = expected[0, :, model.noise_index]
+    assert torch.allclose(estimates[0, :, 2], noise / noise.abs().max(),
+                          atol=1e-4)
+    # the command line, on a folder, with the exported model
+    separate(["--model", folder, str(tmp_path / "mix.wav"), "--out",
+              str(tmp_path / "out")])
+    assert capsys.readouterr().out.split() == [
+        str(tmp_path / "out" / f"mix_{name}.wav")
+        for name in ("s1", "s2", "noise")
+    ]
+
+
 def test_bad_model_folder_is_one_line(tmp_path):
     with pytest.raises(ModelSourceError, match="hyperparams.yaml"):
-        NoiseAwareSeparation.from_recipe(str(tmp_path))
+        NoiseAwareSeparation.from_source(str(tmp_path))
     (tmp_path / "hyperparams.yaml").write_text("a: [1\n")
     with pytest.raises(ModelSourceError, match="cannot be loaded"):
-        NoiseAwareSeparation.from_recipe(str(tmp_path))
+        NoiseAwareSeparation.from_source(str(tmp_path))
     wav = tmp_path / "x.wav"
     write_audio(str(wav), torch.zeros(100), 8000)
     proc = subprocess.run(
@@ -137,4 +180,4 @@ def test_folder_without_checkpoint(trained_run, tmp_path):
     copy.mkdir()
     shutil.copy(os.path.join(trained_run, "hyperparams.yaml"), copy)
     with pytest.raises(ModelSourceError, match="no checkpoint"):
-        NoiseAwareSeparation.from_recipe(str(copy))
+        NoiseAwareSeparation.from_source(str(copy))
