@@ -5,6 +5,7 @@ import math
 import os
 
 import pytest
+import soundfile as sf
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 PATH = os.path.join(REPO, "benchmarks", "nass_vs_baseline.py")
@@ -18,42 +19,77 @@ def bench():
     return module
 
 
-def fake_run(variant, seed, si_snr_i, step):
-    return {
-        "backbone": "convtasnet",
-        "variant": variant,
-        "seed": seed,
-        "steps": 10,
-        "step_seconds_median": step,
-        "step_cpu_seconds_median": step / 2,
-        "si-snr_i": si_snr_i,
-        "sdr_i": si_snr_i + 0.5,
-        "noise_si-snr": -1.0,
-    }
+def fake_run(arm, seed, si_snr_i, nce=math.nan):
+    run = {"condition": "wham", "backbone": "sepformer", "arm": arm,
+           "seed": seed, "nce": nce, "nce_chance": 4.16,
+           "nce_grad_ratio": 0.1 if arm != "backbone" else math.nan,
+           "wall_seconds": 600.0, "steps": 1200}
+    for key in ("si-snr_i", "sdr_i", "si-snr_i_oracle"):
+        run[key] = si_snr_i + (0.5 if key == "sdr_i" else 0.0)
+    for key in ("noise_si-snr", "sdr_i_oracle", "noise_si-snr_oracle"):
+        run[key] = -1.0
+    return run
 
 
-def test_summary_pairs_seeds_and_formats(bench):
+def test_summary_pairs_arms_with_the_backbone_by_seed(bench):
     runs = [
-        fake_run("baseline", 1, 2.0, 0.10),
-        fake_run("nass", 1, 3.0, 0.12),
-        fake_run("baseline", 2, 4.0, 0.10),
-        fake_run("nass", 2, 4.0, 0.14),
+        fake_run("backbone", 1, 5.0), fake_run("nass_vector", 1, 6.0, 1.0),
+        fake_run("backbone", 2, 7.0), fake_run("nass_vector", 2, 7.5, 2.0),
+        fake_run("backbone", 3, 6.0), fake_run("nass_vector", 3, 6.0, 3.0),
+        fake_run("nass_value", 1, 4.0, 4.1),  # one seed only
     ]
-    overheads = {
-        "convtasnet": {
-            "bench_baseline": 1000,
-            "bench_overhead": 64,
-            "paper_baseline": 6_000_000,
-            "paper_overhead": 65_536,
-        }
-    }
-    (row,) = bench.summarize(runs, overheads)
-    assert row["baseline_si-snr_i"] == (3.0, pytest.approx(math.sqrt(2)))
-    assert row["delta_si-snr_i"] == (0.5, pytest.approx(math.sqrt(0.5)))
-    assert row["step_seconds_ratio"][0] == pytest.approx(1.3)
-    table = bench.markdown_table([row], 2)
-    assert "| convtasnet | 10 | 3.00 ± 1.41 | 3.50 ± 0.71 | 0.50 ± 0.71" in (
-        table
+    rows = {row["arm"]: row for row in bench.summarize(runs)}
+    vector = rows["nass_vector"]
+    assert vector["si-snr_i"] == pytest.approx(6.5)
+    # differences 1.0, 0.5, 0.0: mean 0.5, sd 0.5, t(2) = 4.303
+    assert vector["delta_si-snr_i"] == pytest.approx(0.5)
+    assert vector["delta_si-snr_i_ci95"] == pytest.approx(
+        4.303 * 0.5 / math.sqrt(3)
     )
-    assert "65,536 of 6,000,000" in table
+    assert vector["nce"] == pytest.approx(2.0)
+    assert rows["nass_value"]["delta_si-snr_i"] == pytest.approx(-1.0)
+    assert math.isnan(rows["nass_value"]["delta_si-snr_i_ci95"])
+    assert math.isnan(rows["backbone"]["delta_si-snr_i"])
+    table = bench.markdown_table(bench.summarize(runs))
+    assert "| wham | sepformer | nass_vector | 3 | 6.50 | +0.50 [-0.74, " \
+           "+1.74] |" in table
+    assert "2.00 (4.16)" in table
 
+
+def test_louder_noise_corpus_keeps_mixtures_sums_of_parts(bench, tmp_path):
+    import numpy as np
+
+    source = tmp_path / "src"
+    for split in ("tr", "cv", "tt"):
+        for folder in ("s1", "s2", "noise"):
+            path = source / "wav8k" / "min" / split / folder
+            path.mkdir(parents=True)
+            rng = np.random.default_rng(len(folder))
+            sf.write(path / "a.wav", 0.2 * rng.standard_normal(800), 8000,
+                     subtype="FLOAT")
+    target = bench.louder_noise_corpus(str(source), str(tmp_path / "dst"),
+                                       6.0)
+    tt = os.path.join(target, "wav8k", "min", "tt")
+    parts = {f: sf.read(os.path.join(tt, f, "a.wav"))[0]
+             for f in ("s1", "s2", "noise", "mix_both")}
+    assert np.allclose(parts["mix_both"],
+                       parts["s1"] + parts["s2"] + parts["noise"], atol=1e-6)
+    original = {f: sf.read(source / "wav8k" / "min" / "tt" / f / "a.wav")[0]
+                for f in ("s1", "noise")}
+    scale = parts["s1"] / original["s1"]
+    louder = parts["noise"] / (original["noise"] * scale)
+    assert np.allclose(louder, 10 ** (6 / 20), rtol=1e-4)
+
+
+def test_last_epoch_stats_reads_the_train_log(bench, tmp_path):
+    log = tmp_path / "train_log.txt"
+    log.write_text(
+        "epoch: 1, lr: 3.00e-03 - train loss: 9.0, train nce: 4.1 - "
+        "valid loss: 8.0\n"
+        "epoch: 2, lr: 3.00e-03 - train loss: 7.0, train nce: 3.2, "
+        "train nce_grad_ratio: 2.5e-01 - valid loss: 6.0\n"
+        "Epoch loaded: 2 - test loss: 6.5\n"
+    )
+    assert bench.last_epoch_stats(str(log)) == {
+        "epoch": 2, "loss": 7.0, "nce": 3.2, "nce_grad_ratio": 0.25,
+    }
