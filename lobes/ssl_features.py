@@ -15,6 +15,7 @@ model (about 45k parameters) to a folder, for tests, recipe tests and
 benchmarks, where the real checkpoints cannot be downloaded.
 """
 
+import hashlib
 import json
 import os
 import socket
@@ -319,6 +320,34 @@ class FrozenSSLFeatures(torch.nn.Module):
     def num_outputs(self):
         """The number of feature tensors :meth:`forward` returns."""
         return len(self.layer_groups)
+
+    def fingerprint(self):
+        """A hash of what the features depend on: the model's config and
+        weights, the input normalisation and the layers (computed once).
+
+        Example
+        -------
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> a = FrozenSSLFeatures(save_tiny_ssl_model("wavlm", folder))
+        >>> b = FrozenSSLFeatures(save_tiny_ssl_model("wavlm", folder, 1))
+        >>> a.fingerprint() != b.fingerprint(), len(a.fingerprint())
+        (True, 16)
+        """
+        if getattr(self, "_fingerprint", None) is None:
+            digest = hashlib.sha1()
+            digest.update(self.model.config.to_json_string().encode())
+            digest.update(
+                json.dumps([self.normalize_waveform, self.layer_groups,
+                            self.input_sample_rate]).encode()
+            )
+            for name, tensor in sorted(self.model.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(
+                    tensor.detach().cpu().contiguous().numpy().tobytes()
+                )
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
 
     def train(self, mode=True):
         """Set this module's mode but keep the SSL model in eval mode.

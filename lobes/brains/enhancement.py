@@ -43,7 +43,7 @@ import speechbrain as sb
 import torch
 
 from lobes.brains.base import RecipeBrain, save_examples
-from lobes.data.enhancement_data import cache_fingerprint
+from lobes.data.enhancement_data import manifest_fingerprint, pad_frames
 from lobes.errors import HparamsError, ModelSourceError
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,17 @@ def reference_model_error(recipe, reference_hparams, seed, why=None):
         f"{prefix}: run `python train.py {reference_hparams}` first and "
         f"pass --reference_model=results/{stem}/{seed}"
     )
+
+
+def _weights_fingerprint(module):
+    """A short hash of a module's weights (a reference model's identity)."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def load_reference_model(folder):
@@ -215,6 +226,10 @@ class EnhancementBrain(RecipeBrain):
         self.curriculum = objectives.get("negative_curriculum")
         self.negative_weights = None
         self.feature_cache = objectives.get("feature_store")
+        self.cr_ramp_epochs = float(objectives.get("cr_ramp_epochs") or 0)
+        self.grad_ratio_every = int(
+            objectives.get("cr_grad_ratio_every") or 0
+        )
         self.test_rows = []
         self._reference_quality = {}
         self._epoch = None
@@ -256,30 +271,51 @@ class EnhancementBrain(RecipeBrain):
                 reference_model = reference_model_for(vars(self.hparams))
             self.reference_model = reference_model.to(self.device).eval()
             self.reference_model.requires_grad_(False)
-        self.feature_cache.bind(cache_fingerprint(self._cache_settings()))
         if self.curriculum is not None and (
             self.curriculum.uses_validation_quality
         ):
-            metric = self.objectives["curriculum_quality_metric"]
-            if metric not in self._valid_metrics():
+            missing = [
+                m for m in self._quality_metrics()
+                if m not in self._valid_metrics()
+            ]
+            if missing:
                 raise HparamsError(
-                    f"curriculum_quality_metric '{metric}' must be one of "
-                    f"valid_metrics {self._valid_metrics()}; add it there"
+                    f"curriculum_quality_metrics {missing} must be among "
+                    f"valid_metrics {self._valid_metrics()}; add them there"
                 )
 
-    def _cache_settings(self):
+    def _quality_metrics(self):
+        return list(self.objectives["curriculum_quality_metrics"])
+
+    def _cache_settings(self, train_set):
         """Everything the cached features depend on (for the cache folder)."""
         hp = self.hparams
         dtype = self.feature_cache.dtype
+        reference = None
+        if self.reference_model is not None:
+            reference = _weights_fingerprint(self.reference_model)
+        data = getattr(getattr(train_set, "dataset", train_set), "data", None)
         return {
-            "ssl_source": getattr(self.ssl, "source", None),
-            "layer_groups": getattr(self.ssl, "layer_groups", None),
+            "manifest": manifest_fingerprint(data) if data else None,
+            "ssl_model": self.ssl.fingerprint(),
+            "ssl_source": self.ssl.source,
+            "ssl_normalize_waveform": self.ssl.normalize_waveform,
+            "ssl_layer_groups": self.ssl.layer_groups,
             "sample_rate": self.sample_rate,
             "segment_length": getattr(hp, "segment_length", None),
             "crop_seed": getattr(hp, "crop_seed", None),
-            "reference": getattr(self.reference_model, "checkpoint_path", None),
+            "reference_model": reference,
             "dtype": str(dtype).replace("torch.", "") if dtype else None,
         }
+
+    def fit(self, epoch_counter, train_set, valid_set=None, **kwargs):
+        """SpeechBrain's ``fit``; first binds the feature cache to the data
+        and models it will hold features of (disk mode)."""
+        if self.use_cr:
+            why = self.feature_cache.bind(self._cache_settings(train_set))
+            if why and sb.utils.distributed.if_main_process():
+                logger.info(why)
+        return super().fit(epoch_counter, train_set, valid_set, **kwargs)
 
     def _check_metric_names(self):
         """Fail in one line on a metric name ``enhancement_metrics`` lacks."""
@@ -314,15 +350,92 @@ class EnhancementBrain(RecipeBrain):
         loss = self.compute_waveform_loss(enhanced, clean, lengths)
         if stage == sb.Stage.TRAIN and self.use_cr:
             self.add_stat("waveform_loss", loss)
-            cr_loss = self._contrastive_term(enhanced, noisy, clean, batch.id)
-            loss = loss + self.cr_weight * cr_loss
+            cr_loss = self._contrastive_term(
+                enhanced, noisy, clean, lengths, batch.id
+            )
+            weight = self.cr_weight * self._ramp()
+            self.add_stat("cr_weight", weight)
+            if self.grad_ratio_every and self.step % self.grad_ratio_every == 1:
+                self._log_gradient_ratio(loss, weight * cr_loss)
+            loss = loss + weight * cr_loss
         elif stage == sb.Stage.VALID:
             self._validation_metrics(enhanced, noisy, clean, lengths, batch.id)
         elif stage == sb.Stage.TEST:
             self._test_metrics(enhanced, noisy, clean, lengths, batch.id)
         return loss
 
-    def _target_features(self, noisy, clean, ids):
+    def _ramp(self):
+        """CR's share of ``cr_weight``: 0 to 1 over ``cr_ramp_epochs``.
+
+        Progress counts epochs and the steps of the current one, so the
+        weight grows at every step (a masking network starts next to the
+        noisy input, where the ratio is largest).
+        """
+        if self.cr_ramp_epochs <= 0 or self._epoch is None:
+            return 1.0
+        steps = self.train_batches or 1
+        progress = (self._epoch - 1) + min(self.step, steps) / steps
+        return min(1.0, progress / self.cr_ramp_epochs)
+
+    def _log_gradient_ratio(self, main_loss, weighted_cr):
+        """How hard CR pushes: its gradient norm on the enhancer's
+        parameters over the waveform loss's (every few steps)."""
+        params = [
+            p for p in self.modules.enhance_model.parameters()
+            if p.requires_grad
+        ]
+        norms = []
+        for term in (main_loss, weighted_cr):
+            grads = torch.autograd.grad(
+                term, params, retain_graph=True, allow_unused=True
+            )
+            squares = [g.detach().float().pow(2).sum() for g in grads
+                       if g is not None]
+            norms.append(torch.stack(squares).sum().sqrt() if squares
+                         else torch.zeros(()))
+        if float(norms[0]) > 0:
+            self.add_stat("cr_grad_ratio", norms[1] / norms[0])
+
+    def _features(self, signals, lengths):
+        """SSL features of each utterance on its own samples.
+
+        Utterances of equal length go through the model together; padding
+        never enters it (a base model's convolutional front end normalises
+        over the whole input). Gradients reach ``signals``.
+
+        Returns
+        -------
+        features : list of torch.Tensor
+            One ``[B, frames, dim]`` tensor per layer group, zero-padded.
+        frames : torch.Tensor
+            Valid frames of each utterance ``[B]``.
+        """
+        total = signals.shape[1]
+        valid = torch.round(lengths.float() * total).long().clamp(1, total)
+        groups = {}
+        for index, length in enumerate(valid.tolist()):
+            groups.setdefault(length, []).append(index)
+        parts, order, frames = [], [], [0] * len(valid)
+        for length, indices in groups.items():
+            feats = self.ssl(signals[indices, :length])
+            parts.append(feats)
+            order.extend(indices)
+            for index in indices:
+                frames[index] = feats[0].shape[1]
+        longest = max(frames)
+        inverse = torch.argsort(torch.tensor(order, device=signals.device))
+        features = []
+        for layer in range(len(parts[0])):
+            padded = torch.cat([
+                torch.nn.functional.pad(
+                    part[layer], (0, 0, 0, longest - part[layer].shape[1])
+                )
+                for part in parts
+            ])
+            features.append(padded[inverse])
+        return features, torch.tensor(frames, device=signals.device)
+
+    def _target_features(self, noisy, clean, lengths, ids):
         """Features of the clean speech and of every negative, cached."""
         ids = [str(i) for i in ids]
         kinds = ["clean"] + self.negatives
@@ -342,8 +455,9 @@ class EnhancementBrain(RecipeBrain):
             if "reference" in missing:
                 signals["reference"] = self.reference_model(noisy)
             batch_size = clean.shape[0]
-            computed = self.ssl(
-                torch.cat([signals[k] for k in missing]).float()
+            computed, frames = self._features(
+                torch.cat([signals[k] for k in missing]).float(),
+                lengths.repeat(len(missing)),
             )
         cache = self.feature_cache
         # Use what the cache will serve later (its storage precision), so
@@ -351,23 +465,43 @@ class EnhancementBrain(RecipeBrain):
         stored = cache.dtype if cache.enabled else None
         for position, kind in enumerate(missing):
             part = slice(position * batch_size, (position + 1) * batch_size)
-            features[kind] = [
-                f[part].detach().to(stored or f.dtype).float()
-                for f in computed
+            count = frames[part].tolist()
+            per_utterance = [
+                [f[part][i, : count[i]].to(stored or f.dtype).float()
+                 for f in computed]
+                for i in range(batch_size)
             ]
-            cache.store(kind, ids, features[kind])
+            features[kind] = [
+                pad_frames([utt[layer] for utt in per_utterance])
+                for layer in range(len(computed))
+            ]
+            cache.store(kind, ids, features[kind], frames=count)
         return features
 
-    def _contrastive_term(self, enhanced, noisy, clean, ids):
-        """CR of the batch, with cached clean/negative features."""
+    def _contrastive_term(self, enhanced, noisy, clean, lengths, ids):
+        """CR of the batch, with cached clean/negative features; padded
+        samples and frames never count."""
         if self.ssl.training:  # never dropout or masking in the SSL model
             self.ssl.eval()
-        features = self._target_features(noisy, clean, ids)
+        targets = self._target_features(noisy, clean, lengths, ids)
+        enhanced_features, frames = self._features(enhanced, lengths)
+        targets = {
+            kind: [
+                torch.nn.functional.pad(
+                    f[:, : enhanced_features[0].shape[1]],
+                    (0, 0, 0, max(0, enhanced_features[0].shape[1]
+                                  - f.shape[1])),
+                )
+                for f in feats
+            ]
+            for kind, feats in targets.items()
+        }
         cr_loss, details = self.cr(
-            self.ssl(enhanced),
-            features["clean"],
-            [features[k] for k in self.negatives],
+            enhanced_features,
+            targets["clean"],
+            [targets[k] for k in self.negatives],
             negative_weights=self.negative_weights,
+            frames=frames,
         )
         self.add_stat("cr", details["cr"])
         for name, gap in zip(self.negatives, details["negative_to_positive"]):
@@ -499,13 +633,16 @@ class EnhancementBrain(RecipeBrain):
         super().on_stage_end(stage, stage_loss, epoch)
 
     def _update_quality_curriculum(self):
-        """C2PNet rule: compare the model's and the negatives' quality."""
-        metric = self.objectives["curriculum_quality_metric"]
+        """C2PNet rule: compare the model's and the negatives' quality on
+        every measure of ``curriculum_quality_metrics``."""
+        metrics = self._quality_metrics()
         stats = self.stage_statistics(sb.Stage.VALID)
-        model_quality = stats.get(metric, math.nan)
+        model_quality = {m: stats.get(m, math.nan) for m in metrics}
+        reference = {
+            m: stats.get(f"reference_{m}", math.nan) for m in metrics
+        }
         qualities = [
-            None if name == "noisy" else stats.get(f"reference_{metric}",
-                                                   math.nan)
+            None if name == "noisy" else reference
             for name in self.negatives
         ]
         self.curriculum.update(model_quality, qualities)

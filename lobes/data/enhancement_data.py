@@ -6,10 +6,13 @@ the feature space of a frozen self-supervised model. Those three feature
 sets depend only on the training example, so when every utterance always
 gives the *same* training segment they can be computed once and reused in
 every epoch. :func:`fixed_segment` makes the segment a deterministic
-function of the utterance id (a fixed crop of long utterances, zero padding
-of short ones, so every training example has the same length and its
-features do not depend on which utterances share its batch), and
-:class:`FeatureCache` keeps the features in memory or on disk.
+function of the utterance id (a fixed crop of long utterances; short ones
+stay whole: no zero padding enters a loss, and the batch's relative
+lengths tell the true length of each item); the Brain computes each
+utterance's features on its own samples, so they do not depend on which
+utterances share its batch; :class:`FeatureCache` keeps them in memory or
+on disk, under a fingerprint of everything they depend on
+(:func:`cache_fingerprint`).
 
 Authors
  * noise-robust-sb contributors 2025
@@ -48,7 +51,7 @@ def fixed_segment(signals, length, utt_id, seed=0):
 
     Longer signals are cropped at an offset drawn with a generator seeded
     by the utterance id (``lobes.data.pipelines.random_crop``); shorter ones
-    are zero-padded at the end.
+    are kept whole (a batch pads them, with their true relative length).
 
     Arguments
     ---------
@@ -64,7 +67,7 @@ def fixed_segment(signals, length, utt_id, seed=0):
     Returns
     -------
     list of torch.Tensor
-        The segments, each ``[length]``.
+        The segments, each ``[min(length, time)]``.
 
     Example
     -------
@@ -74,7 +77,7 @@ def fixed_segment(signals, length, utt_id, seed=0):
     >>> torch.equal(a[0], b[0]), torch.equal(a[1], 2 * a[0])
     (True, True)
     >>> fixed_segment([torch.ones(3)], 5, "utt1")[0]
-    tensor([1., 1., 1., 0., 0.])
+    tensor([1., 1., 1.])
     """
     length = int(length)
     if signals[0].shape[-1] > length:
@@ -82,7 +85,7 @@ def fixed_segment(signals, length, utt_id, seed=0):
 
         generator = torch.Generator().manual_seed(utterance_seed(utt_id, seed))
         return list(random_crop(list(signals), length, generator=generator))
-    return [F.pad(sig, (0, length - sig.shape[-1])) for sig in signals]
+    return list(signals)
 
 
 def enhancement_datasets(
@@ -102,9 +105,9 @@ def enhancement_datasets(
     sample_rate : int
         Expected sample rate of every file (a mismatch is a one-line error).
     segment_length : float
-        Length of every training example in seconds (fixed crop or zero
-        padding per utterance, see :func:`fixed_segment`); validation and
-        test use whole utterances.
+        Longest training example in seconds (a fixed crop per utterance,
+        see :func:`fixed_segment`); validation and test use whole
+        utterances.
     crop_seed : int
         Seed of the fixed training crops.
 
@@ -171,6 +174,40 @@ def enhancement_datasets(
             output_keys=["id", "noisy_sig", "clean_sig"],
         )
     return datasets
+
+
+def pad_frames(tensors):
+    """Stack ``[frames, ...]`` tensors, zero-padding to the longest.
+
+    Example
+    -------
+    >>> pad_frames([torch.ones(3, 2), torch.ones(1, 2)])[:, :, 0]
+    tensor([[1., 1., 1.],
+            [1., 0., 0.]])
+    """
+    frames = max(t.shape[0] for t in tensors)
+    return torch.stack([
+        F.pad(t, (0, 0) * (t.dim() - 1) + (0, frames - t.shape[0]))
+        for t in tensors
+    ])
+
+
+def manifest_fingerprint(data):
+    """A short hash of a dataset's manifest content (ids, paths, durations).
+
+    Arguments
+    ---------
+    data : dict
+        ``DynamicItemDataset.data``: utterance id -> its CSV row.
+
+    Example
+    -------
+    >>> a = manifest_fingerprint({"u1": {"noisy_wav": "/mini/u1.wav"}})
+    >>> a != manifest_fingerprint({"u1": {"noisy_wav": "/real/u1.wav"}})
+    True
+    """
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def cache_fingerprint(settings):
@@ -257,20 +294,61 @@ class FeatureCache:
         """Whether anything is stored."""
         return self.mode != "none"
 
-    def bind(self, fingerprint):
-        """Store under ``<folder>/<fingerprint>`` from now on (disk mode).
+    def bind(self, settings):
+        """Store under ``<folder>/<fingerprint of settings>`` (disk mode).
 
-        The fingerprint (:func:`cache_fingerprint`) names everything the
-        features depend on, so other settings never read these features.
+        ``settings`` names everything the features depend on (the
+        manifest's content, the SSL model's config and weights, its input
+        normalisation and layers, the crops, a reference model's weights,
+        the storage type), so features computed under other settings are
+        never read. When the folder is new while another one exists, the
+        returned line says which settings changed (the recipe logs it).
+
+        Returns
+        -------
+        str or None
+            A log line when a cache is built anew next to an older one.
 
         Example
         -------
-        >>> cache = FeatureCache("disk", folder="/tmp/cache")
-        >>> cache.bind("abc"); cache.folder
-        '/tmp/cache/abc'
+        >>> import tempfile
+        >>> cache = FeatureCache("disk", folder=tempfile.mkdtemp())
+        >>> cache.bind({"corpus": "mini", "layers": 4}) is None
+        True
+        >>> print(cache.bind({"corpus": "real", "layers": 4}))
+        Feature cache: new features in ... (corpus changed since ...)
         """
-        if self.mode == "disk":
-            self.folder = os.path.join(self.root, fingerprint)
+        if self.mode != "disk":
+            return None
+        fingerprint = cache_fingerprint(settings)
+        self.folder = os.path.join(self.root, fingerprint)
+        record = os.path.join(self.folder, "settings.json")
+        if os.path.isfile(record):
+            return None
+        others = []
+        if os.path.isdir(self.root):
+            for name in sorted(os.listdir(self.root)):
+                path = os.path.join(self.root, name, "settings.json")
+                if name != fingerprint and os.path.isfile(path):
+                    others.append((os.path.getmtime(path), path))
+        os.makedirs(self.folder, exist_ok=True)
+        with open(record, "w", encoding="utf-8") as fout:
+            json.dump(settings, fout, indent=1, sort_keys=True, default=str)
+        if not others:
+            return None
+        latest = max(others)[1]
+        with open(latest, encoding="utf-8") as fin:
+            previous = json.load(fin)
+        changed = sorted(
+            key for key in set(settings) | set(previous)
+            if json.dumps(settings.get(key), default=str)
+            != json.dumps(previous.get(key), default=str)
+        )
+        return (
+            f"Feature cache: new features in {self.folder} "
+            f"({', '.join(changed) or 'settings'} changed since "
+            f"{os.path.dirname(latest)})"
+        )
 
     def _path(self, kind, utt_id):
         return os.path.join(self.folder, kind, _safe_name(utt_id) + ".pt")
@@ -320,7 +398,8 @@ class FeatureCache:
         Returns
         -------
         list of torch.Tensor or None
-            One ``[B, ...]`` tensor per layer group.
+            One ``[B, frames, ...]`` tensor per layer group; utterances with
+            fewer frames are zero-padded at the end.
         """
         if not self.enabled:
             return None
@@ -332,15 +411,17 @@ class FeatureCache:
             entries.append(entry)
         self.hits += len(ids)
         return [
-            torch.stack([e[i] for e in entries]).to(device=device, dtype=dtype)
+            pad_frames([e[i] for e in entries]).to(device=device, dtype=dtype)
             for i in range(len(entries[0]))
         ]
 
-    def store(self, kind, ids, features):
-        """Store a batch's features (``[B, ...]`` tensors) per utterance."""
+    def store(self, kind, ids, features, frames=None):
+        """Store a batch's features (``[B, frames, ...]`` tensors) per
+        utterance, each cut to its ``frames[i]`` valid frames if given."""
         self.misses += len(ids)
         for index, utt_id in enumerate(ids):
-            self.put(kind, utt_id, [f[index] for f in features])
+            end = None if frames is None else int(frames[index])
+            self.put(kind, utt_id, [f[index, :end] for f in features])
 
     def get_or_compute(self, kind, ids, compute, device=None, dtype=None):
         """Return the batch's features, computing them on a cache miss.

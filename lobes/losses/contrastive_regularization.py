@@ -76,7 +76,9 @@ class ContrastiveRegularization(torch.nn.Module):
     Arguments
     ---------
     layer_weights : list of float, optional
-        ``w_i``, one per feature tensor. Default: 1 each.
+        ``w_i``, one per feature tensor, normalised here to sum to 1 (only
+        their ratios matter, so CR stays of order 1 whatever their scale).
+        Default: equal weights.
     distance : str
         ``"l1"`` (AECR-Net, C2PNet) or ``"mse"`` (Xu et al.'s speech code).
     eps : float
@@ -91,7 +93,9 @@ class ContrastiveRegularization(torch.nn.Module):
     >>> enhanced = torch.full((2, 16), 0.25, requires_grad=True)
     >>> loss, details = cr(space(enhanced), space(clean), [space(noisy)])
     >>> round(loss.item(), 4), details["positive"], details["negatives"]
-    (0.5, [0.25, 0.25], [[0.75, 0.75]])
+    (0.3333, [0.25, 0.25], [[0.75, 0.75]])
+    >>> cr.layer_weights  # [1.0, 0.5] normalised
+    [0.6666666666666666, 0.3333333333333333]
     >>> loss.backward()
     >>> enhanced.grad.sum() > 0
     tensor(True)
@@ -103,15 +107,21 @@ class ContrastiveRegularization(torch.nn.Module):
             raise HparamsError(
                 f"CR distance must be one of {DISTANCES}, got '{distance}'"
             )
-        self.layer_weights = (
-            None if layer_weights is None else [float(w) for w in layer_weights]
-        )
+        self.layer_weights = None
+        if layer_weights is not None:
+            weights = [float(w) for w in layer_weights]
+            if min(weights) < 0 or sum(weights) <= 0:
+                raise HparamsError(
+                    f"cr_layer_weights must be non-negative with a positive "
+                    f"sum, got {layer_weights}"
+                )
+            self.layer_weights = [w / sum(weights) for w in weights]
         self.distance = distance
         self.eps = float(eps)
 
     def _weights(self, count):
         if self.layer_weights is None:
-            return [1.0] * count
+            return [1.0 / count] * count
         if len(self.layer_weights) != count:
             raise HparamsError(
                 f"CR has {len(self.layer_weights)} layer weights but the "
@@ -127,6 +137,7 @@ class ContrastiveRegularization(torch.nn.Module):
         negative_features,
         negative_weights=None,
         lengths=None,
+        frames=None,
     ):
         """Compute CR for a batch.
 
@@ -145,6 +156,9 @@ class ContrastiveRegularization(torch.nn.Module):
         lengths : torch.Tensor, optional
             Relative lengths ``[batch]``: frames past each utterance's end
             are left out of every distance.
+        frames : torch.Tensor, optional
+            Valid frames of each utterance ``[batch]`` (instead of
+            ``lengths``).
 
         Returns
         -------
@@ -192,11 +206,13 @@ class ContrastiveRegularization(torch.nn.Module):
             for negative in negative_features
         ]
         mask = None
-        if lengths is not None:
-            batch, frames = enhanced_features[0].shape[:2]
-            mask = frame_mask(
-                lengths, batch, frames, enhanced_features[0].device
-            )
+        batch, total = enhanced_features[0].shape[:2]
+        device = enhanced_features[0].device
+        if frames is not None:
+            steps = torch.arange(total, device=device).unsqueeze(0)
+            mask = steps < frames.to(device).unsqueeze(1)
+        elif lengths is not None:
+            mask = frame_mask(lengths, batch, total, device)
 
         loss = enhanced_features[0].new_zeros(())
         positive, negative_rows = [], []

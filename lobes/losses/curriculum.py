@@ -95,7 +95,8 @@ class Curriculum:
 
 
 class UniformCurriculum(Curriculum):
-    """No curriculum: every negative weighs 1.
+    """No curriculum: every negative weighs ``1/K`` (the weights sum to 1,
+    as the curricula's do, so that CR has the same scale).
 
     Arguments
     ---------
@@ -105,12 +106,13 @@ class UniformCurriculum(Curriculum):
     Example
     -------
     >>> UniformCurriculum(["noisy", "reference"]).describe()
-    'no curriculum: noisy=1.000, reference=1.000'
+    'no curriculum: noisy=0.500, reference=0.500'
     """
 
     def __init__(self, negative_names):
         self.negative_names = _names(negative_names, len(negative_names))
-        self.current_weights = [1.0] * len(self.negative_names)
+        count = len(self.negative_names)
+        self.current_weights = [1.0 / count] * count
 
     def describe(self):
         """One line with the (fixed) weights."""
@@ -118,16 +120,24 @@ class UniformCurriculum(Curriculum):
         return f"no curriculum: {weights}"
 
 
+def _measures(quality):
+    """``{measure: value}`` from a dict or a single number."""
+    if isinstance(quality, dict):
+        return {name: float(value) for name, value in quality.items()}
+    return {"quality": float(quality)}
+
+
 class QualityCurriculum(Curriculum):
     """C2PNet's curriculum: weight the negatives the model already beats up.
 
     ``gamma_k = 1 + lam`` for a model negative whose quality the current
-    model beats, else ``1 - lam``; every *input* negative (the noisy
-    mixture) gets the raw weight ``m``, the number of model negatives; the
-    weights are then normalised to sum to 1. They change only when
-    :meth:`update` sees a validation quality better than every earlier one
-    (C2PNet updates them when the best model improves). Before the first
-    update the model is assumed to beat no negative.
+    model beats (on every validation measure), else ``1 - lam``; every
+    *input* negative (the noisy mixture) gets the raw weight ``m``, the
+    number of model negatives; the weights are then normalised to sum to 1.
+    As in C2PNet, they change only when :meth:`update` sees a validation
+    result better than every earlier one on every measure (e.g. PESQ *and*
+    SI-SDR). Before the first update the model is assumed to beat no
+    negative.
 
     Arguments
     ---------
@@ -138,17 +148,20 @@ class QualityCurriculum(Curriculum):
     lam : float
         ``lambda`` (C2PNet: 0.25).
     higher_is_better : bool
-        Whether larger quality values are better (PESQ: yes).
+        Whether larger quality values are better (PESQ, SI-SDR: yes).
 
     Example
     -------
     >>> curriculum = QualityCurriculum(["noisy", "ref"])
     >>> [round(w, 3) for w in curriculum.current_weights]
     [0.571, 0.429]
-    >>> [round(w, 3) for w in curriculum.update(2.9, [None, 2.7])]
+    >>> weights = curriculum.update({"pesq": 2.9, "si_sdr": 10.0},
+    ...                             [None, {"pesq": 2.7, "si_sdr": 9.0}])
+    >>> [round(w, 3) for w in weights]
     [0.444, 0.556]
     >>> curriculum.describe()
-    'quality curriculum (best 2.900): noisy=0.444, ref=0.556'
+    'quality curriculum (best pesq 2.900, si_sdr 10.000): noisy=0.444, \
+ref=0.556'
     """
 
     uses_validation_quality = True
@@ -189,19 +202,27 @@ class QualityCurriculum(Curriculum):
         return [value / total for value in raw]
 
     def _better(self, quality, other):
-        return quality > other if self.higher_is_better else quality < other
+        """Whether ``quality`` beats ``other`` on every shared measure."""
+        shared = [name for name in quality if name in other]
+        if not shared:
+            return False
+        if self.higher_is_better:
+            return all(quality[n] > other[n] for n in shared)
+        return all(quality[n] < other[n] for n in shared)
 
     def update(self, model_quality, negative_qualities):
         """Recompute the weights if ``model_quality`` is a new best.
 
         Arguments
         ---------
-        model_quality : float
-            The current model's validation quality (e.g. mean PESQ).
-        negative_qualities : list of float
-            The quality of each model negative on the same data, either one
-            value per model negative or one per negative (then the input
-            negatives' entries are ignored and may be ``None``).
+        model_quality : dict or float
+            The current model's validation quality, ``{measure: value}``
+            (e.g. mean PESQ and SI-SDR) or one number.
+        negative_qualities : list
+            The quality of each model negative on the same data (a dict or
+            a number each), either one per model negative or one per
+            negative (then the input negatives' entries are ignored and may
+            be ``None``).
 
         Returns
         -------
@@ -225,24 +246,27 @@ class QualityCurriculum(Curriculum):
                 f"{len(self.model_negatives)} (model negatives) or "
                 f"{self.num_negatives} (all negatives)"
             )
-        model_quality = float(model_quality)
-        if math.isnan(model_quality):
+        model = _measures(model_quality)
+        if any(math.isnan(value) for value in model.values()):
             return self.current_weights
         if self.best_quality is None or self._better(
-            model_quality, self.best_quality
+            model, self.best_quality
         ):
-            self.best_quality = model_quality
+            self.best_quality = model
             self.beaten = [
-                self._better(model_quality, float(q)) for q in qualities
+                self._better(model, _measures(q)) for q in qualities
             ]
             self.current_weights = self._compute()
         return self.current_weights
 
     def describe(self):
         """One line with the best quality seen and the current weights."""
-        best = (
-            "none" if self.best_quality is None else f"{self.best_quality:.3f}"
-        )
+        best = "none"
+        if self.best_quality is not None:
+            best = ", ".join(
+                f"{name} {value:.3f}" if name != "quality" else f"{value:.3f}"
+                for name, value in self.best_quality.items()
+            )
         weights = _format(self.negative_names, self.current_weights)
         return f"quality curriculum (best {best}): {weights}"
 
@@ -270,7 +294,8 @@ class QualityCurriculum(Curriculum):
             raise ValueError(
                 "curriculum state has a different number of negatives"
             )
-        self.best_quality = state["best_quality"]
+        best = state["best_quality"]
+        self.best_quality = None if best is None else _measures(best)
         self.beaten = [bool(b) for b in state["beaten"]]
         self.current_weights = [float(w) for w in state["current_weights"]]
 
@@ -286,16 +311,20 @@ class SimilarityCurriculum(Curriculum):
 
     (0 for the most distant negative, 1 for the closest; all 0 when the
     distances are equal). With training progress
-    ``p = clamp((epoch - first_epoch) / ramp_epochs, 0, 1)`` the weights are
-    a softmax whose temperature sign flips halfway::
+    ``p = clamp((epoch - first_epoch) / (ramp_epochs - 1), 0, 1)`` (``p = 1``
+    when ``ramp_epochs`` is 1) the weights are a softmax whose temperature
+    sign flips halfway::
 
         gamma = (1 - uniform_mix) * softmax(sharpness * (2p - 1) * h)
                 + uniform_mix / K
 
     At the first epoch the easy negatives dominate (uniformly among equally
-    easy ones), at ``p = 1/2`` every negative weighs ``1/K``, and from
-    ``first_epoch + ramp_epochs`` on the hardest dominate. ``uniform_mix``
-    keeps every negative in the denominator. The weights sum to 1.
+    easy ones), at ``p = 1/2`` every negative weighs ``1/K``, and in epoch
+    ``first_epoch + ramp_epochs - 1`` (the recipes' last epoch) and after,
+    the hardest dominate. ``uniform_mix`` keeps every negative in the
+    denominator. The weights sum to 1. This schedule is this package's own
+    reading of "a curriculum weights the negatives" (the CCR paper's
+    formulas could not be read; METHODS.md section 2b).
 
     Arguments
     ---------
@@ -312,7 +341,7 @@ class SimilarityCurriculum(Curriculum):
 
     Example
     -------
-    >>> curriculum = SimilarityCurriculum(["noisy", "ref"], ramp_epochs=4)
+    >>> curriculum = SimilarityCurriculum(["noisy", "ref"], ramp_epochs=5)
     >>> far_noisy_close_reference = [2.0, 0.5]
     >>> for epoch in (1, 3, 5):
     ...     weights = curriculum.weights(epoch, far_noisy_close_reference)
@@ -386,10 +415,14 @@ class SimilarityCurriculum(Curriculum):
 
         Example
         -------
-        >>> SimilarityCurriculum(["noisy"], ramp_epochs=10).progress(6)
+        >>> SimilarityCurriculum(["noisy"], ramp_epochs=11).progress(6)
         0.5
+        >>> SimilarityCurriculum(["noisy"], ramp_epochs=1).progress(1)
+        1.0
         """
-        steps = (epoch - self.first_epoch) / self.ramp_epochs
+        if self.ramp_epochs <= 1:
+            return 1.0
+        steps = (epoch - self.first_epoch) / (self.ramp_epochs - 1)
         return min(max(steps, 0.0), 1.0)
 
     def weights(self, epoch, distances_to_positive=None):

@@ -94,6 +94,28 @@ def mse_loss(enhanced, clean, lengths=None):
     )
 
 
+def normalized_mse_loss(enhanced, clean, lengths=None, eps=1e-8):
+    """MSE divided by the clean speech's energy (scale-free), per utterance.
+
+    ``mean((enhanced - clean)^2) / mean(clean^2)``: 1 for a silent output,
+    0 for a perfect one, whatever the recording level; unlike SI-SNR it
+    keeps the output at the clean speech's level.
+
+    Example
+    -------
+    >>> clean = torch.tensor([[1.0, -1.0, 1.0, -1.0]])
+    >>> normalized_mse_loss(clean * 0.5, clean).item()
+    0.25
+    >>> normalized_mse_loss(clean * 50, clean * 100).item()
+    0.25
+    """
+    return _per_utterance(
+        lambda e, c: (e - c).pow(2).mean(dim=-1)
+        / (c.pow(2).mean(dim=-1) + eps),
+        enhanced, clean, lengths,
+    )
+
+
 def neg_si_snr_loss(enhanced, clean, lengths=None):
     """Negative SI-SNR (dB), per utterance then averaged over the batch.
 

@@ -29,7 +29,9 @@ def test_quality_curriculum_follows_c2pnet():
 
 
 def test_quality_curriculum_lower_is_better():
-    curriculum = QualityCurriculum(["noisy", "reference"], higher_is_better=False)
+    curriculum = QualityCurriculum(
+        ["noisy", "reference"], higher_is_better=False
+    )
     assert curriculum.update(0.1, [0.2]) == pytest.approx(
         [1 / 2.25, 1.25 / 2.25]
     )
@@ -45,7 +47,7 @@ def test_quality_curriculum_checks_sizes():
 
 def test_similarity_curriculum_moves_from_easy_to_hard():
     curriculum = SimilarityCurriculum(
-        ["noisy", "other", "reference"], ramp_epochs=10
+        ["noisy", "other", "reference"], ramp_epochs=11
     )
     distances = [4.0, 4.0, 0.5]  # two equally easy ones, one hard one
     history = [curriculum.weights(epoch, distances) for epoch in range(1, 13)]
@@ -54,7 +56,8 @@ def test_similarity_curriculum_moves_from_easy_to_hard():
     first, middle, last = history[0], history[5], history[-1]
     assert first[0] == pytest.approx(first[1]) and first[0] > first[2]
     assert middle == pytest.approx([1 / 3] * 3)
-    assert last[2] > last[0] and last == history[10]  # flat after the ramp
+    # the end weight is reached in the last epoch of the ramp (epoch 11)
+    assert last[2] > last[0] and history[10] == last
     hard = [weights[2] for weights in history]
     assert all(a <= b for a, b in zip(hard, hard[1:]))
     assert min(hard) >= 0.1 / 3  # uniform_mix keeps every negative
@@ -119,9 +122,30 @@ def test_curricula_resume_through_speechbrain_checkpointer(tmp_path):
 
 def test_uniform_curriculum_is_a_checkpointed_curriculum(tmp_path):
     uniform = UniformCurriculum(["noisy", "reference"])
-    assert uniform.epoch_weights(3) == [1.0, 1.0]
+    assert uniform.epoch_weights(3) == [0.5, 0.5]  # normalised as the others
     assert not uniform.uses_validation_quality
     Checkpointer(str(tmp_path), {"c": uniform}).save_checkpoint()
     fresh = UniformCurriculum(["noisy", "reference"])
     Checkpointer(str(tmp_path), {"c": fresh}).recover_if_possible()
     assert fresh.state_dict() == uniform.state_dict()
+
+
+def test_similarity_curriculum_survives_a_one_epoch_run():
+    curriculum = SimilarityCurriculum(["noisy", "reference"], ramp_epochs=1)
+    weights = curriculum.weights(1, [2.0, 0.5])
+    assert curriculum.progress(1) == 1.0  # the end weight, at once
+    assert weights[1] > weights[0] and sum(weights) == pytest.approx(1.0)
+
+
+def test_quality_curriculum_needs_every_measure_to_improve():
+    curriculum = QualityCurriculum(["noisy", "reference"])
+    start = curriculum.update({"pesq": 2.0, "si_sdr": 8.0},
+                              [None, {"pesq": 2.5, "si_sdr": 9.0}])
+    # Better PESQ, worse SI-SDR: not a new best, the weights stay.
+    assert curriculum.update({"pesq": 3.0, "si_sdr": 7.0},
+                             [None, {"pesq": 2.5, "si_sdr": 9.0}]) == start
+    assert curriculum.best_quality == {"pesq": 2.0, "si_sdr": 8.0}
+    # Both better, and the model now beats the reference on both.
+    after = curriculum.update({"pesq": 3.0, "si_sdr": 10.0},
+                              [None, {"pesq": 2.5, "si_sdr": 9.0}])
+    assert after[1] > start[1] and curriculum.beaten == [True]

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
+from lobes.errors import HparamsError
 from lobes.losses.contrastive_regularization import (
     ContrastiveRegularization,
     summarize_details,
 )
-from lobes.errors import HparamsError
 from lobes.ssl_features import FrozenSSLFeatures, save_tiny_ssl_model
 
 
@@ -63,7 +63,7 @@ def test_value_matches_the_formula(ssl, signals):
     negs = [ssl(noisy), ssl(reference)]
     loss, _ = cr(out, pos, negs, gammas)
     expected = sum(
-        w
+        w / sum(weights)  # layer weights normalised to sum to 1
         * (pos[i] - out[i]).pow(2).mean()
         / (
             sum(g * (n[i] - out[i]).pow(2).mean() for g, n in zip(gammas, negs))

@@ -53,6 +53,7 @@ def make_objectives(tmp_path, **overrides):
 
     values = {
         "cr_weight": 1.0,
+        "cr_ramp_epochs": 0,
         "cr_layer_weights": [2.0, 1.0],
         "cr_distance": "mse",
         "feature_cache_dtype": "float32",
@@ -245,13 +246,15 @@ def test_quality_curriculum_uses_reference_quality(tiny_wavlm, tmp_path):
     reference = make_enhancer(seed=1).eval().requires_grad_(False)
     brain = make_brain(tiny_wavlm, tmp_path, reference=reference,
                        curriculum="quality",
-                       curriculum_quality_metric="si_sdr")
+                       curriculum_quality_metrics=["si_sdr"])
     data = make_dataset(count=2)
     brain.fit(EpochCounter(1), data, data, progressbar=False,
               train_loader_kwargs={"batch_size": 2})
     valid = brain.last_stage_stats
     assert "reference_si_sdr" in valid and "si_sdr" in valid
-    assert brain.curriculum.best_quality == pytest.approx(valid["si_sdr"])
+    assert brain.curriculum.best_quality == {
+        "si_sdr": pytest.approx(valid["si_sdr"])
+    }
     assert sum(brain.curriculum.current_weights) == pytest.approx(1.0)
 
 
@@ -403,3 +406,79 @@ def test_test_stage_writes_per_utterance_results(tiny_wavlm, tmp_path):
         "utt0_clean.wav", "utt0_enhanced.wav", "utt0_noisy.wav"
     ]
     assert "si_sdr" in brain.last_stage_stats
+
+
+class _Batch:
+    """A hand-made padded batch (what PaddedBatch gives, padding chosen)."""
+
+    def __init__(self, ids, noisy, clean, lengths):
+        from speechbrain.dataio.batch import PaddedData
+
+        self.id = ids
+        self.noisy_sig = PaddedData(noisy, lengths)
+        self.clean_sig = PaddedData(clean, lengths)
+
+    def to(self, device):
+        return self
+
+
+def test_padding_never_counts_in_the_training_loss(tiny_wavlm, tmp_path):
+    brain = make_brain(tiny_wavlm, tmp_path, feature_cache="none")
+    brain.on_stage_start(sb.Stage.TRAIN, 1)
+    generator = torch.Generator().manual_seed(0)
+    clean = 0.1 * torch.randn(2, 3200, generator=generator)
+    noisy = clean + 0.05 * torch.randn(2, 3200, generator=generator)
+    enhanced = clean + 0.02 * torch.randn(2, 3200, generator=generator)
+    whole = brain.compute_objectives(
+        enhanced, _Batch(["a", "b"], noisy, clean, torch.ones(2)),
+        sb.Stage.TRAIN,
+    )
+    # The same utterances padded to 4800 samples, garbage in the padding
+    pad = lambda x, fill: torch.cat(  # noqa: E731
+        [x, torch.full((2, 1600), fill)], dim=1
+    )
+    padded = brain.compute_objectives(
+        pad(enhanced, 0.7),
+        _Batch(["a", "b"], pad(noisy, -0.3), pad(clean, 0.5),
+               torch.full((2,), 3200 / 4800)),
+        sb.Stage.TRAIN,
+    )
+    torch.testing.assert_close(padded, whole)
+
+
+def test_cr_weight_ramps_up_over_the_first_epochs(tiny_wavlm, tmp_path):
+    brain = make_brain(tiny_wavlm, tmp_path, cr_ramp_epochs=2)
+    brain.train_batches = 10
+    brain.on_stage_start(sb.Stage.TRAIN, 1)
+    values = []
+    for epoch, step in ((1, 0), (1, 5), (2, 0), (2, 10), (3, 4)):
+        brain._epoch, brain.step = epoch, step
+        values.append(brain._ramp())
+    assert values == [0.0, 0.25, 0.5, 1.0, 1.0]
+
+
+def test_disk_cache_is_rebuilt_when_manifest_or_model_changes(
+    tiny_wavlm, tmp_path, caplog
+):
+    import logging
+
+    other_model = save_tiny_ssl_model("wavlm", str(tmp_path / "w1"), seed=1)
+    data = make_dataset(count=2)
+    folders = []
+    for folder, dataset in (
+        (tiny_wavlm, data),
+        (tiny_wavlm, data),  # the same: the same cache
+        (tiny_wavlm, make_dataset(count=2, seed=5)),  # another corpus
+        (other_model, data),  # another SSL model
+    ):
+        brain = make_brain(folder, tmp_path, feature_cache="disk")
+        with caplog.at_level(logging.INFO, logger="lobes.brains.enhancement"):
+            brain.fit(EpochCounter(1), dataset, progressbar=False,
+                      train_loader_kwargs={"batch_size": 2})
+        folders.append(brain.feature_cache.folder)
+    assert folders[0] == folders[1]
+    assert len(set(folders)) == 3
+    lines = [r.getMessage() for r in caplog.records
+             if "Feature cache: new features" in r.getMessage()]
+    assert "manifest changed" in lines[0]
+    assert "ssl_model" in lines[1]

@@ -30,10 +30,10 @@ def test_fixed_segment_is_a_function_of_the_utterance():
     assert not torch.equal(other_seed, first[0])
 
 
-def test_fixed_segment_pads_short_utterances():
-    (padded,) = fixed_segment([torch.ones(100)], 160, "u")
-    assert padded.shape == (160,)
-    assert padded[:100].eq(1).all() and padded[100:].eq(0).all()
+def test_fixed_segment_keeps_short_utterances_whole():
+    """No zero padding: a batch pads them, with their true lengths."""
+    (whole,) = fixed_segment([torch.ones(100)], 160, "u")
+    assert whole.shape == (100,) and whole.eq(1).all()
 
 
 def _corpus(tmp_path, rate=16000):
@@ -53,7 +53,7 @@ def test_datasets_fixed_train_segments_whole_eval_utterances(tmp_path):
     sets = enhancement_datasets(_corpus(tmp_path), 16000, 1.0)
     first = [sets["train"][i]["noisy_sig"] for i in range(2)]
     again = [sets["train"][i]["noisy_sig"] for i in range(2)]
-    assert [s.shape[0] for s in first] == [16000, 16000]
+    assert [s.shape[0] for s in first] == [16000, 8000]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert sets["test"][0]["clean_sig"].shape[0] == 24000
     assert sets["valid"][1]["noisy_sig"].shape[0] == 8000
@@ -75,6 +75,10 @@ def test_cache_modes_and_errors(tmp_path):
     loaded = reopened.load("clean", ["a/b", "c"], dtype=torch.float32)
     assert torch.allclose(loaded[0], features[0], atol=1e-2)
     assert reopened.load("clean", ["a/b", "missing"]) is None
+    # Utterances with fewer frames come back zero-padded to the longest.
+    disk.store("noisy", ["a/b", "c"], features, frames=[5, 2])
+    mixed = reopened.load("noisy", ["a/b", "c"], dtype=torch.float32)[0]
+    assert mixed.shape == (2, 5, 3) and mixed[1, 2:].eq(0).all()
     none = FeatureCache("none")
     none.store("clean", ["a"], features)
     assert none.load("clean", ["a"]) is None
