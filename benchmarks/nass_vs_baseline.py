@@ -38,22 +38,27 @@ Authors
 """
 
 import argparse
-import concurrent.futures
-import csv
-import json
 import math
 import os
-import platform
 import re
 import shutil
-import statistics
-import subprocess
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, REPO)
+for path in (REPO, os.path.join(REPO, "benchmarks")):
+    if path not in sys.path:  # run from a checkout without installing
+        sys.path.insert(0, path)
+
+from paired import (  # noqa: E402
+    ResumableRuns,
+    fmt,
+    fmt_delta,
+    read_average,
+    run_in_phases,
+    run_recipe,
+    summarize,
+)
 
 RECIPE = os.path.join(REPO, "recipes", "WHAM", "separation")
 
@@ -109,34 +114,9 @@ QUICK = {
     "segment_seconds": 0.5, "seeds": [1],
 }
 
-#: Two-sided 95 % quantiles of Student's t, by degrees of freedom.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447,
-         7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
 #: Test-set columns kept from each run (the ``avg`` row).
 RESULT_KEYS = ("si-snr_i", "sdr_i", "noise_si-snr", "si-snr_i_oracle",
                "sdr_i_oracle", "noise_si-snr_oracle")
-
-
-def paired_interval(differences):
-    """Mean and 95 % t-interval half-width of paired differences.
-
-    Example
-    -------
-    >>> mean, half = paired_interval([1.0, 2.0, 3.0])
-    >>> mean, round(half, 3)
-    (2.0, 2.484)
-    >>> paired_interval([0.5])
-    (0.5, nan)
-    """
-    values = [d for d in differences if not math.isnan(d)]
-    if not values:
-        return math.nan, math.nan
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, math.nan
-    sem = statistics.stdev(values) / math.sqrt(len(values))
-    return mean, T_975.get(len(values) - 1, 1.96) * sem
 
 
 def louder_noise_corpus(source, target, gain_db):
@@ -214,7 +194,7 @@ def job_id(job):
             f"seed{job['seed']}")
 
 
-def run_recipe(job, setup, work, data_folders, threads):
+def run_arm(job, setup, work, data_folders, threads):
     """Train and test one arm with the recipe; return its measurements."""
     stem, extra = ARMS[job["arm"]]
     stem = stem.format(backbone=job["backbone"])
@@ -234,27 +214,11 @@ def run_recipe(job, setup, work, data_folders, threads):
         "num_workers": 0,
         "save_audio": False,
     }
-    command = [sys.executable, "train.py", f"hparams/{stem}.yaml",
-               "--noprogressbar"]
-    command += [f"--{key}={value}" for key, value in overrides.items()]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads), PYTHONPATH=REPO)
-    start = time.perf_counter()
-    proc = subprocess.run(command, cwd=RECIPE, env=env, capture_output=True,
-                          text=True, check=False)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{job_id(job)} failed (exit {proc.returncode}):\n"
-            f"{(proc.stdout + proc.stderr)[-3000:]}"
-        )
-    with open(os.path.join(out, "test_results.csv"), encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    average = next(row for row in rows if row["snt_id"] == "avg")
-    results = {
-        key: float(average[key]) if average.get(key) else math.nan
-        for key in RESULT_KEYS
-    }
+    wall = run_recipe(RECIPE, f"{stem}.yaml", overrides, threads)
+    average, utterances = read_average(
+        os.path.join(out, "test_results.csv")
+    )
+    results = {key: average.get(key, math.nan) for key in RESULT_KEYS}
     if job["arm"] == "backbone":  # no noise output: nothing to choose
         for key in ("si-snr_i", "sdr_i", "noise_si-snr"):
             results[f"{key}_oracle"] = results[key]
@@ -264,65 +228,30 @@ def run_recipe(job, setup, work, data_folders, threads):
         mixtures = sum(1 for _ in fin) - 1
     steps = setup["epochs"] * math.ceil(mixtures / setup["batch_size"])
     return {
-        **job, "yaml": f"{stem}.yaml", "overrides": overrides,
-        **results,
+        "id": job_id(job), **job, "yaml": f"{stem}.yaml",
+        "overrides": overrides, **results,
         "nce": train.get("nce", math.nan),
         "nce_chance": train.get("nce_chance", math.nan),
         "nce_grad_ratio": train.get("nce_grad_ratio", math.nan),
         "train_loss": train.get("loss", math.nan),
         "epochs": train.get("epoch"), "steps": steps,
-        "wall_seconds": wall, "test_utterances": len(rows) - 1,
+        "wall_seconds": wall, "test_utterances": utterances,
     }
 
 
-def summarize(runs):
-    """Per condition, backbone and arm: means and paired differences."""
-    summary = []
-    groups = {}
-    for run in runs:
-        key = (run["condition"], run["backbone"], run["arm"])
-        groups.setdefault(key, []).append(run)
-    for (condition, backbone, arm), mine in sorted(groups.items()):
-        base = {
-            r["seed"]: r for r in groups.get(
-                (condition, backbone, "backbone"), []
-            )
-        }
-        row = {"condition": condition, "backbone": backbone, "arm": arm,
-               "seeds": sorted(r["seed"] for r in mine)}
-        for key in (*RESULT_KEYS, "nce", "nce_chance", "nce_grad_ratio",
-                    "wall_seconds", "steps"):
-            values = [r[key] for r in mine if not math.isnan(r[key])]
-            row[key] = statistics.fmean(values) if values else math.nan
-            row[f"{key}_std"] = (
-                statistics.stdev(values) if len(values) > 1 else math.nan
-            )
-        for key in ("si-snr_i", "sdr_i", "si-snr_i_oracle"):
-            diffs = [r[key] - base[r["seed"]][key] for r in mine
-                     if r["seed"] in base]
-            row[f"delta_{key}"], row[f"delta_{key}_ci95"] = (
-                paired_interval(diffs) if arm != "backbone"
-                else (math.nan, math.nan)
-            )
-            row[f"delta_{key}_pairs"] = len(diffs)
-        summary.append(row)
-    return summary
+#: What the table averages and compares.
+METRICS = (*RESULT_KEYS, "nce", "nce_chance", "nce_grad_ratio",
+           "wall_seconds", "steps")
 
 
-def _f(value, digits=2, sign=False):
-    if value is None or math.isnan(value):
-        return "n/a"
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-
-
-def _delta(row, key):
-    if row["arm"] == "backbone":
-        return "—"
-    mean, half = row[f"delta_{key}"], row[f"delta_{key}_ci95"]
-    if math.isnan(half):
-        return _f(mean, sign=True)
-    return f"{_f(mean, sign=True)} [{_f(mean - half, sign=True)}, " \
-           f"{_f(mean + half, sign=True)}]"
+def summarize_runs(runs):
+    """Per condition, backbone and arm: means, and paired differences to
+    the backbone of the same condition and seed."""
+    return summarize(
+        runs, ("condition", "backbone"), METRICS,
+        lambda run: {"condition": run["condition"],
+                     "backbone": run["backbone"], "arm": "backbone"},
+    )
 
 
 def markdown_table(summary):
@@ -334,19 +263,26 @@ def markdown_table(summary):
         "|---|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary:
+        baseline = row["arm"] == "backbone"
         nce = "—"
         if not math.isnan(row["nce"]):
             nce = f"{row['nce']:.2f} ({row['nce_chance']:.2f})"
         ratio = "—"
         if not math.isnan(row["nce_grad_ratio"]):
             ratio = f"{row['nce_grad_ratio']:.2g}"
+        deltas = [
+            "—" if baseline else fmt_delta(
+                row[f"delta_{key}"], row[f"delta_{key}_ci95"]
+            )
+            for key in ("si-snr_i", "sdr_i")
+        ]
         lines.append(
             f"| {row['condition']} | {row['backbone']} | {row['arm']} "
-            f"| {len(row['seeds'])} | {_f(row['si-snr_i'])} "
-            f"| {_delta(row, 'si-snr_i')} | {_f(row['sdr_i'])} "
-            f"| {_delta(row, 'sdr_i')} | {_f(row['si-snr_i_oracle'])} "
-            f"| {_f(row['noise_si-snr'])} | {nce} | {ratio} "
-            f"| {row['steps']:.0f} | {row['wall_seconds'] / 60:.1f} |"
+            f"| {len(row['seeds'])} | {fmt(row['si-snr_i'])} "
+            f"| {deltas[0]} | {fmt(row['sdr_i'])} | {deltas[1]} "
+            f"| {fmt(row['si-snr_i_oracle'])} | {fmt(row['noise_si-snr'])} "
+            f"| {nce} | {ratio} | {row['steps']:.0f} "
+            f"| {row['wall_seconds'] / 60:.1f} |"
         )
     return "\n".join(lines)
 
@@ -421,15 +357,13 @@ def main(argv=None):
             wham, f"{wham}_noise{args.low_snr_gain_db:+g}dB",
             args.low_snr_gain_db,
         )
-    result = {"setup": {}, "runs": []}
-    if os.path.isfile(args.out):
-        with open(args.out, encoding="utf-8") as fin:
-            result = json.load(fin)
-        if result["setup"].get("training") not in (None, setup):
-            parser.error(f"{args.out} holds runs of another setup; pass "
-                         "another --out or remove it")
-    done = {job_id(run) for run in result["runs"]}
-    jobs, seen = [], set(done)
+    runs = ResumableRuns(args.out, {
+        "training": setup, "sizes": SIZES, "nce_size": NCE_SIZE,
+        "threads": args.threads, "low_snr_gain_db": args.low_snr_gain_db,
+    })
+    if "parameters" not in runs.data:
+        runs.save(parameters=parameter_overheads())
+    jobs, seen = [], runs.done()
     for seed in setup["seeds"]:  # a seed's arms side by side
         for part in parts:
             condition, backbone, arms = PARTS[part]
@@ -439,46 +373,27 @@ def main(argv=None):
                 if job_id(job) not in seen:
                     seen.add(job_id(job))
                     jobs.append(job)
-    result["setup"] = {
-        "training": setup, "sizes": SIZES, "nce_size": NCE_SIZE,
-        "parts": parts, "jobs": args.jobs, "threads": args.threads,
-        "low_snr_gain_db": args.low_snr_gain_db,
-        "corpus": wham, "machine": platform.platform(),
-        "cpus": os.cpu_count(), "python": platform.python_version(),
-    }
-    if "parameters" not in result:
-        result["parameters"] = parameter_overheads()
+    print(f"{len(runs.done())} runs done, {len(jobs)} to go", flush=True)
 
-    def save():
-        result["summary"] = summarize(result["runs"])
-        result["table"] = markdown_table(result["summary"])
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)),
-                    exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as fout:
-            json.dump(result, fout, indent=1)
+    def finished(job, run):
+        summary = summarize_runs(runs.runs + [run])
+        runs.add(run, summary=summary, table=markdown_table(summary))
+        print(f"[{run['id']}] SI-SNRi {run['si-snr_i']:.2f} dB "
+              f"(oracle {run['si-snr_i_oracle']:.2f}), NCE "
+              f"{run['nce']:.2f}/{run['nce_chance']:.2f}, "
+              f"{run['wall_seconds'] / 60:.1f} min "
+              f"({(time.perf_counter() - begin) / 60:.0f} min so far)",
+              flush=True)
 
-    print(f"{len(done)} runs done, {len(jobs)} to go", flush=True)
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        futures = {
-            pool.submit(run_recipe, job, setup, work, data_folders,
-                        args.threads): job
-            for job in jobs
-        }
-        for future in concurrent.futures.as_completed(futures):
-            run = future.result()
-            result["runs"].append(run)
-            save()
-            print(f"[{job_id(run)}] SI-SNRi {run['si-snr_i']:.2f} dB "
-                  f"(oracle {run['si-snr_i_oracle']:.2f}), NCE "
-                  f"{run['nce']:.2f}/{run['nce_chance']:.2f}, "
-                  f"{run['wall_seconds'] / 60:.1f} min "
-                  f"({(time.perf_counter() - begin) / 60:.0f} min so far)",
-                  flush=True)
-    save()
+    run_in_phases(
+        [jobs],
+        lambda job: run_arm(job, setup, work, data_folders, args.threads),
+        args.jobs, finished,
+    )
     print()
-    print(result["table"])
+    print(runs.data.get("table", ""))
     print(f"\nWrote {args.out}")
-    return result
+    return runs.data
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""The NASS benchmark's bookkeeping (no training here)."""
+"""The benchmarks' bookkeeping (no training here): benchmarks/paired.py
+and the NASS benchmark's summary, corpus copy and log parsing."""
 
+import doctest
 import importlib.util
 import math
 import os
@@ -8,15 +10,27 @@ import pytest
 import soundfile as sf
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-PATH = os.path.join(REPO, "benchmarks", "nass_vs_baseline.py")
+
+
+def load(name):
+    path = os.path.join(REPO, "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("nass_bench", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("nass_vs_baseline")
+
+
+@pytest.mark.parametrize(
+    "name", ["paired", "nass_vs_baseline", "cr_vs_baseline"]
+)
+def test_benchmark_doctests(name):
+    failures, tried = doctest.testmod(load(name))
+    assert tried > 0 and failures == 0
 
 
 def fake_run(arm, seed, si_snr_i, nce=math.nan):
@@ -38,7 +52,7 @@ def test_summary_pairs_arms_with_the_backbone_by_seed(bench):
         fake_run("backbone", 3, 6.0), fake_run("nass_vector", 3, 6.0, 3.0),
         fake_run("nass_value", 1, 4.0, 4.1),  # one seed only
     ]
-    rows = {row["arm"]: row for row in bench.summarize(runs)}
+    rows = {row["arm"]: row for row in bench.summarize_runs(runs)}
     vector = rows["nass_vector"]
     assert vector["si-snr_i"] == pytest.approx(6.5)
     # differences 1.0, 0.5, 0.0: mean 0.5, sd 0.5, t(2) = 4.303
@@ -50,7 +64,7 @@ def test_summary_pairs_arms_with_the_backbone_by_seed(bench):
     assert rows["nass_value"]["delta_si-snr_i"] == pytest.approx(-1.0)
     assert math.isnan(rows["nass_value"]["delta_si-snr_i_ci95"])
     assert math.isnan(rows["backbone"]["delta_si-snr_i"])
-    table = bench.markdown_table(bench.summarize(runs))
+    table = bench.markdown_table(bench.summarize_runs(runs))
     assert "| wham | sepformer | nass_vector | 3 | 6.50 | +0.50 [-0.74, " \
            "+1.74] |" in table
     assert "2.00 (4.16)" in table
@@ -93,3 +107,26 @@ def test_last_epoch_stats_reads_the_train_log(bench, tmp_path):
     assert bench.last_epoch_stats(str(log)) == {
         "epoch": 2, "loss": 7.0, "nce": 3.2, "nce_grad_ratio": 0.25,
     }
+
+
+def test_cr_summary_pairs_each_space_with_the_one_backbone_run():
+    cr = load("cr_vs_baseline")
+
+    def run(space, arm, seed, si_sdr):
+        values = {m: 1.0 for m in cr.TEST_METRICS}
+        values.update(si_sdr=si_sdr, cr=0.5, cr_grad_ratio=0.1,
+                      wall_seconds=60.0)
+        return {"space": space, "backbone": "convtasnet", "arm": arm,
+                "seed": seed, **values}
+
+    runs = [run("none", "backbone", s, v) for s, v in ((1, 5.0), (2, 6.0))]
+    runs += [run("trained", "cr", 1, 5.5), run("trained", "cr", 2, 5.4),
+             run("random", "cr", 1, 4.0)]
+    rows = {(r["space"], r["arm"]): r for r in cr.summarize_runs(runs)}
+    trained = rows[("trained", "cr")]
+    assert trained["delta_si_sdr"] == pytest.approx(-0.05)
+    assert trained["worst_delta_si_sdr"] == pytest.approx(-0.6)
+    assert rows[("random", "cr")]["delta_si_sdr"] == pytest.approx(-1.0)
+    assert math.isnan(rows[("none", "backbone")]["worst_delta_si_sdr"])
+    table = cr.markdown_table(cr.summarize_runs(runs))
+    assert "| trained | convtasnet | cr | 2 |" in table

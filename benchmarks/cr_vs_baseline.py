@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Does contrastive regularization help? Baseline, CR and CCR on mini VoiceBank.
+
+Every run is the VoiceBank recipe itself (``recipes/Voicebank/enhance/
+train.py`` in a subprocess, one CPU thread) at a CPU size, on the
+``small`` mini VoiceBank-DEMAND corpus, tested on its test split. For each
+backbone (Conv-TasNet, spectral mask) and seed:
+
+- ``backbone``: the waveform loss alone (``<backbone>.yaml``);
+- ``cr``: + CR with the noisy input as negative (``cr_wavlm_<backbone>``);
+- ``ccr_quality``: + curricular CR, negatives the noisy input and the
+  same seed's backbone run, C2PNet's quality curriculum
+  (``ccr_hubert_<backbone>``, the recipes' default);
+- ``ccr_similarity``: the same with this package's similarity curriculum.
+
+CR's feature space is ``--trained_ssl``, the small HuBERT that
+``python -m lobes.ssl_pretrain`` trains on the mini corpora's training
+speech (no weights can be downloaded here), and for reference a tiny
+*random* WavLM of the same depth (``--spaces trained,random``), in which CR
+measures nothing about speech. The tables give per arm the mean over
+seeds of PESQ (wide band), eSTOI, SI-SDR, CSIG, CBAK, COVL and DNSMOS, the
+paired difference to the backbone of the same seed with a 95 % t-interval,
+the worst seed's SI-SDR difference (a collapse shows there), the last
+epoch's CR value and CR/waveform-loss gradient ratio, steps and wall time.
+
+Writes JSON after every run (``--out``) and resumes from it::
+
+    python -m lobes.ssl_pretrain --out /path/to/ssl_hubert_small
+    python benchmarks/cr_vs_baseline.py --trained_ssl /path/to/ssl_hubert_small
+    python benchmarks/cr_vs_baseline.py --quick --trained_ssl ...  # smoke run
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import argparse
+import math
+import os
+import re
+import shutil
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for path in (REPO, os.path.join(REPO, "benchmarks")):
+    if path not in sys.path:  # run from a checkout without installing
+        sys.path.insert(0, path)
+
+from paired import (  # noqa: E402
+    ResumableRuns,
+    fmt,
+    fmt_delta,
+    read_average,
+    run_in_phases,
+    run_recipe,
+    summarize,
+)
+
+RECIPE = os.path.join(REPO, "recipes", "Voicebank", "enhance")
+
+#: CPU sizes and learning rates of the backbones (the YAML defaults are the
+#: recipes' full sizes; the rates are the recipes').
+SIZES = {
+    "convtasnet": {
+        "encoder_channels": 64, "bottleneck_channels": 64,
+        "conv_channels": 128, "blocks_per_repeat": 4, "num_repeats": 2,
+        "lr": 0.001,
+    },
+    "spectral_mask": {
+        "cnn_channels": 64, "d_model": 64, "nhead": 4, "num_layers": 2,
+        "d_ffn": 128, "lr": 0.0005,
+    },
+}
+
+#: Arms: name -> (YAML stem pattern, extra overrides).
+ARMS = {
+    "backbone": ("{backbone}", {}),
+    "cr": ("cr_wavlm_{backbone}", {}),
+    "ccr_quality": ("ccr_hubert_{backbone}", {"curriculum": "quality"}),
+    "ccr_similarity": (
+        "ccr_hubert_{backbone}", {"curriculum": "similarity"}
+    ),
+}
+
+#: Arms run in each SSL space (the backbone needs none).
+SPACE_ARMS = {
+    "trained": ("cr", "ccr_quality", "ccr_similarity"),
+    "random": ("cr", "ccr_quality"),
+}
+
+#: Test metrics (lobes.metrics), in table order.
+TEST_METRICS = ["pesq", "estoi", "si_sdr", "csig", "cbak", "covl",
+                "dnsmos_ovrl"]
+
+FULL = {
+    "corpus_size": "small", "epochs": 20, "batch_size": 8,
+    "segment_length": 2.0, "seeds": [1, 2, 3],
+}
+QUICK = {
+    "corpus_size": "tiny", "epochs": 1, "batch_size": 2,
+    "segment_length": 1.0, "seeds": [1],
+}
+
+
+def job_id(job):
+    """The key of one run in the JSON."""
+    return (f"{job['space']}/{job['backbone']}/{job['arm']}/"
+            f"seed{job['seed']}")
+
+
+def run_folder(work, job):
+    """Where a run writes (the backbone's is CCR's reference model)."""
+    return os.path.join(work, job_id(job))
+
+
+def last_epoch_stats(train_log):
+    """The last epoch's train statistics in ``train_log.txt`` as floats.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "log.txt")
+    >>> _ = open(path, "w").write(
+    ...     "epoch: 3, lr: 1.00e-03 - train loss: 0.5, train cr: 2.1, "
+    ...     "train cr_grad_ratio: 3.0e-01 - valid loss: 0.4\\n")
+    >>> last_epoch_stats(path)
+    {'epoch': 3, 'loss': 0.5, 'cr': 2.1, 'cr_grad_ratio': 0.3}
+    """
+    with open(train_log, encoding="utf-8") as fin:
+        lines = [line for line in fin if line.startswith("epoch:")]
+    if not lines:
+        return {}
+    line = lines[-1]
+    stats = {"epoch": int(re.match(r"epoch: (\d+)", line).group(1))}
+    train = line.split(" - ")[1] if " - " in line else ""
+    for name, value in re.findall(r"train ([\w-]+): ([-\d.e+]+)", train):
+        stats[name] = float(value)
+    return stats
+
+
+def run_arm(job, setup, work, ssl_folders, threads, quick):
+    """Train and test one arm with the recipe; return its measurements."""
+    stem, extra = ARMS[job["arm"]]
+    stem = stem.format(backbone=job["backbone"])
+    out = run_folder(work, job)
+    shutil.rmtree(out, ignore_errors=True)
+    overrides = {
+        **SIZES[job["backbone"]],
+        **extra,
+        "seed": job["seed"],
+        "output_folder": out,
+        "mini_corpus_size": setup["corpus_size"],
+        "number_of_epochs": setup["epochs"],
+        "batch_size": setup["batch_size"],
+        "segment_length": setup["segment_length"],
+        "num_workers": 0,
+        "n_audio_to_save": 0,
+        "valid_metrics": ["pesq", "si_sdr", "stoi"],
+        "test_metrics": TEST_METRICS[:3] if quick else TEST_METRICS,
+    }
+    if job["arm"] != "backbone":
+        overrides["ssl_source"] = ssl_folders[job["space"]]
+        overrides["ssl_layer_groups"] = [[1], [2], [3], [4]]
+    if job["arm"].startswith("ccr"):
+        overrides["reference_model"] = run_folder(
+            work, {**job, "space": "none", "arm": "backbone"}
+        )
+    wall = run_recipe(RECIPE, f"{stem}.yaml", overrides, threads)
+    average, utterances = read_average(
+        os.path.join(out, "test_results.csv")
+    )
+    train = last_epoch_stats(os.path.join(out, "train_log.txt"))
+    return {
+        "id": job_id(job), **job, "yaml": f"{stem}.yaml",
+        "overrides": overrides,
+        **{m: average.get(m, math.nan) for m in TEST_METRICS},
+        "cr": train.get("cr", math.nan),
+        "cr_grad_ratio": train.get("cr_grad_ratio", math.nan),
+        "waveform_loss": train.get("waveform_loss", train.get("loss")),
+        "epochs": train.get("epoch"), "wall_seconds": wall,
+        "test_utterances": utterances,
+    }
+
+
+#: What the table averages and compares.
+METRICS = (*TEST_METRICS, "cr", "cr_grad_ratio", "wall_seconds")
+
+
+def summarize_runs(runs):
+    """Per space, backbone and arm: means, paired differences to the
+    backbone of the same seed, and the worst seed's SI-SDR difference."""
+    rows = summarize(
+        runs, ("space", "backbone"), METRICS,
+        lambda run: {"space": "none", "backbone": run["backbone"],
+                     "arm": "backbone"},
+    )
+    base = {(r["backbone"], r["seed"]): r for r in runs
+            if r["arm"] == "backbone"}
+    for row in rows:
+        diffs = [
+            r["si_sdr"] - base[(r["backbone"], r["seed"])]["si_sdr"]
+            for r in runs
+            if (r["space"], r["backbone"], r["arm"])
+            == (row["space"], row["backbone"], row["arm"])
+            and (r["backbone"], r["seed"]) in base
+        ]
+        row["worst_delta_si_sdr"] = (
+            min(diffs) if diffs and row["arm"] != "backbone" else math.nan
+        )
+    return rows
+
+
+def markdown_table(summary):
+    """The summary as a markdown table."""
+    lines = [
+        "| space | backbone | arm | seeds | PESQ | Δ PESQ [95 % CI] | eSTOI "
+        "| Δ eSTOI [95 % CI] | SI-SDR | Δ SI-SDR [95 % CI] | worst seed Δ "
+        "SI-SDR | CSIG | CBAK | COVL | DNSMOS | CR | CR/main gradient "
+        "| wall min |",
+        "|---|---|---|---:|---:|---|---:|---|---:|---|---:|---:|---:|---:|"
+        "---:|---:|---:|---:|",
+    ]
+    for row in summary:
+        def delta(key, digits=2, row=row):
+            if row["arm"] == "backbone":
+                return "—"
+            return fmt_delta(row[f"delta_{key}"], row[f"delta_{key}_ci95"],
+                             digits)
+
+        lines.append(
+            f"| {row['space']} | {row['backbone']} | {row['arm']} "
+            f"| {len(row['seeds'])} | {fmt(row['pesq'])} | {delta('pesq')} "
+            f"| {fmt(row['estoi'], 3)} | {delta('estoi', 3)} "
+            f"| {fmt(row['si_sdr'])} | {delta('si_sdr')} "
+            f"| {fmt(row['worst_delta_si_sdr'], sign=True)} "
+            f"| {fmt(row['csig'])} | {fmt(row['cbak'])} | {fmt(row['covl'])}"
+            f" | {fmt(row['dnsmos_ovrl'])} | {fmt(row['cr'], 3)} "
+            f"| {fmt(row['cr_grad_ratio'], 3)} "
+            f"| {row['wall_seconds'] / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Run the benchmark (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: tiny corpus, one epoch, one seed")
+    parser.add_argument("--trained_ssl", required=True,
+                        help="folder of python -m lobes.ssl_pretrain")
+    parser.add_argument("--spaces", default="trained,random",
+                        help="comma-separated subset of trained, random")
+    parser.add_argument("--backbones", default=",".join(SIZES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="runs trained side by side (processes)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads per run")
+    parser.add_argument(
+        "--out", default=os.path.join(REPO, "benchmarks", "results",
+                                      "cr_vs_baseline.json"),
+        help="JSON output (resumed from when it exists)",
+    )
+    args = parser.parse_args(argv)
+    setup = dict(QUICK if args.quick else FULL)
+    if args.seeds:
+        setup["seeds"] = args.seeds
+    if args.epochs:
+        setup["epochs"] = args.epochs
+    spaces = [s for s in args.spaces.split(",") if s]
+    backbones = [b for b in args.backbones.split(",") if b]
+    if set(spaces) - set(SPACE_ARMS) or set(backbones) - set(SIZES):
+        parser.error(f"spaces among {list(SPACE_ARMS)}, backbones among "
+                     f"{list(SIZES)}")
+    if not os.path.isfile(os.path.join(args.trained_ssl, "config.json")):
+        parser.error(f"{args.trained_ssl}: no trained SSL model; make one "
+                     "with python -m lobes.ssl_pretrain --out <folder>")
+
+    from lobes.ssl_features import save_tiny_ssl_model
+
+    begin = time.perf_counter()
+    work = os.path.splitext(args.out)[0] + "_runs"
+    ssl_folders = {
+        "trained": os.path.abspath(args.trained_ssl),
+        "random": save_tiny_ssl_model(
+            "wavlm", os.path.join(work, "tiny_random_wavlm")
+        ),
+    }
+    runs = ResumableRuns(args.out, {
+        "training": setup, "sizes": SIZES, "threads": args.threads,
+        "trained_ssl": ssl_folders["trained"],
+    })
+    done = runs.done()
+    phases = [[], []]  # the backbones first: CCR's reference models
+    for seed in setup["seeds"]:
+        for backbone in backbones:
+            phases[0].append({"space": "none", "backbone": backbone,
+                              "arm": "backbone", "seed": seed})
+            for space in spaces:
+                for arm in SPACE_ARMS[space]:
+                    phases[1].append({"space": space, "backbone": backbone,
+                                      "arm": arm, "seed": seed})
+    phases = [[j for j in phase if job_id(j) not in done] for phase in phases]
+    print(f"{len(done)} runs done, {sum(map(len, phases))} to go",
+          flush=True)
+
+    def finished(job, run):
+        summary = summarize_runs(runs.runs + [run])
+        runs.add(run, summary=summary, table=markdown_table(summary))
+        print(f"[{run['id']}] PESQ {run['pesq']:.2f}, SI-SDR "
+              f"{run['si_sdr']:.2f} dB, CR {run['cr']:.3f}, "
+              f"{run['wall_seconds'] / 60:.1f} min "
+              f"({(time.perf_counter() - begin) / 60:.0f} min so far)",
+              flush=True)
+
+    run_in_phases(
+        phases,
+        lambda job: run_arm(job, setup, work, ssl_folders, args.threads,
+                            args.quick),
+        args.jobs, finished,
+    )
+    print()
+    print(runs.data.get("table", ""))
+    print(f"\nWrote {args.out}")
+    return runs.data
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,253 @@
+"""What the quality benchmarks share: recipe runs, paired seeds, resuming.
+
+Every benchmark run is a recipe's own ``train.py`` in a subprocess (one
+CPU thread by default), so a benchmark measures what users run. Runs are
+kept in a JSON file written after each one; a restarted benchmark skips
+the runs already there. Arms are compared with their baseline seed by
+seed: the mean paired difference with a 95 % t-interval.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import concurrent.futures
+import csv
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Two-sided 95 % quantiles of Student's t, by degrees of freedom.
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447,
+         7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def paired_interval(differences):
+    """Mean and 95 % t-interval half-width of paired differences.
+
+    Example
+    -------
+    >>> mean, half = paired_interval([1.0, 2.0, 3.0])
+    >>> mean, round(half, 3)
+    (2.0, 2.484)
+    >>> paired_interval([0.5])
+    (0.5, nan)
+    """
+    values = [d for d in differences if not math.isnan(d)]
+    if not values:
+        return math.nan, math.nan
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan
+    sem = statistics.stdev(values) / math.sqrt(len(values))
+    return mean, T_975.get(len(values) - 1, 1.96) * sem
+
+
+def fmt(value, digits=2, sign=False):
+    """A number for a table (``n/a`` for NaN).
+
+    Example
+    -------
+    >>> fmt(1.234), fmt(0.5, sign=True), fmt(float("nan"))
+    ('1.23', '+0.50', 'n/a')
+    """
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def fmt_delta(mean, half, digits=2):
+    """``+0.50 [-0.74, +1.74]`` (or the mean alone without an interval).
+
+    Example
+    -------
+    >>> fmt_delta(0.5, 1.24)
+    '+0.50 [-0.74, +1.74]'
+    """
+    if math.isnan(half):
+        return fmt(mean, digits, sign=True)
+    return (f"{fmt(mean, digits, sign=True)} "
+            f"[{fmt(mean - half, digits, sign=True)}, "
+            f"{fmt(mean + half, digits, sign=True)}]")
+
+
+def summarize(runs, group_keys, metrics, baseline):
+    """Per group: the mean and std of each metric over seeds, and for
+    every arm but the baseline, the paired difference to the baseline run
+    of the same seed (mean and 95 % interval half-width).
+
+    Arguments
+    ---------
+    runs : list of dict
+        Each with the ``group_keys``, ``"arm"``, ``"seed"`` and the metrics.
+    group_keys : tuple of str
+        Keys naming a comparison (e.g. condition and backbone).
+    metrics : tuple of str
+        The numbers to average and compare.
+    baseline : callable
+        ``baseline(run) -> dict`` of the group values of the run it is
+        compared with (its ``"arm"`` included).
+
+    Example
+    -------
+    >>> runs = [{"b": "x", "arm": "base", "seed": s, "m": v}
+    ...         for s, v in ((1, 1.0), (2, 2.0))]
+    >>> runs += [{"b": "x", "arm": "new", "seed": s, "m": v}
+    ...          for s, v in ((1, 2.0), (2, 4.0))]
+    >>> rows = summarize(runs, ("b",), ("m",),
+    ...                  lambda run: {"b": run["b"], "arm": "base"})
+    >>> rows[1]["arm"], rows[1]["m"], rows[1]["delta_m"]
+    ('new', 3.0, 1.5)
+    """
+    def key_of(values):
+        return tuple(values[k] for k in (*group_keys, "arm"))
+
+    groups = {}
+    for run in runs:
+        groups.setdefault(key_of(run), []).append(run)
+    rows = []
+    for key, mine in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        row = dict(zip((*group_keys, "arm"), key))
+        row["seeds"] = sorted(r["seed"] for r in mine)
+        reference = baseline(mine[0])
+        base = {r["seed"]: r for r in groups.get(key_of(reference), [])}
+        is_baseline = key_of(reference) == key
+        for metric in metrics:
+            values = [r[metric] for r in mine
+                      if r.get(metric) is not None
+                      and not math.isnan(r[metric])]
+            row[metric] = statistics.fmean(values) if values else math.nan
+            row[f"{metric}_std"] = (
+                statistics.stdev(values) if len(values) > 1 else math.nan
+            )
+            diffs = [r[metric] - base[r["seed"]][metric] for r in mine
+                     if r["seed"] in base]
+            row[f"delta_{metric}"], row[f"delta_{metric}_ci95"] = (
+                (math.nan, math.nan) if is_baseline
+                else paired_interval(diffs)
+            )
+        rows.append(row)
+    return rows
+
+
+def read_average(path):
+    """The ``avg`` row of a recipe's ``test_results.csv`` as floats."""
+    with open(path, encoding="utf-8") as fin:
+        rows = list(csv.DictReader(fin))
+    average = next(row for row in rows if row["snt_id"] == "avg")
+    values = {
+        key: float(value) if value not in ("", None) else math.nan
+        for key, value in average.items() if key != "snt_id"
+    }
+    return values, len(rows) - 1
+
+
+def run_recipe(recipe_dir, yaml, overrides, threads=1):
+    """Run ``train.py hparams/<yaml>`` with overrides; the wall seconds.
+
+    Raises
+    ------
+    RuntimeError
+        With the end of the output, if the recipe fails.
+    """
+    command = [sys.executable, "train.py", f"hparams/{yaml}",
+               "--noprogressbar"]
+    command += [
+        f"--{key}={json.dumps(value) if isinstance(value, list) else value}"
+        for key, value in overrides.items()
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads), PYTHONPATH=REPO)
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=recipe_dir, env=env,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{yaml} {overrides.get('output_folder')} failed (exit "
+            f"{proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}"
+        )
+    return time.perf_counter() - start
+
+
+class ResumableRuns:
+    """Runs kept in a JSON file, written after each, resumed on restart.
+
+    Arguments
+    ---------
+    path : str
+        The JSON file.
+    setup : dict
+        What every run shares; a file holding runs of another setup is
+        refused (pass another path).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "bench.json")
+    >>> runs = ResumableRuns(path, {"epochs": 2})
+    >>> runs.add({"id": "a/1", "x": 1.0}); runs.done()
+    {'a/1'}
+    >>> ResumableRuns(path, {"epochs": 2}).done()
+    {'a/1'}
+    """
+
+    def __init__(self, path, setup):
+        self.path = path
+        self.data = {"setup": setup, "runs": []}
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as fin:
+                data = json.load(fin)
+            if data.get("setup") != setup:
+                raise SystemExit(
+                    f"error: {path} holds runs of another setup; pass "
+                    "another --out or remove it"
+                )
+            self.data = data
+        self.data["machine"] = {
+            "platform": platform.platform(), "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        }
+
+    @property
+    def runs(self):
+        """The runs so far (list of dict)."""
+        return self.data["runs"]
+
+    def done(self):
+        """Ids of the runs already there."""
+        return {run["id"] for run in self.runs}
+
+    def add(self, run, **extra):
+        """Keep a run and anything else to save (summary, table); write."""
+        self.runs.append(run)
+        self.save(**extra)
+
+    def save(self, **extra):
+        """Write the JSON (``extra`` keys replace earlier ones)."""
+        self.data.update(extra)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)),
+                    exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fout:
+            json.dump(self.data, fout, indent=1)
+        os.replace(tmp, self.path)
+
+
+def run_in_phases(phases, work, jobs, on_result):
+    """Run ``work(job)`` for each phase's jobs, ``jobs`` at a time.
+
+    A phase starts once the previous one is done (a later run may need an
+    earlier one's output, e.g. CCR its baseline); ``on_result(job, result)``
+    is called as each run finishes.
+    """
+    for phase in phases:
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            futures = {pool.submit(work, job): job for job in phase}
+            for future in concurrent.futures.as_completed(futures):
+                on_result(futures[future], future.result())
