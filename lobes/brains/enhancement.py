@@ -336,26 +336,54 @@ class EnhancementBrain(RecipeBrain):
     # ------------------------------------------------------------------
     # Forward and losses
     # ------------------------------------------------------------------
+    @property
+    def branch_pull_weight(self):
+        """The weight of the branch pull (0 when the experiment has none).
+
+        Experiments whose model decodes speech-relevant and -irrelevant
+        branches (CMCR-Net) configure ``branch_pull`` and its weight.
+        """
+        return float(getattr(self.hparams, "branch_pull_weight", 0) or 0)
+
     def compute_forward(self, batch, stage):
-        """Enhance the batch's noisy waveforms: ``[B, T]`` -> ``[B, T]``."""
+        """Enhance the batch's noisy waveforms: ``[B, T]`` -> ``[B, T]``.
+
+        In training with a branch pull, the model also returns its
+        branches' estimates.
+        """
         batch = batch.to(self.device)
         noisy, _ = batch.noisy_sig
+        if stage == sb.Stage.TRAIN and self.branch_pull_weight > 0:
+            return self.modules.enhance_model(noisy, return_branches=True)
         return self.modules.enhance_model(noisy)
 
     def compute_objectives(self, predictions, batch, stage):
-        """Waveform loss (+ ``cr_weight`` * CR when training)."""
-        enhanced = predictions
+        """Waveform loss (+ ``cr_weight`` * CR and the branch pull when
+        training)."""
         clean, lengths = batch.clean_sig
         noisy, _ = batch.noisy_sig
+        branches = None
+        if isinstance(predictions, tuple):
+            enhanced, *branches = predictions
+        else:
+            enhanced = predictions
         loss = self.compute_waveform_loss(enhanced, clean, lengths)
-        if stage == sb.Stage.TRAIN and self.use_cr:
+        if stage == sb.Stage.TRAIN:
             self.add_stat("waveform_loss", loss)
+        if branches is not None:
+            pull, _ = self.hparams.branch_pull(
+                *branches, clean, noisy, lengths
+            )
+            self.add_stat("branch_pull", pull)
+            loss = loss + self.branch_pull_weight * pull
+        if stage == sb.Stage.TRAIN and self.use_cr:
             cr_loss = self._contrastive_term(
                 enhanced, noisy, clean, lengths, batch.id
             )
             weight = self.cr_weight * self._ramp()
             self.add_stat("cr_weight", weight)
-            if self.grad_ratio_every and self.step % self.grad_ratio_every == 1:
+            every = self.grad_ratio_every
+            if every and self.step % every == 1:
                 self._log_gradient_ratio(loss, weight * cr_loss)
             loss = loss + weight * cr_loss
         elif stage == sb.Stage.VALID:

@@ -457,8 +457,15 @@ class CMCRNet(torch.nn.Module):
                 f"{tuple(noisy.shape)}"
             )
 
-    def forward(self, noisy):
-        """Enhance ``noisy [B, T]``; returns ``[B, T]``."""
+    def forward(self, noisy, return_branches=False):
+        """Enhance ``noisy [B, T]``; returns ``[B, T]``.
+
+        With ``return_branches`` it returns :meth:`forward_with_branches`'s
+        :class:`CMCROutput` (so that training goes through a DDP wrapper's
+        forward).
+        """
+        if return_branches:
+            return self.forward_with_branches(noisy)
         self._check(noisy)
         with torch.autocast(noisy.device.type, enabled=False):
             noisy = noisy.float()

@@ -116,7 +116,8 @@ def test_recipe_exports_to_speechbrain_classes(row, recipe_runner,
     exported = export_run(str(tmp_path / "run"), str(tmp_path / "export"))
     with open(tmp_path / "export" / "hyperparams.yaml") as fin:
         inference_yaml = fin.read()
-    for training_only in ("patch_nce", "contrastive", "ssl", "optimizer",
+    for training_only in ("patch_nce", "contrastive_loss",
+                          "contrastive_regularization", "ssl", "optimizer",
                           "checkpointer", "dataloader", "/nonexistent"):
         assert training_only not in inference_yaml.lower()
     torch.manual_seed(0)
