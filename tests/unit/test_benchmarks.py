@@ -130,3 +130,21 @@ def test_cr_summary_pairs_each_space_with_the_one_backbone_run():
     assert math.isnan(rows[("none", "backbone")]["worst_delta_si_sdr"])
     table = cr.markdown_table(cr.summarize_runs(runs))
     assert "| trained | convtasnet | cr | 2 |" in table
+
+
+def test_cmcr_ablations_are_paired_with_the_full_model():
+    cmcr = load("cmcr_ablation")
+
+    def run(arm, seed, pesq):
+        values = {m: 1.0 for m in cmcr.TEST_METRICS}
+        values.update(pesq=pesq, parameters=1000, wall_seconds=60.0)
+        return {"arm": arm, "seed": seed, **values}
+
+    runs = [run("cmcr_cr", 1, 2.0), run("cmcr_cr", 2, 2.2),
+            run("no_cr", 1, 1.9), run("no_cr", 2, 2.0)]
+    rows = {r["arm"]: r for r in cmcr.summarize_runs(runs)}
+    assert rows["no_cr"]["delta_pesq"] == pytest.approx(-0.15)
+    assert math.isnan(rows["cmcr_cr"]["delta_pesq"])
+    assert "| no_cr | 2 | 1,000 | 1.95 | -0.15 [" in cmcr.markdown_table(
+        cmcr.summarize_runs(runs)
+    )
