@@ -45,14 +45,16 @@ from paired import (  # noqa: E402
     summarize,
 )
 
+from lobes.cpu_settings import (  # noqa: E402
+    ENHANCEMENT,
+    ENHANCEMENT_TRAINING,
+)
+
 RECIPE = os.path.join(REPO, "recipes", "Voicebank", "enhance")
 
-#: CMCR-Net at a CPU size (the fragment's defaults are the paper-ish
-#: 9.6M-parameter network) and the authors' learning rate.
-SIZE = {
-    "encoder_channels": [8, 16, 32, 32, 32], "rnn_hidden_size": 64,
-    "rnn_layers": 1, "fusion_hidden_channels": 64, "lr": 0.001,
-}
+#: CMCR-Net at a CPU size (lobes.cpu_settings; the fragment's defaults are
+#: the paper-ish 9.6M-parameter network) and the authors' learning rate.
+SIZE = ENHANCEMENT["cmcr_net"]
 
 #: Arms: name -> (recipe YAML, extra overrides).
 ARMS = {
@@ -70,8 +72,11 @@ ARMS = {
 TEST_METRICS = ["pesq", "estoi", "si_sdr", "csig", "cbak", "covl",
                 "dnsmos_ovrl"]
 
-FULL = {"corpus_size": "small", "epochs": 20, "batch_size": 8,
-        "segment_length": 2.0, "seeds": [1, 2, 3]}
+FULL = {"corpus_size": "small",
+        "epochs": ENHANCEMENT_TRAINING["number_of_epochs"],
+        "batch_size": ENHANCEMENT_TRAINING["batch_size"],
+        "segment_length": ENHANCEMENT_TRAINING["segment_length"],
+        "seeds": [1, 2, 3]}
 QUICK = {"corpus_size": "tiny", "epochs": 1, "batch_size": 2,
          "segment_length": 1.0, "seeds": [1]}
 

@@ -56,21 +56,16 @@ from paired import (  # noqa: E402
     summarize,
 )
 
+from lobes.cpu_settings import (  # noqa: E402
+    ENHANCEMENT,
+    ENHANCEMENT_TRAINING,
+)
+
 RECIPE = os.path.join(REPO, "recipes", "Voicebank", "enhance")
 
-#: CPU sizes and learning rates of the backbones (the YAML defaults are the
-#: recipes' full sizes; the rates are the recipes').
-SIZES = {
-    "convtasnet": {
-        "encoder_channels": 64, "bottleneck_channels": 64,
-        "conv_channels": 128, "blocks_per_repeat": 4, "num_repeats": 2,
-        "lr": 0.001,
-    },
-    "spectral_mask": {
-        "cnn_channels": 64, "d_model": 64, "nhead": 4, "num_layers": 2,
-        "d_ffn": 128, "lr": 0.0005,
-    },
-}
+#: CPU sizes and learning rates of the backbones (lobes.cpu_settings; the
+#: YAML defaults are the recipes' full sizes, the rates the recipes').
+SIZES = {name: ENHANCEMENT[name] for name in ("convtasnet", "spectral_mask")}
 
 #: Arms: name -> (YAML stem pattern, extra overrides).
 ARMS = {
@@ -85,7 +80,7 @@ ARMS = {
 #: Arms run in each SSL space (the backbone needs none).
 SPACE_ARMS = {
     "trained": ("cr", "ccr_quality", "ccr_similarity"),
-    "random": ("cr", "ccr_quality"),
+    "random": ("cr",),
 }
 
 #: Test metrics (lobes.metrics), in table order.
@@ -93,8 +88,11 @@ TEST_METRICS = ["pesq", "estoi", "si_sdr", "csig", "cbak", "covl",
                 "dnsmos_ovrl"]
 
 FULL = {
-    "corpus_size": "small", "epochs": 20, "batch_size": 8,
-    "segment_length": 2.0, "seeds": [1, 2, 3],
+    "corpus_size": "small",
+    "epochs": ENHANCEMENT_TRAINING["number_of_epochs"],
+    "batch_size": ENHANCEMENT_TRAINING["batch_size"],
+    "segment_length": ENHANCEMENT_TRAINING["segment_length"],
+    "seeds": [1, 2, 3],
 }
 QUICK = {
     "corpus_size": "tiny", "epochs": 1, "batch_size": 2,

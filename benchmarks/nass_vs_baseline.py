@@ -60,27 +60,18 @@ from paired import (  # noqa: E402
     summarize,
 )
 
+from lobes.cpu_settings import (  # noqa: E402
+    PATCH_NCE,
+    SEPARATION,
+    SEPARATION_TRAINING,
+)
+
 RECIPE = os.path.join(REPO, "recipes", "WHAM", "separation")
 
-#: CPU sizes and learning rates of the backbones (the YAML defaults are the
-#: papers' sizes, for a GPU). Chosen in pilot runs on the small mini corpus:
-#: the SepFormer learned faster at lr 1e-3 than at 3e-3 (2.1 against
-#: 1.6 dB SI-SNRi after 400 steps); 1 s segments learned about as much per
-#: step as 2 s ones at half the cost (DPRNN, 400 steps: 3.0 against 3.1 dB).
-SIZES = {
-    "sepformer": {
-        "encoder_channels": 64, "encoder_kernel_size": 32,
-        "num_dual_path_blocks": 1, "num_transformer_layers": 2,
-        "num_heads": 4, "d_ffn": 128, "chunk_size": 50, "lr": 0.001,
-    },
-    "dprnn": {
-        "encoder_channels": 64, "encoder_kernel_size": 16,
-        "num_dual_path_blocks": 2, "chunk_size": 50, "lr": 0.003,
-    },
-}
-
-#: PatchNCE at the CPU size (the paper: 256 patches of 256 dimensions).
-NCE_SIZE = {"nce_num_patches": 64, "nce_embed_dim": 64}
+#: CPU sizes and learning rates of the backbones, and PatchNCE's (the
+#: YAML defaults are the papers' sizes, for a GPU): lobes.cpu_settings.
+SIZES = SEPARATION
+NCE_SIZE = PATCH_NCE
 
 #: Arms: name -> (YAML stem pattern, extra overrides).
 ARMS = {
@@ -106,8 +97,11 @@ PARTS = {
 
 #: The training of every run.
 FULL = {
-    "corpus_size": "small", "epochs": 20, "batch_size": 4,
-    "segment_seconds": 1.0, "seeds": [1, 2, 3],
+    "corpus_size": "small",
+    "epochs": SEPARATION_TRAINING["number_of_epochs"],
+    "batch_size": SEPARATION_TRAINING["batch_size"],
+    "segment_seconds": SEPARATION_TRAINING["segment_seconds"],
+    "seeds": [1, 2, 3],
 }
 QUICK = {
     "corpus_size": "tiny", "epochs": 1, "batch_size": 4,

@@ -1,0 +1,465 @@
+#!/usr/bin/env python3
+"""AV-VAE benchmark: MCEM speed, and A-VAE / AV-VAE / NMF / supervised
+separation quality on the small mini AV corpus over paired seeds.
+
+1. **Speed.** The batched MCEM (:class:`lobes.models.mcem.MCEM`) against
+   the straightforward frame-by-frame implementation
+   (:func:`lobes.models.mcem.mcem_reference`) on the same test mixture, the
+   same AV-VAE (paper size, untrained: the cost does not depend on the
+   weights) and the same random draws, in float64: the estimates must agree
+   to ``1e-6`` (relative), and the wall time per second of audio of both
+   and their ratio are reported, from one run. Also the batched MCEM on all
+   test mixtures at once (float32).
+2. **Quality.** For each seed, the recipe's own scripts as a user runs
+   them: ``train.py`` with ``hparams/a_vae.yaml``, ``hparams/av_vae.yaml``
+   and ``hparams/supervised.yaml`` (benchmark sizes below), then
+   ``separate.py`` on the test mixtures (SDR, SI-SDR, their gains over the
+   unprocessed mixture, PESQ, STOI). The seed sets the models'
+   initialisation, the training order and MCEM's draws; the corpus is the
+   same (mini corpus seed 0). Paired differences (AV-VAE minus A-VAE,
+   etc.) get a 95 % t-interval over the seeds.
+
+Every run writes into ``--workdir`` and the JSON (default
+``benchmarks/results/av_vae_benchmark.json``) is rewritten after each
+part, so an interrupted benchmark resumes where it stopped. Prints a
+markdown table.
+
+    python benchmarks/av_vae_benchmark.py            # about 60-90 min, 1 core
+    python benchmarks/av_vae_benchmark.py --quick    # smoke run, tiny corpus
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, REPO)
+
+from lobes.data.mini_corpora import ensure_mini_corpus  # noqa: E402
+from lobes.models.av_vae import AVCVAE, SineSTFT  # noqa: E402
+from lobes.models.mcem import MCEM, mcem_reference  # noqa: E402
+
+RECIPE = os.path.join(REPO, "recipes", "NTCD-TIMIT", "av_separation")
+METHODS = ("mixture", "av_vae", "a_vae", "nmf", "supervised")
+SCORES = ("sdr", "sdr_i", "si_sdr", "si_sdr_i", "pesq", "stoi")
+#: Paired differences reported: (minuend, subtrahend).
+PAIRS = (
+    ("av_vae", "a_vae"),
+    ("av_vae", "mixture"),
+    ("av_vae", "nmf"),
+    ("av_vae", "supervised"),
+    ("a_vae", "mixture"),
+)
+#: Student t quantiles (0.975) by degrees of freedom.
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447,
+         7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}  # fmt: skip
+
+#: Benchmark sizes (command-line overrides of the recipe YAMLs).
+VAE_FLAGS = ["--number_of_epochs={epochs}", "--patience=10", "--lr=0.001"]
+SUPERVISED_FLAGS = [
+    "--number_of_epochs={epochs}", "--encoder_channels=64",
+    "--bottleneck_channels=64", "--conv_channels=128",
+    "--blocks_per_repeat=4", "--num_repeats=2", "--segment_seconds=2.0",
+    "--batch_size=4", "--lr=0.001",
+]  # fmt: skip
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def mean_interval(values):
+    """Mean and half-width of the 95 % t-interval (NaN for one value).
+
+    Example
+    -------
+    >>> mean, half = mean_interval([1.0, 2.0, 3.0])
+    >>> mean, round(half, 3)
+    (2.0, 2.484)
+    """
+    values = [float(v) for v in values if math.isfinite(float(v))]
+    if not values:
+        return math.nan, math.nan
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan
+    quantile = T_975.get(len(values) - 1, 1.96)
+    return mean, quantile * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def summarize(runs):
+    """Per-method means over seeds and paired differences.
+
+    Arguments
+    ---------
+    runs : dict
+        ``seed -> {method -> {score -> mean over the test mixtures}}``.
+
+    Returns
+    -------
+    dict
+        ``methods``: ``method -> score -> (mean, half-width)``;
+        ``pairs``: ``"a - b" -> score -> (mean, half-width)`` over the
+        seeds' paired differences; ``seeds``.
+
+    Example
+    -------
+    >>> runs = {1: {"av_vae": {"sdr": 2.0}, "a_vae": {"sdr": 1.0}},
+    ...         2: {"av_vae": {"sdr": 3.0}, "a_vae": {"sdr": 1.0}}}
+    >>> out = summarize(runs)
+    >>> out["pairs"]["av_vae - a_vae"]["sdr"][0]
+    1.5
+    """
+    seeds = sorted(runs)
+    methods = {}
+    for method in METHODS:
+        present = [s for s in seeds if method in runs[s]]
+        if not present:
+            continue
+        methods[method] = {
+            score: mean_interval(
+                [runs[s][method].get(score, math.nan) for s in present]
+            )
+            for score in SCORES + ("order_correct",)
+        }
+    pairs = {}
+    for one, two in PAIRS:
+        both = [s for s in seeds if one in runs[s] and two in runs[s]]
+        if not both:
+            continue
+        pairs[f"{one} - {two}"] = {
+            score: mean_interval(
+                [runs[s][one].get(score, math.nan)
+                 - runs[s][two].get(score, math.nan) for s in both]
+            )  # fmt: skip
+            for score in SCORES
+        }
+    return {"methods": methods, "pairs": pairs, "seeds": seeds}
+
+
+def _cell(pair, digits=2):
+    mean, half = pair
+    if not math.isfinite(mean):
+        return "-"
+    if not math.isfinite(half):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def markdown_tables(summary, speed=None):
+    """The quality table, the paired differences and the speed table.
+
+    Example
+    -------
+    >>> s = summarize({1: {"av_vae": {"sdr": 2.0}, "a_vae": {"sdr": 1.0}}})
+    >>> "| av_vae - a_vae | 1.00 |" in markdown_tables(s)
+    True
+    """
+    names = ("SDR", "SDRi", "SI-SDR", "SI-SDRi", "PESQ", "STOI")
+    lines = ["| method | " + " | ".join(names) + " | lips order right |",
+             "|---" + "|---:" * (len(names) + 1) + "|"]  # fmt: skip
+    for method, scores in summary["methods"].items():
+        cells = [_cell(scores[s]) for s in SCORES]
+        order = scores.get("order_correct", (math.nan, math.nan))
+        lines.append(f"| {method} | " + " | ".join(cells)
+                     + f" | {_cell(order)} |")  # fmt: skip
+    lines += ["", "| paired difference | " + " | ".join(names) + " |",
+              "|---" + "|---:" * len(names) + "|"]  # fmt: skip
+    for pair, scores in summary["pairs"].items():
+        lines.append(f"| {pair} | "
+                     + " | ".join(_cell(scores[s]) for s in SCORES) + " |")
+    if speed:
+        lines += [
+            "",
+            "| MCEM implementation | audio (s) | wall (s) | "
+            "s per s of audio |",
+            "|---|---:|---:|---:|",
+        ]
+        for key in ("reference", "batched", "batched_all"):
+            if key in speed:
+                row = speed[key]
+                lines.append(
+                    f"| {row['label']} | {row['audio_seconds']:.1f} | "
+                    f"{row['wall_seconds']:.2f} | "
+                    f"{row['seconds_per_audio_second']:.3f} |"
+                )
+        if "speedup" in speed:
+            lines.append(
+                f"\nSpeed-up of the batched code on the same mixture: "
+                f"{speed['speedup']:.1f}x (max relative difference of the "
+                f"estimates {speed['max_relative_difference']:.1e})"
+            )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- speed
+
+
+def speed_benchmark(corpus_root, em_iterations, quick=False):
+    """Batched versus frame-by-frame MCEM on the same input and draws."""
+    from lobes.data.av_prepare import prepare_ntcd_timit
+    from lobes.separation_mcem import (
+        lips_batch,
+        load_test_mixtures,
+        stft_batch,
+    )
+
+    save = os.path.join(REPO, "benchmarks", "results", "av_vae_prep",
+                        os.path.basename(corpus_root))  # fmt: skip
+    manifests = prepare_ntcd_timit(corpus_root, save)
+    items = load_test_mixtures(manifests["mix_test"])
+    stft = SineSTFT(1024, 256)
+    torch.manual_seed(0)
+    pixels = int(items[0].lips[0][0].numel())
+    vae = AVCVAE(513, 32, 128, pixels, 512, 128).eval()
+    mcem = MCEM(num_iterations=em_iterations, num_mh_steps=40, burn_in=30,
+                tolerance=0.0)  # fmt: skip
+    if quick:
+        mcem = MCEM(num_iterations=1, num_mh_steps=4, burn_in=2)
+    one = items[:1]
+    spec, mask, _ = stft_batch([i.mixture for i in one], stft)
+    lips = lips_batch(one, spec.shape[-1], stft, 16000)
+    audio = one[0].mixture.numel() / 16000
+    vae64 = vae.double()
+    runs = {}
+    for name, function in (("batched", None), ("reference", mcem_reference)):
+        generator = torch.Generator().manual_seed(7)
+        start = time.perf_counter()
+        if function is None:
+            result = mcem(vae64, spec.to(torch.cdouble), 2,
+                          lips=lips.double(), frame_mask=mask,
+                          generator=generator)  # fmt: skip
+        else:
+            result = function(mcem, vae64, spec.to(torch.cdouble), 2,
+                              lips=lips.double(), frame_mask=mask,
+                              generator=generator)  # fmt: skip
+        runs[name] = (time.perf_counter() - start, result)
+    fast, slow = runs["batched"][1], runs["reference"][1]
+    scale = slow.sources.abs().max()
+    difference = float((fast.sources - slow.sources).abs().max() / scale)
+    if difference > 1e-6:
+        raise RuntimeError(
+            f"batched and reference MCEM differ by {difference:.2e}"
+        )
+    speed = {
+        "em_iterations": mcem.num_iterations,
+        "mh_steps": mcem.num_mh_steps,
+        "max_relative_difference": difference,
+        "speedup": runs["reference"][0] / runs["batched"][0],
+    }
+    for name, label in (("reference", "frame by frame, 1 mixture, float64"),
+                        ("batched", "batched, 1 mixture, float64")):
+        speed[name] = {
+            "label": label,
+            "audio_seconds": audio,
+            "wall_seconds": runs[name][0],
+            "seconds_per_audio_second": runs[name][0] / audio,
+        }
+    vae32 = vae.float()
+    spec, mask, _ = stft_batch([i.mixture for i in items], stft)
+    lips = lips_batch(items, spec.shape[-1], stft, 16000)
+    start = time.perf_counter()
+    mcem(vae32, spec, 2, lips=lips, frame_mask=mask,
+         generator=torch.Generator().manual_seed(7))  # fmt: skip
+    wall = time.perf_counter() - start
+    audio = sum(i.mixture.numel() for i in items) / 16000
+    speed["batched_all"] = {
+        "label": f"batched, all {len(items)} test mixtures, float32",
+        "audio_seconds": audio,
+        "wall_seconds": wall,
+        "seconds_per_audio_second": wall / audio,
+    }
+    return speed
+
+
+# ---------------------------------------------------------------- quality
+
+
+def _run(command, log_path):
+    """Run a recipe script with one thread; raise with the log's tail."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH",
+                                                             ""))
+    start = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.run(command, cwd=RECIPE, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)  # fmt: skip
+    if proc.returncode != 0:
+        with open(log_path) as fin:
+            tail = fin.read()[-3000:]
+        raise RuntimeError(f"{' '.join(command)} failed:\n{tail}")
+    return time.time() - start
+
+
+def _training_facts(folder):
+    """Epochs run, best epoch and parameter count of a training run."""
+    facts = {}
+    try:
+        with open(os.path.join(folder, "train_log.txt")) as fin:
+            text = fin.read()
+        epochs = re.findall(r"^epoch: (\d+)", text, re.M)
+        facts["epochs"] = int(epochs[-1]) if epochs else 0
+        best = re.findall(r"Epoch loaded: (\d+)", text)
+        facts["best_epoch"] = int(best[-1]) if best else None
+        with open(os.path.join(folder, "log.txt")) as fin:
+            count = re.findall(r"Total Number of Trainable Parameters: (\S+)",
+                               fin.read())  # fmt: skip
+        facts["parameters"] = count[-1] if count else None
+    except OSError:
+        pass
+    return facts
+
+
+def quality_run(seed, args, workdir):
+    """Train the three models of one seed and separate the test set."""
+    python = sys.executable
+    size = "tiny" if args.quick else "small"
+    common = [f"--seed={seed}", f"--mini_corpus_size={size}"]
+    folders, facts = {}, {}
+    plan = {
+        "a_vae": ("a_vae.yaml", VAE_FLAGS, args.vae_epochs),
+        "av_vae": ("av_vae.yaml", VAE_FLAGS, args.vae_epochs),
+        "supervised": ("supervised.yaml", SUPERVISED_FLAGS,
+                       args.supervised_epochs),
+    }  # fmt: skip
+    for method, (yaml_file, flags, epochs) in plan.items():
+        folder = os.path.join(workdir, f"{method}_seed{seed}")
+        folders[method] = folder
+        done = os.path.join(folder, "benchmark_done.json")
+        if not os.path.isfile(done):
+            os.makedirs(folder, exist_ok=True)
+            command = [python, "train.py", f"hparams/{yaml_file}",
+                       f"--output_folder={folder}", *common,
+                       *[f.format(epochs=epochs) for f in flags]]
+            seconds = _run(command, os.path.join(folder, "benchmark.log"))
+            with open(done, "w") as fout:
+                json.dump({"seconds": seconds}, fout)
+        with open(done) as fin:
+            facts[method] = {**json.load(fin), **_training_facts(folder)}
+    out = os.path.join(workdir, f"separate_seed{seed}")
+    summary_path = os.path.join(out, "summary.json")
+    if not os.path.isfile(summary_path):
+        os.makedirs(out, exist_ok=True)
+        command = [
+            python, "separate.py", "hparams/separate.yaml",
+            f"--output_folder={out}", *common,
+            f"--av_vae_folder={folders['av_vae']}",
+            f"--a_vae_folder={folders['a_vae']}",
+            f"--supervised_folder={folders['supervised']}",
+            f"--num_iterations={args.em_iterations}",
+        ]
+        if args.quick:
+            command += ["--num_mh_steps=4", "--burn_in=2",
+                        "--nmf_iterations=10", "--dictionary_iterations=10"]
+        seconds = _run(command, os.path.join(out, "benchmark.log"))
+        with open(summary_path) as fin:
+            summary = json.load(fin)
+        summary["separation_seconds"] = seconds
+        with open(summary_path, "w") as fout:
+            json.dump(summary, fout, indent=2, sort_keys=True)
+    with open(summary_path) as fin:
+        summary = json.load(fin)
+    return {"training": facts, "separation": summary}
+
+
+# ---------------------------------------------------------------- main
+
+
+def _save(path, data):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fout:
+        json.dump(data, fout, indent=2, sort_keys=True)
+        fout.write("\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    """Run the speed part, then each seed; print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--vae_epochs", type=int, default=60)
+    parser.add_argument("--supervised_epochs", type=int, default=15)
+    parser.add_argument("--em_iterations", type=int, default=30)
+    parser.add_argument("--speed_iterations", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None, help="JSON results")
+    parser.add_argument("--workdir", default=None, help="training runs")
+    args = parser.parse_args(argv)
+    results = os.path.join(REPO, "benchmarks", "results")
+    suffix = "_quick" if args.quick else ""
+    args.out = args.out or os.path.join(
+        results, f"av_vae_benchmark{suffix}.json"
+    )
+    args.workdir = args.workdir or os.path.join(results, f"av_vae{suffix}")
+    if args.quick:
+        args.vae_epochs = args.supervised_epochs = 1
+        args.em_iterations = 2
+        args.seeds = args.seeds[:2]
+    torch.set_num_threads(1)
+    data = {}
+    if os.path.isfile(args.out):
+        with open(args.out) as fin:
+            data = json.load(fin)
+    data["provenance"] = {
+        "corpus": f"mini AV corpus ({'tiny' if args.quick else 'small'}, "
+        "seed 0)",
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, one "
+        "thread per process, shared with other jobs",
+        "torch": torch.__version__,
+        "vae": "paper size: latent 32, hidden 128 tanh, visual trunk "
+        "1024-512-128; lr 1e-3, batches of 8 utterances, early stopping "
+        f"(patience 10), at most {args.vae_epochs} epochs",
+        "supervised": "Conv-TasNet N=64 B=64 H=128 X=4 R=2, 2 s crops with "
+        f"dynamic mixing, batch 4, lr 1e-3, {args.supervised_epochs} epochs",
+        "mcem": f"{args.em_iterations} EM iterations (paper: up to 100), 40 "
+        "MH steps with 30 burn-in, proposal variance 0.01, K = 10",
+        "seeds": args.seeds,
+        "command": " ".join(["python", "benchmarks/av_vae_benchmark.py",
+                             *(argv if argv is not None else sys.argv[1:])]),
+    }  # fmt: skip
+    os.makedirs(args.workdir, exist_ok=True)
+    corpus = ensure_mini_corpus("av", "tiny" if args.quick else "small", 0)
+    if "speed" not in data or args.quick:
+        start = time.time()
+        data["speed"] = speed_benchmark(corpus, args.speed_iterations,
+                                        args.quick)  # fmt: skip
+        data["speed"]["load_average"] = os.getloadavg()
+        data["speed"]["benchmark_seconds"] = time.time() - start
+        _save(args.out, data)
+        print(markdown_tables({"methods": {}, "pairs": {}}, data["speed"]))
+    runs = data.setdefault("runs", {})
+    for seed in args.seeds:
+        if str(seed) in runs:
+            continue
+        start = time.time()
+        runs[str(seed)] = quality_run(seed, args, args.workdir)
+        runs[str(seed)]["wall_seconds"] = time.time() - start
+        runs[str(seed)]["load_average"] = os.getloadavg()
+        _save(args.out, data)
+        print(f"seed {seed} done in {time.time() - start:.0f} s", flush=True)
+    means = {
+        int(seed): run["separation"]["methods"] for seed, run in runs.items()
+        if int(seed) in args.seeds
+    }  # fmt: skip
+    data["summary"] = summarize(means)
+    data["table"] = markdown_tables(data["summary"], data.get("speed"))
+    _save(args.out, data)
+    print(data["table"])
+    return data
+
+
+if __name__ == "__main__":
+    main()
