@@ -14,6 +14,11 @@ phase, spectral interpolation buffers), which would make an utterance depend
 on what was synthesized before it. :func:`synthesize` therefore loads a
 private copy of the library afresh for every utterance (about 5 ms): the
 same text and speaker always give the same samples.
+
+:func:`synthesize_with_phonemes` also returns eSpeak's timed phonemes (the
+library initialised with phoneme events on), which drive the synthetic lips
+of the audio-visual mini corpus (:mod:`lobes.data.lips`); the waveform is
+the one :func:`synthesize` returns.
 """
 
 import _ctypes
@@ -77,6 +82,25 @@ _ESPEAK_CHARS_UTF8 = 1
 _CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
+# espeak_Initialize option and event types (speak_lib.h)
+_INITIALIZE_PHONEME_EVENTS = 0x0001
+_EVENT_LIST_TERMINATED = 0
+_EVENT_PHONEME = 7
+
+
+class _Event(ctypes.Structure):
+    """``espeak_EVENT``; ``id`` is a union whose phoneme member is char[8]."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_char * 8),
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,6 +296,7 @@ class _Espeak:
             ) from None
         self.lock = threading.Lock()
         self.samples = []
+        self.events = None
         self.callback = _CALLBACK(self._collect)
         self.written = set()
         try:
@@ -292,6 +317,15 @@ class _Espeak:
             self.samples.append(
                 np.ctypeslib.as_array(wav, shape=(num_samples,)).copy()
             )
+        if self.events is not None and events:
+            array = ctypes.cast(events, ctypes.POINTER(_Event))
+            index = 0
+            while array[index].type != _EVENT_LIST_TERMINATED:
+                event = array[index]
+                if event.type == _EVENT_PHONEME:
+                    name = event.id.decode("utf-8", errors="replace")
+                    self.events.append((name, int(event.sample)))
+                index += 1
         return 0
 
     def _write_variant(self, speaker):
@@ -325,9 +359,14 @@ class _Espeak:
             fout.write("\n".join(kept) + "\n")
         self.written.add(speaker.variant_file)
 
-    def speak(self, text, speaker):
-        """Return int16 samples at :data:`NATIVE_RATE`."""
+    def speak(self, text, speaker, phonemes=False):
+        """Return int16 samples at :data:`NATIVE_RATE`.
+
+        With ``phonemes=True``, return ``(samples, events)`` where
+        ``events`` lists ``(phoneme mnemonic, start sample)`` in order.
+        """
         with self.lock:
+            self.events = [] if phonemes else None
             self._write_variant(speaker)
             try:
                 lib = ctypes.CDLL(self.lib_path)
@@ -341,7 +380,7 @@ class _Espeak:
                     _AUDIO_OUTPUT_SYNCHRONOUS,
                     0,
                     self.data_path.encode(),
-                    0,
+                    _INITIALIZE_PHONEME_EVENTS if phonemes else 0,
                 )
                 if rate != NATIVE_RATE:
                     raise UserError(
@@ -379,9 +418,13 @@ class _Espeak:
                 lib.espeak_Terminate()
             finally:
                 _ctypes.dlclose(lib._handle)
-            if not self.samples:
-                return np.zeros(0, dtype=np.int16)
-            return np.concatenate(self.samples)
+            samples = (
+                np.concatenate(self.samples)
+                if self.samples
+                else np.zeros(0, dtype=np.int16)
+            )
+            events, self.events = self.events, None
+            return (samples, events) if phonemes else samples
 
 
 _ENGINE = None
@@ -426,9 +469,15 @@ def trim_silence(audio, sample_rate, threshold=0.01, margin=0.02):
     >>> len(trim_silence(x, 8000))
     480
     """
+    start, stop = _trim_bounds(audio, sample_rate, threshold, margin)
+    return audio[start:stop]
+
+
+def _trim_bounds(audio, sample_rate, threshold=0.01, margin=0.02):
+    """``(start, stop)`` samples kept by :func:`trim_silence`."""
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak == 0.0:
-        return audio
+        return 0, audio.size
     frame = max(1, sample_rate // 100)
     num_frames = math.ceil(audio.size / frame)
     padded = np.zeros(num_frames * frame, dtype=audio.dtype)
@@ -436,9 +485,9 @@ def trim_silence(audio, sample_rate, threshold=0.01, margin=0.02):
     frame_peaks = np.abs(padded.reshape(num_frames, frame)).max(axis=1)
     loud = np.nonzero(frame_peaks > threshold * peak)[0]
     keep = int(margin * sample_rate)
-    start = max(0, loud[0] * frame - keep)
-    stop = min(audio.size, (loud[-1] + 1) * frame + keep)
-    return audio[start:stop]
+    start = max(0, int(loud[0]) * frame - keep)
+    stop = min(audio.size, (int(loud[-1]) + 1) * frame + keep)
+    return start, stop
 
 
 def synthesize(text, speaker, sample_rate=16000, trim=True):
@@ -476,6 +525,68 @@ def synthesize(text, speaker, sample_rate=16000, trim=True):
     if wav.numel() > 0:
         wav = resample(wav, NATIVE_RATE, sample_rate)
     return wav.clamp(-1.0, 1.0)
+
+
+def synthesize_with_phonemes(text, speaker, sample_rate=16000, trim=True):
+    """Like :func:`synthesize`, also returning the timed phonemes.
+
+    eSpeak NG is initialised with phoneme events on; each phoneme event
+    gives the phoneme's mnemonic (eSpeak's phoneme names, e.g. ``b``,
+    ``I``, ``aI``, ``_:`` for a pause) and the sample where it starts. The
+    waveform is the same as :func:`synthesize` returns (the events only
+    report what the synthesizer does).
+
+    Arguments
+    ---------
+    text : str
+        What to say.
+    speaker : Speaker
+        Who says it.
+    sample_rate : int
+        Output rate.
+    trim : bool
+        Whether to cut leading and trailing silence (the times follow).
+
+    Returns
+    -------
+    wav : torch.Tensor
+        Shape ``[time]``, as :func:`synthesize`.
+    phonemes : list of tuple
+        ``(mnemonic, start_seconds, end_seconds)`` in the time base of
+        ``wav``, in order, each ending where the next starts (the last at
+        the end of the audio); phonemes wholly trimmed away are dropped.
+
+    Example
+    -------
+    >>> spk = make_speaker_pool(1)[0]
+    >>> wav, phones = synthesize_with_phonemes("bin blue", spk, 16000)
+    >>> torch.equal(wav, synthesize("bin blue", spk, 16000))
+    True
+    >>> [p[0] for p in phones if p[0] in ("b", "l")]
+    ['b', 'b', 'l']
+    >>> all(a[2] == b[1] for a, b in zip(phones, phones[1:]))
+    True
+    """
+    samples, events = _engine().speak(text, speaker, phonemes=True)
+    samples = samples.astype(np.float32) / 32768.0
+    start, stop = 0, samples.size
+    if trim:
+        start, stop = _trim_bounds(samples, NATIVE_RATE)
+        samples = samples[start:stop]
+    wav = torch.from_numpy(np.ascontiguousarray(samples))
+    if wav.numel() > 0:
+        wav = resample(wav, NATIVE_RATE, sample_rate)
+    wav = wav.clamp(-1.0, 1.0)
+    duration = wav.numel() / sample_rate
+    phonemes = []
+    bounds = [sample for _, sample in events[1:]] + [stop]
+    for (name, begin), end in zip(events, bounds):
+        begin = min(max(begin - start, 0), stop - start) / NATIVE_RATE
+        end = min(max(end - start, 0), stop - start) / NATIVE_RATE
+        begin, end = min(begin, duration), min(end, duration)
+        if end > begin:
+            phonemes.append((name, begin, end))
+    return wav, phonemes
 
 
 _RESAMPLERS = {}

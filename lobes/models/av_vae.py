@@ -1,0 +1,458 @@
+"""Audio-only VAE and audio-visual conditional VAE of clean speech spectra.
+
+Generative model of one STFT frame ``s_n`` (F frequency bins) of clean
+speech, as in Sadeghi et al. (IEEE TASLP 2020) and Nguyen et al. (MLSP
+2021)::
+
+    z_n ~ p(z | v_n)                     (A-VAE: N(0, I))
+    s_fn | z_n, v_n ~ N_c(0, sigma_f^2(z_n, v_n))
+
+- :class:`AudioVAE` (A-VAE): encoder ``q(z | x)`` and decoder
+  ``sigma^2(z)``, one hidden layer each (tanh), the decoder's output is the
+  exponential of a linear layer (a variance);
+- :class:`AVCVAE` (AV-VAE): a shared visual trunk maps a lip ROI to an
+  embedding (:class:`VisualTrunk`, 2 ReLU layers, ``H*W -> 512 -> 128``);
+  the prior network ``p(z | v)``, the encoder ``q(z | x, v)`` and the
+  decoder ``sigma^2(z, v)`` all read it. The encoder input ``x`` may be the
+  clean frame or a mixture (Nguyen et al. feed the encoder the mixture and
+  the lips).
+
+The encoder reads log-power spectra (``log(|x|^2 + eps)``), the decoder
+returns variances. :func:`is_elbo` is the training loss: the Itakura-Saito
+reconstruction ``sum_f [log sigma^2 + |s|^2 / sigma^2]`` plus
+``KL(q || p)``, per frame.
+
+:class:`SineSTFT` is the analysis/synthesis of the recipes (sine window,
+1024 samples at 16 kHz, hop 256: 62.5 frames a second) and
+:func:`lips_per_frame` picks for every STFT frame the video frame that
+covers its centre and normalises it.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+#: Floor added to powers before the log, and to variances.
+EPS = 1e-8
+#: Range of the decoder's log-variance (keeps exp finite).
+LOG_VAR_RANGE = (-30.0, 30.0)
+
+
+class SineSTFT(nn.Module):
+    """STFT with a sine window and its inverse (weighted overlap-add).
+
+    Arguments
+    ---------
+    n_fft : int
+        Window and FFT length.
+    hop_length : int
+        Hop in samples.
+
+    Example
+    -------
+    >>> stft = SineSTFT(256, 64)
+    >>> wav = torch.randn(2, 1600)
+    >>> spec = stft(wav)
+    >>> spec.shape, spec.dtype
+    (torch.Size([2, 129, 26]), torch.complex64)
+    >>> torch.allclose(stft.inverse(spec, 1600), wav, atol=1e-4)
+    True
+    """
+
+    def __init__(self, n_fft=1024, hop_length=256):
+        super().__init__()
+        self.n_fft = int(n_fft)
+        self.hop_length = int(hop_length)
+        window = torch.sin(math.pi * (torch.arange(self.n_fft) + 0.5) / n_fft)
+        self.register_buffer("window", window, persistent=False)
+
+    @property
+    def num_freqs(self):
+        """Number of frequency bins ``n_fft // 2 + 1``."""
+        return self.n_fft // 2 + 1
+
+    def num_frames(self, num_samples):
+        """Frames of a signal of ``num_samples`` (centred frames).
+
+        Example
+        -------
+        >>> SineSTFT(1024, 256).num_frames(16000)
+        63
+        """
+        return 1 + int(num_samples) // self.hop_length
+
+    def forward(self, wav):
+        """``[..., time]`` -> complex ``[..., F, N]``."""
+        shape = wav.shape
+        spec = torch.stft(
+            wav.reshape(-1, shape[-1]),
+            self.n_fft,
+            self.hop_length,
+            window=self.window.to(wav.device, wav.dtype),
+            center=True,
+            return_complex=True,
+        )
+        return spec.reshape(*shape[:-1], *spec.shape[-2:])
+
+    def inverse(self, spec, length):
+        """Complex ``[..., F, N]`` -> ``[..., length]``."""
+        shape = spec.shape
+        real = spec.real.dtype
+        wav = torch.istft(
+            spec.reshape(-1, *shape[-2:]),
+            self.n_fft,
+            self.hop_length,
+            window=self.window.to(spec.device, real),
+            center=True,
+            length=int(length),
+        )
+        return wav.reshape(*shape[:-2], wav.shape[-1])
+
+
+def log_power(power):
+    """Encoder input: ``log(power + EPS)``.
+
+    Example
+    -------
+    >>> float(log_power(torch.tensor([1.0])))
+    0.0
+    """
+    return torch.log(power + EPS)
+
+
+def lips_per_frame(lips, lips_frames, num_frames, hop_length, sample_rate,
+                   fps):  # fmt: skip
+    """The normalised lip ROI of every STFT frame.
+
+    STFT frame ``n`` is centred at ``n * hop / sample_rate`` seconds and
+    gets the video frame covering that instant (the last frame past the
+    video's end). Each utterance's ROIs are scaled to [0, 1], the mean
+    image of its valid frames is subtracted (what stays is the motion, not
+    the speaker's static look) and the result divided by its standard
+    deviation.
+
+    Arguments
+    ---------
+    lips : torch.Tensor
+        ``[B, T, H, W]`` (uint8 or float), zero-padded.
+    lips_frames : torch.Tensor or list
+        Valid video frames of each item ``[B]``.
+    num_frames : int
+        STFT frames ``N``.
+    hop_length : int
+        STFT hop.
+    sample_rate : int
+        Audio rate.
+    fps : float or torch.Tensor or list
+        Video rate (one, or one per item).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B, N, H * W]`` float.
+
+    Example
+    -------
+    >>> lips = torch.zeros(1, 30, 2, 2, dtype=torch.uint8)
+    >>> lips[0, 15:] = 200
+    >>> frames = lips_per_frame(lips, [30], 63, 256, 16000, 30)
+    >>> frames.shape
+    torch.Size([1, 63, 4])
+    >>> bool(frames[0, 10, 0] < 0 < frames[0, 50, 0])
+    True
+    """
+    batch = lips.shape[0]
+    device = lips.device
+    counts = torch.as_tensor(lips_frames, device=device).long().reshape(-1)
+    rates = torch.as_tensor(fps, device=device, dtype=torch.float64)
+    rates = rates.reshape(-1).expand(batch)
+    times = torch.arange(num_frames, device=device, dtype=torch.float64)
+    times = times * hop_length / sample_rate
+    index = torch.floor(times[None, :] * rates[:, None] + 1e-9).long()
+    index = torch.minimum(index, (counts - 1).clamp(min=0)[:, None])
+    flat = lips.reshape(batch, lips.shape[1], -1).float() / 255.0
+    picked = torch.gather(
+        flat, 1, index[:, :, None].expand(-1, -1, flat.shape[-1])
+    )
+    valid = torch.arange(lips.shape[1], device=device)[None] < counts[:, None]
+    weights = valid.float()[:, :, None]
+    mean = (flat * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
+    centred = picked - mean
+    spread = centred.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+    return centred / (spread + 1e-3)
+
+
+class VAEOutput(NamedTuple):
+    """What a VAE's ``forward`` returns (all ``[..., dim]``)."""
+
+    variance: torch.Tensor
+    mu_q: torch.Tensor
+    logvar_q: torch.Tensor
+    mu_p: torch.Tensor
+    logvar_p: torch.Tensor
+    z: torch.Tensor
+
+
+def _reparameterize(mu, logvar, sample):
+    if not sample:
+        return mu
+    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+
+def _variance(logits):
+    return torch.exp(logits.clamp(*LOG_VAR_RANGE))
+
+
+class AudioVAE(nn.Module):
+    """A-VAE: encoder ``q(z | x)``, decoder ``sigma^2(z)``, prior N(0, I).
+
+    Arguments
+    ---------
+    num_freqs : int
+        Frequency bins ``F``.
+    latent_dim : int
+        ``D`` (32 in the paper).
+    hidden_dim : int
+        Hidden units of the encoder and decoder (128, tanh).
+
+    Example
+    -------
+    >>> vae = AudioVAE(num_freqs=9, latent_dim=2, hidden_dim=4)
+    >>> out = vae(torch.randn(3, 5, 9))
+    >>> out.variance.shape, out.z.shape, bool((out.variance > 0).all())
+    (torch.Size([3, 5, 9]), torch.Size([3, 5, 2]), True)
+    >>> vae.uses_video
+    False
+    """
+
+    uses_video = False
+
+    def __init__(self, num_freqs=513, latent_dim=32, hidden_dim=128):
+        super().__init__()
+        self.num_freqs = int(num_freqs)
+        self.latent_dim = int(latent_dim)
+        self.encoder_hidden = nn.Linear(num_freqs, hidden_dim)
+        self.encoder_mean = nn.Linear(hidden_dim, latent_dim)
+        self.encoder_logvar = nn.Linear(hidden_dim, latent_dim)
+        self.decoder_hidden = nn.Linear(latent_dim, hidden_dim)
+        self.decoder_output = nn.Linear(hidden_dim, num_freqs)
+
+    def embed(self, lips):
+        """No visual input: ``None``."""
+        return None
+
+    def encode(self, features, embedding=None):
+        """``q(z | x)``: mean and log-variance ``[..., D]``."""
+        hidden = torch.tanh(self.encoder_hidden(features))
+        return self.encoder_mean(hidden), self.encoder_logvar(hidden)
+
+    def prior(self, embedding=None, like=None):
+        """Standard normal prior, zeros shaped like ``like``."""
+        zeros = torch.zeros_like(like)
+        return zeros, zeros
+
+    def decode(self, z, embedding=None):
+        """``sigma^2(z)``: variances ``[..., F]``."""
+        hidden = torch.tanh(self.decoder_hidden(z))
+        return _variance(self.decoder_output(hidden))
+
+    def forward(self, features, lips=None, sample=True):
+        """Encode, draw ``z`` (or take the mean), decode.
+
+        Arguments
+        ---------
+        features : torch.Tensor
+            Encoder input ``[..., F]`` (:func:`log_power`).
+        lips : None
+            Unused (no video).
+        sample : bool
+            Draw ``z`` from ``q``; otherwise use its mean.
+        """
+        mu_q, logvar_q = self.encode(features)
+        z = _reparameterize(mu_q, logvar_q, sample)
+        mu_p, logvar_p = self.prior(like=mu_q)
+        return VAEOutput(self.decode(z), mu_q, logvar_q, mu_p, logvar_p, z)
+
+
+class VisualTrunk(nn.Module):
+    """Lip ROI -> embedding: ``H*W -> hidden -> output``, ReLU after each.
+
+    Example
+    -------
+    >>> VisualTrunk(16, 8, 4)(torch.randn(2, 16)).shape
+    torch.Size([2, 4])
+    """
+
+    def __init__(self, input_dim=1024, hidden_dim=512, output_dim=128):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(input_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, output_dim),
+            nn.ReLU(),
+        )
+
+    def forward(self, lips):
+        """``[..., H*W]`` -> ``[..., output_dim]``."""
+        return self.layers(lips)
+
+
+class AVCVAE(nn.Module):
+    """AV-VAE: conditional VAE with lips in the prior, encoder and decoder.
+
+    ``p(z | v) = N(mu_p(v), diag exp(logvar_p(v)))``, ``q(z | x, v)``,
+    ``sigma^2(z, v)``; each network adds a linear map of the shared visual
+    embedding to its own input layer.
+
+    Arguments
+    ---------
+    num_freqs : int
+        Frequency bins ``F``.
+    latent_dim : int
+        ``D``.
+    hidden_dim : int
+        Hidden units (tanh) of the prior, encoder and decoder.
+    visual_dim : int
+        Pixels of a lip ROI ``H * W``.
+    trunk_hidden : int
+        Hidden units of the visual trunk.
+    trunk_dim : int
+        Size of the visual embedding.
+
+    Example
+    -------
+    >>> vae = AVCVAE(num_freqs=9, latent_dim=2, hidden_dim=4, visual_dim=6,
+    ...              trunk_hidden=5, trunk_dim=3)
+    >>> lips = torch.randn(3, 5, 6)
+    >>> out = vae(torch.randn(3, 5, 9), lips)
+    >>> out.variance.shape, out.mu_p.shape
+    (torch.Size([3, 5, 9]), torch.Size([3, 5, 2]))
+    >>> emb = vae.embed(lips)
+    >>> vae.decode(torch.randn(3, 4, 5, 2), emb[:, None]).shape  # broadcast
+    torch.Size([3, 4, 5, 9])
+    """
+
+    uses_video = True
+
+    def __init__(
+        self, num_freqs=513, latent_dim=32, hidden_dim=128, visual_dim=1024,
+        trunk_hidden=512, trunk_dim=128,
+    ):  # fmt: skip
+        super().__init__()
+        self.num_freqs = int(num_freqs)
+        self.latent_dim = int(latent_dim)
+        self.trunk = VisualTrunk(visual_dim, trunk_hidden, trunk_dim)
+        self.encoder_audio = nn.Linear(num_freqs, hidden_dim)
+        self.encoder_video = nn.Linear(trunk_dim, hidden_dim)
+        self.encoder_mean = nn.Linear(hidden_dim, latent_dim)
+        self.encoder_logvar = nn.Linear(hidden_dim, latent_dim)
+        self.prior_hidden = nn.Linear(trunk_dim, hidden_dim)
+        self.prior_mean = nn.Linear(hidden_dim, latent_dim)
+        self.prior_logvar = nn.Linear(hidden_dim, latent_dim)
+        self.decoder_latent = nn.Linear(latent_dim, hidden_dim)
+        self.decoder_video = nn.Linear(trunk_dim, hidden_dim)
+        self.decoder_output = nn.Linear(hidden_dim, num_freqs)
+
+    def embed(self, lips):
+        """Visual embedding ``[..., trunk_dim]`` of ROIs ``[..., H*W]``."""
+        return self.trunk(lips)
+
+    def encode(self, features, embedding):
+        """``q(z | x, v)``: mean and log-variance."""
+        hidden = torch.tanh(
+            self.encoder_audio(features) + self.encoder_video(embedding)
+        )
+        return self.encoder_mean(hidden), self.encoder_logvar(hidden)
+
+    def prior(self, embedding, like=None):
+        """``p(z | v)``: mean and log-variance."""
+        hidden = torch.tanh(self.prior_hidden(embedding))
+        return self.prior_mean(hidden), self.prior_logvar(hidden)
+
+    def decode(self, z, embedding):
+        """``sigma^2(z, v)``; ``z`` and ``embedding`` broadcast."""
+        hidden = torch.tanh(
+            self.decoder_latent(z) + self.decoder_video(embedding)
+        )
+        return _variance(self.decoder_output(hidden))
+
+    def forward(self, features, lips, sample=True):
+        """Embed the lips, encode, draw ``z``, decode; also the prior.
+
+        Arguments
+        ---------
+        features : torch.Tensor
+            Encoder input ``[..., F]``.
+        lips : torch.Tensor
+            Normalised lip ROIs of the same frames ``[..., H*W]``.
+        sample : bool
+            Draw ``z`` from ``q``; otherwise use its mean.
+        """
+        embedding = self.embed(lips)
+        mu_q, logvar_q = self.encode(features, embedding)
+        z = _reparameterize(mu_q, logvar_q, sample)
+        mu_p, logvar_p = self.prior(embedding)
+        variance = self.decode(z, embedding)
+        return VAEOutput(variance, mu_q, logvar_q, mu_p, logvar_p, z)
+
+
+class ELBOTerms(NamedTuple):
+    """Negative ELBO per frame (mean over valid frames) and its parts."""
+
+    loss: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+
+
+def is_elbo(power, output, mask=None):
+    """Negative ELBO with the Itakura-Saito reconstruction term.
+
+    ``sum_f [log sigma_f^2 + |s_f|^2 / sigma_f^2]`` (the complex Gaussian's
+    negative log-likelihood up to ``F log pi``) plus
+    ``KL(N(mu_q, var_q) || N(mu_p, var_p))`` summed over the latent
+    dimensions, averaged over the valid frames.
+
+    Arguments
+    ---------
+    power : torch.Tensor
+        Clean speech power ``|s|^2`` ``[..., F]``.
+    output : VAEOutput
+        The VAE's output for those frames.
+    mask : torch.Tensor, optional
+        Valid frames ``[...]`` (bool or 0/1).
+
+    Returns
+    -------
+    ELBOTerms
+
+    Example
+    -------
+    >>> power = torch.rand(4, 9)
+    >>> z = torch.zeros(4, 2)
+    >>> perfect = VAEOutput(power, z, z, z, z, z)
+    >>> terms = is_elbo(power, perfect)
+    >>> round(float(terms.kl), 6), bool(torch.isclose(
+    ...     terms.reconstruction, (power.log() + 1).sum(-1).mean()))
+    (0.0, True)
+    """
+    variance = output.variance + EPS
+    recon = (torch.log(variance) + power / variance).sum(-1)
+    kl = 0.5 * (
+        output.logvar_p
+        - output.logvar_q
+        + (output.logvar_q.exp() + (output.mu_q - output.mu_p).pow(2))
+        / output.logvar_p.exp()
+        - 1.0
+    ).sum(-1)
+    if mask is None:
+        mask = torch.ones_like(recon)
+    mask = mask.to(recon.dtype)
+    count = mask.sum().clamp(min=1.0)
+    recon = (recon * mask).sum() / count
+    kl = (kl * mask).sum() / count
+    return ELBOTerms(recon + kl, recon, kl)

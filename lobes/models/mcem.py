@@ -1,0 +1,590 @@
+"""Monte Carlo EM separation of J speakers and noise with a (AV-)VAE prior.
+
+Mixture model (Nguyen et al., MLSP 2021, after Leglaive et al., MLSP
+2018), for STFT bin ``(f, n)`` of a mixture ``x``::
+
+    x_fn ~ N_c(0, V_fn),   V_fn = sum_j g_jn sigma_f^2(z_jn, v_jn) + (WH)_fn
+
+with ``sigma^2`` the trained decoder, ``z_jn`` the latent of speaker ``j``
+at frame ``n`` (prior ``p(z | v_jn)``, or N(0, I) without video), per-frame
+gains ``g`` and a rank-``K`` NMF noise variance ``WH``.
+
+- E-step: random-walk Metropolis-Hastings on each speaker's latents in
+  turn (proposal ``z' = z + sqrt(proposal_variance) * eps``; accept per
+  frame with the likelihood ratio times the prior ratio), ``num_mh_steps``
+  steps of which the first ``burn_in`` are discarded;
+- M-step: multiplicative updates of ``W``, ``H`` and ``g`` with exponent
+  1/2 (majorisation-minimisation of the Itakura-Saito cost averaged over
+  the samples: each update never increases it for the kept samples);
+- stop after ``num_iterations`` or when every mixture's cost changes by
+  less than ``tolerance`` (relative); a last E-step gives the samples of
+  the Wiener filters ``s_j = mean_r [g_j sigma_{j,r}^2 / V_r] x``.
+
+Initialisation: ``z`` from the encoder's mean given the mixture (and each
+speaker's lips), ``W`` and ``H`` uniform at random then scaled to
+``noise_init`` times the mixture's mean power, ``g = 1``.
+
+:class:`MCEM` is batched tensor code over ``(mixtures, speakers, samples,
+frames, freqs)``: the only Python loops are over EM iterations, MH steps
+and speakers (each speaker's update depends on the others'); several
+mixtures of different lengths run at once with a frame mask; it runs on the
+device of its inputs. :func:`mcem_reference` is the same algorithm written
+frame by frame, for tests and the benchmark: with the same random draws
+the two agree to rounding.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from lobes.models.av_vae import EPS, log_power
+
+
+class MCEMResult(NamedTuple):
+    """What :class:`MCEM` returns.
+
+    Attributes
+    ----------
+    sources : torch.Tensor
+        Speaker STFTs ``[B, J, F, N]`` (complex), in the order of the lips.
+    noise : torch.Tensor
+        Noise STFT ``[B, F, N]``.
+    costs : torch.Tensor
+        Cost after each M-step ``[iterations, B]``.
+    costs_before : torch.Tensor
+        Cost of the same samples before each M-step ``[iterations, B]``.
+    acceptance : torch.Tensor
+        MH acceptance rate per mixture and speaker ``[B, J]``.
+    iterations : torch.Tensor
+        EM iterations until each mixture met the tolerance ``[B]`` (the
+        maximum when it did not).
+    """
+
+    sources: torch.Tensor
+    noise: torch.Tensor
+    costs: torch.Tensor
+    costs_before: torch.Tensor
+    acceptance: torch.Tensor
+    iterations: torch.Tensor
+
+
+class _Draws:
+    """Random numbers in a fixed order, shared by both implementations."""
+
+    def __init__(self, generator, device, dtype):
+        self.generator = generator
+        self.device = device
+        self.dtype = dtype
+
+    def uniform(self, shape):
+        return torch.rand(
+            shape, generator=self.generator, device=self.device,
+            dtype=self.dtype,
+        )  # fmt: skip
+
+    def normal(self, shape):
+        return torch.randn(
+            shape, generator=self.generator, device=self.device,
+            dtype=self.dtype,
+        )  # fmt: skip
+
+
+def _prepare(model, mixture, num_speakers, lips, frame_mask):
+    """Power, mask, visual embeddings, prior and initial latents."""
+    power = mixture.abs().pow(2).transpose(1, 2)  # [B, N, F]
+    batch, frames, _ = power.shape
+    if frame_mask is None:
+        frame_mask = torch.ones(batch, frames, dtype=torch.bool,
+                                device=power.device)  # fmt: skip
+    frame_mask = frame_mask.to(power.device).bool()
+    power = power * frame_mask[..., None]
+    embedding = None
+    if getattr(model, "uses_video", False):
+        if lips is None or lips.shape[1] != num_speakers:
+            raise ValueError(
+                f"an audio-visual model needs lips [B, {num_speakers}, N, "
+                "pixels] for every speaker"
+            )
+        embedding = model.embed(lips.to(power.dtype))  # [B, J, N, E]
+    features = log_power(power)[:, None].expand(-1, num_speakers, -1, -1)
+    mu_q, _ = model.encode(features, embedding)  # [B, J, N, D]
+    mu_p, logvar_p = model.prior(embedding, like=mu_q)
+    return power, frame_mask, embedding, mu_q, mu_p, logvar_p
+
+
+def _init_noise(draws, power, mask, rank, share):
+    """Random ``W [B, F, K]`` and ``H [B, K, N]``, scaled to the mixture."""
+    batch, frames, freqs = power.shape
+    w = draws.uniform((batch, freqs, rank)) + 0.05
+    h = draws.uniform((batch, rank, frames)) + 0.05
+    noise = torch.einsum("bfk,bkn->bnf", w, h)
+    valid = mask[..., None].to(power.dtype)
+    count = (valid.sum((1, 2)) * freqs).clamp(min=1)
+    target = (power * valid).sum((1, 2)) / count * share
+    current = (noise * valid).sum((1, 2)) / count
+    h = h * (target / current.clamp(min=EPS)).clamp(min=EPS)[:, None, None]
+    return w, h
+
+
+def _cost(power, variance, mask):
+    """Mean over valid bins and samples of ``log V + P / V`` ``[B]``.
+
+    ``variance`` is ``[B, R, N, F]``.
+    """
+    terms = torch.log(variance) + power[:, None] / variance
+    valid = mask[:, None, :, None].to(terms.dtype)
+    count = (valid.sum((2, 3)) * terms.shape[-1]).clamp(min=1)
+    return ((terms * valid).sum((2, 3)) / count).mean(1)
+
+
+def _ratio(numerator, denominator):
+    """``sqrt(num / den)``, 1 where the denominator vanishes."""
+    ok = denominator > 0
+    safe = torch.where(ok, denominator, torch.ones_like(denominator))
+    return torch.where(ok, numerator / safe, torch.ones_like(numerator)).sqrt()
+
+
+class MCEM:
+    """Batched Monte Carlo EM (see the module docstring).
+
+    Arguments
+    ---------
+    num_iterations : int
+        Largest number of EM iterations (100 in the paper).
+    num_mh_steps : int
+        MH steps per E-step (40).
+    burn_in : int
+        Discarded MH steps (30): ``num_mh_steps - burn_in`` samples per
+        chain are kept.
+    proposal_variance : float
+        Random-walk proposal variance (0.01).
+    noise_rank : int
+        NMF rank ``K`` of the noise (10).
+    tolerance : float
+        Relative cost change that ends the iterations (1e-5).
+    num_chains : int
+        Independent MH chains per speaker (samples are pooled).
+    noise_init : float
+        Initial noise variance as a share of the mixture's mean power.
+
+    Example
+    -------
+    >>> from lobes.models.av_vae import AudioVAE
+    >>> torch.manual_seed(0)
+    <torch._C.Generator object at ...>
+    >>> vae = AudioVAE(num_freqs=9, latent_dim=2, hidden_dim=4).eval()
+    >>> mix = torch.randn(3, 9, 7, dtype=torch.cfloat)
+    >>> mcem = MCEM(num_iterations=3, num_mh_steps=4, burn_in=2,
+    ...             noise_rank=2)
+    >>> result = mcem(vae, mix, num_speakers=2,
+    ...               generator=torch.Generator().manual_seed(1))
+    >>> result.sources.shape, result.noise.shape, result.costs.shape
+    (torch.Size([3, 2, 9, 7]), torch.Size([3, 9, 7]), torch.Size([3, 3]))
+    >>> rebuilt = result.sources.sum(1) + result.noise  # Wiener: sums to x
+    >>> bool(torch.allclose(rebuilt, mix, atol=1e-4))
+    True
+    """
+
+    def __init__(
+        self, num_iterations=100, num_mh_steps=40, burn_in=30,
+        proposal_variance=0.01, noise_rank=10, tolerance=1e-5, num_chains=1,
+        noise_init=0.1,
+    ):  # fmt: skip
+        if not 0 <= burn_in < num_mh_steps:
+            raise ValueError("need 0 <= burn_in < num_mh_steps")
+        self.num_iterations = int(num_iterations)
+        self.num_mh_steps = int(num_mh_steps)
+        self.burn_in = int(burn_in)
+        self.proposal_variance = float(proposal_variance)
+        self.noise_rank = int(noise_rank)
+        self.tolerance = float(tolerance)
+        self.num_chains = int(num_chains)
+        self.noise_init = float(noise_init)
+
+    @torch.no_grad()
+    def __call__(self, model, mixture, num_speakers, lips=None,
+                 frame_mask=None, generator=None):  # fmt: skip
+        """Separate a batch of mixtures.
+
+        Arguments
+        ---------
+        model : AudioVAE or AVCVAE
+            The trained model (``embed``, ``encode``, ``prior``,
+            ``decode``).
+        mixture : torch.Tensor
+            Complex STFTs ``[B, F, N]``.
+        num_speakers : int
+            ``J``.
+        lips : torch.Tensor, optional
+            Normalised lip ROIs per STFT frame ``[B, J, N, H*W]``
+            (:func:`lobes.models.av_vae.lips_per_frame`); needed by an
+            audio-visual model.
+        frame_mask : torch.Tensor, optional
+            Valid frames ``[B, N]`` (padded mixtures).
+        generator : torch.Generator, optional
+            Source of every random draw (on the mixture's device).
+
+        Returns
+        -------
+        MCEMResult
+        """
+        power, mask, embedding, z0, mu_p, logvar_p = _prepare(
+            model, mixture, num_speakers, lips, frame_mask
+        )
+        real = power.dtype
+        draws = _Draws(generator, power.device, real)
+        w, h = _init_noise(draws, power, mask, self.noise_rank, self.noise_init)
+        chains = self.num_chains
+        # [B, J, S, N, D] latents, [B, J, S, N, F] variances
+        z = z0[:, :, None].expand(-1, -1, chains, -1, -1).contiguous()
+        emb = None if embedding is None else embedding[:, :, None]
+        sigma = model.decode(z, emb)
+        gain = torch.ones(power.shape[0], num_speakers, power.shape[1],
+                          dtype=real, device=power.device)  # fmt: skip
+        prior_mean = mu_p[:, :, None]
+        prior_var = logvar_p.exp()[:, :, None]
+        accepted = torch.zeros(power.shape[0], num_speakers, dtype=real,
+                               device=power.device)  # fmt: skip
+        proposals = 0
+        costs, costs_before = [], []
+        done = torch.full((power.shape[0],), self.num_iterations,
+                          dtype=torch.long, device=power.device)  # fmt: skip
+        for iteration in range(self.num_iterations):
+            samples, z, sigma, acc = self._e_step(
+                draws, power, mask, z, sigma, gain, w, h, emb, prior_mean,
+                prior_var, model,
+            )  # fmt: skip
+            accepted += acc
+            proposals += self.num_mh_steps
+            w, h, gain, before, after = _m_step(power, samples, gain, w, h,
+                                                mask)  # fmt: skip
+            costs_before.append(before)
+            costs.append(after)
+            if iteration > 0:
+                change = (costs[-2] - after).abs()
+                change = change / costs[-2].abs().clamp(min=1e-12)
+                running = done == self.num_iterations
+                newly = (change < self.tolerance) & running
+                done = torch.where(newly, torch.full_like(done, iteration + 1),
+                                   done)  # fmt: skip
+                if bool((done < self.num_iterations).all()):
+                    break
+        samples, z, sigma, acc = self._e_step(
+            draws, power, mask, z, sigma, gain, w, h, emb, prior_mean,
+            prior_var, model,
+        )  # fmt: skip
+        accepted += acc
+        proposals += self.num_mh_steps
+        sources, noise = _wiener(mixture, samples, gain, w, h)
+        valid = mask.sum(1, keepdim=True).clamp(min=1).to(real)
+        return MCEMResult(
+            sources=sources,
+            noise=noise,
+            costs=torch.stack(costs),
+            costs_before=torch.stack(costs_before),
+            acceptance=accepted / (proposals * chains * valid),
+            iterations=done,
+        )
+
+    def _e_step(self, draws, power, mask, z, sigma, gain, w, h, emb,
+                prior_mean, prior_var, model):  # fmt: skip
+        """MH over every speaker in turn; the kept variances ``[B,J,R,N,F]``.
+
+        Also returns the chains' last state and the accepted counts per
+        mixture and speaker (summed over chains and frames).
+        """
+        num_speakers = z.shape[1]
+        noise = torch.einsum("bfk,bkn->bnf", w, h)[:, None]  # [B, 1, N, F]
+        scale = math.sqrt(self.proposal_variance)
+        kept = []
+        accepted = torch.zeros(z.shape[0], num_speakers, dtype=power.dtype,
+                               device=power.device)  # fmt: skip
+        target = power[:, None]  # [B, 1, N, F]
+        g = gain[:, :, None, :, None]  # [B, J, 1, N, 1]
+        z = z.clone()
+        sigma = sigma.clone()
+        for step in range(self.num_mh_steps):
+            for j in range(num_speakers):
+                eps = draws.normal(z[:, j].shape)
+                log_u = torch.log(draws.uniform(z[:, j].shape[:-1]))
+                proposal = z[:, j] + scale * eps
+                emb_j = None if emb is None else emb[:, j]
+                sigma_new = model.decode(proposal, emb_j)
+                others = [k for k in range(num_speakers) if k != j]
+                rest = noise + EPS
+                if others:
+                    rest = rest + (g[:, others] * sigma[:, others]).sum(1)
+                current = rest + g[:, j] * sigma[:, j]
+                ratio = current / (rest + g[:, j] * sigma_new)
+                # log(V / V') + P (1 / V - 1 / V'), with one log
+                log_ratio = (
+                    torch.log(ratio) + target * (1.0 - ratio) / current
+                ).sum(-1)
+                log_ratio = log_ratio + 0.5 * (
+                    (z[:, j] - prior_mean[:, j]).pow(2)
+                    - (proposal - prior_mean[:, j]).pow(2)
+                ).div(prior_var[:, j]).sum(-1)
+                accept = log_u < log_ratio  # [B, S, N]
+                z[:, j] = torch.where(accept[..., None], proposal, z[:, j])
+                sigma[:, j] = torch.where(accept[..., None], sigma_new,
+                                          sigma[:, j])  # fmt: skip
+                counted = accept & mask[:, None]
+                accepted[:, j] += counted.to(power.dtype).sum((1, 2))
+            if step >= self.burn_in:
+                kept.append(sigma.clone())
+        samples = torch.stack(kept, dim=3)  # [B, J, S, K, N, F]
+        shape = samples.shape
+        samples = samples.reshape(shape[0], shape[1], -1, *shape[-2:])
+        return samples, z, sigma, accepted
+
+
+def _variances(samples, gain, w, h):
+    """Speech ``[B, J, R, N, F]``, noise ``[B, N, F]``, total ``[B,R,N,F]``."""
+    speech = gain[:, :, None, :, None] * samples
+    noise = torch.einsum("bfk,bkn->bnf", w, h)
+    total = speech.sum(1) + noise[:, None] + EPS
+    return speech, noise, total
+
+
+def _m_step(power, samples, gain, w, h, mask):
+    """Multiplicative updates of W, H, g; the cost before and after."""
+    valid = mask[:, :, None].to(power.dtype)  # [B, N, 1]
+    _, _, total = _variances(samples, gain, w, h)
+    before = _cost(power, total, mask)
+
+    def weights(total):
+        inverse = total.reciprocal()
+        numerator = (power * inverse.pow(2).mean(1)) * valid  # [B, N, F]
+        denominator = inverse.mean(1) * valid
+        return numerator, denominator
+
+    numerator, denominator = weights(total)
+    w = w * _ratio(
+        torch.einsum("bnf,bkn->bfk", numerator, h),
+        torch.einsum("bnf,bkn->bfk", denominator, h),
+    )
+    _, _, total = _variances(samples, gain, w, h)
+    numerator, denominator = weights(total)
+    h = h * _ratio(
+        torch.einsum("bnf,bfk->bkn", numerator, w),
+        torch.einsum("bnf,bfk->bkn", denominator, w),
+    )
+    _, _, total = _variances(samples, gain, w, h)
+    inverse = total.reciprocal()[:, None]  # [B, 1, R, N, F]
+    numerator = (samples * power[:, None, None] * inverse.pow(2)).mean(2)
+    denominator = (samples * inverse).mean(2)
+    gain = gain * _ratio(
+        (numerator.sum(-1) * valid[..., 0][:, None]),
+        (denominator.sum(-1) * valid[..., 0][:, None]),
+    )
+    _, _, total = _variances(samples, gain, w, h)
+    after = _cost(power, total, mask)
+    return w, h, gain, before, after
+
+
+def _wiener(mixture, samples, gain, w, h):
+    """Posterior-mean estimates averaged over the samples."""
+    speech, noise, total = _variances(samples, gain, w, h)
+    masks = (speech / total[:, None]).mean(2)  # [B, J, N, F]
+    noise_mask = (noise[:, None] / total).mean(1)  # [B, N, F]
+    sources = masks.transpose(-1, -2) * mixture[:, None]
+    return sources, noise_mask.transpose(-1, -2) * mixture
+
+
+# ---------------------------------------------------------------- reference
+
+
+@torch.no_grad()
+def mcem_reference(mcem, model, mixture, num_speakers, lips=None,
+                   frame_mask=None, generator=None):  # fmt: skip
+    """The same algorithm as :class:`MCEM`, one frame at a time.
+
+    A straightforward transcription: the decoder runs on one frame's latent
+    at a time, acceptance, M-step sums and Wiener masks are computed frame
+    by frame in Python loops. With a generator in the same state it draws
+    the same random numbers as :class:`MCEM`; the benchmark and the tests
+    compare the two.
+
+    Arguments
+    ---------
+    mcem : MCEM
+        Its settings are used.
+    model, mixture, num_speakers, lips, frame_mask, generator
+        As :meth:`MCEM.__call__`.
+
+    Returns
+    -------
+    MCEMResult
+
+    Example
+    -------
+    >>> from lobes.models.av_vae import AudioVAE
+    >>> vae = AudioVAE(num_freqs=5, latent_dim=2, hidden_dim=3).double()
+    >>> mix = torch.randn(2, 5, 4, dtype=torch.cdouble)
+    >>> mcem = MCEM(num_iterations=2, num_mh_steps=3, burn_in=1,
+    ...             noise_rank=2)
+    >>> fast = mcem(vae, mix, 2, generator=torch.Generator().manual_seed(0))
+    >>> slow = mcem_reference(mcem, vae, mix, 2,
+    ...                       generator=torch.Generator().manual_seed(0))
+    >>> bool(torch.allclose(fast.sources, slow.sources))
+    True
+    """
+    power, mask, embedding, z0, mu_p, logvar_p = _prepare(
+        model, mixture, num_speakers, lips, frame_mask
+    )
+    batch, frames, freqs = power.shape
+    real = power.dtype
+    draws = _Draws(generator, power.device, real)
+    w, h = _init_noise(draws, power, mask, mcem.noise_rank, mcem.noise_init)
+    chains = mcem.num_chains
+    z = z0[:, :, None].expand(-1, -1, chains, -1, -1).clone()
+    sigma = torch.zeros(batch, num_speakers, chains, frames, freqs, dtype=real)
+    for b in range(batch):
+        for j in range(num_speakers):
+            for s in range(chains):
+                for n in range(frames):
+                    emb = None if embedding is None else embedding[b, j, n]
+                    sigma[b, j, s, n] = model.decode(z[b, j, s, n], emb)
+    gain = torch.ones(batch, num_speakers, frames, dtype=real)
+    prior_var = logvar_p.exp()
+    accepted = torch.zeros(batch, num_speakers, dtype=real)
+    costs, costs_before = [], []
+    done = torch.full((batch,), mcem.num_iterations, dtype=torch.long)
+    scale = math.sqrt(mcem.proposal_variance)
+    proposals = 0
+
+    def e_step():
+        kept = []
+        noise = torch.einsum("bfk,bkn->bnf", w, h)
+        for step in range(mcem.num_mh_steps):
+            for j in range(num_speakers):
+                eps = draws.normal((batch, chains, frames, z.shape[-1]))
+                log_u = torch.log(draws.uniform((batch, chains, frames)))
+                for b in range(batch):
+                    for s in range(chains):
+                        for n in range(frames):
+                            emb = (None if embedding is None
+                                   else embedding[b, j, n])  # fmt: skip
+                            proposal = z[b, j, s, n] + scale * eps[b, s, n]
+                            new_sigma = model.decode(proposal, emb)
+                            rest = noise[b, n] + EPS
+                            for k in range(num_speakers):
+                                if k != j:
+                                    rest = rest + gain[b, k, n] * sigma[
+                                        b, k, s, n]
+                            current = rest + gain[b, j, n] * sigma[b, j, s, n]
+                            new = rest + gain[b, j, n] * new_sigma
+                            ratio = float(
+                                (torch.log(current) - torch.log(new)
+                                 + power[b, n] * (1 / current - 1 / new)).sum()
+                            )  # fmt: skip
+                            mean, var = mu_p[b, j, n], prior_var[b, j, n]
+                            ratio += float(
+                                0.5 * (((z[b, j, s, n] - mean) ** 2
+                                        - (proposal - mean) ** 2) / var).sum()
+                            )  # fmt: skip
+                            if float(log_u[b, s, n]) < ratio:
+                                z[b, j, s, n] = proposal
+                                sigma[b, j, s, n] = new_sigma
+                                accepted[b, j] += int(mask[b, n])
+            if step >= mcem.burn_in:
+                kept.append(sigma.clone())
+        stacked = torch.stack(kept, dim=3)
+        return stacked.reshape(batch, num_speakers, -1, frames, freqs)
+
+    def totals(samples):
+        noise = torch.einsum("bfk,bkn->bnf", w, h)
+        total = torch.zeros(batch, samples.shape[2], frames, freqs, dtype=real)
+        for b in range(batch):
+            for n in range(frames):
+                value = noise[b, n] + EPS
+                for j in range(num_speakers):
+                    value = value + gain[b, j, n] * samples[b, j, :, n]
+                total[b, :, n] = value
+        return noise, total
+
+    def cost(total):
+        values = torch.zeros(batch, dtype=real)
+        for b in range(batch):
+            acc, count = 0.0, 0
+            for n in range(frames):
+                if mask[b, n]:
+                    acc = acc + (torch.log(total[b, :, n])
+                                 + power[b, n] / total[b, :, n]).sum(-1)
+                    count += freqs
+            values[b] = (acc / max(count, 1)).mean()
+        return values
+
+    def frame_weights(total):
+        num = torch.zeros(batch, frames, freqs, dtype=real)
+        den = torch.zeros(batch, frames, freqs, dtype=real)
+        for b in range(batch):
+            for n in range(frames):
+                if mask[b, n]:
+                    inverse = 1.0 / total[b, :, n]
+                    num[b, n] = power[b, n] * inverse.pow(2).mean(0)
+                    den[b, n] = inverse.mean(0)
+        return num, den
+
+    for iteration in range(mcem.num_iterations):
+        samples = e_step()
+        proposals += mcem.num_mh_steps
+        _, total = totals(samples)
+        costs_before.append(cost(total))
+        num, den = frame_weights(total)
+        w = w * _ratio(torch.einsum("bnf,bkn->bfk", num, h),
+                       torch.einsum("bnf,bkn->bfk", den, h))  # fmt: skip
+        _, total = totals(samples)
+        num, den = frame_weights(total)
+        h = h * _ratio(torch.einsum("bnf,bfk->bkn", num, w),
+                       torch.einsum("bnf,bfk->bkn", den, w))  # fmt: skip
+        _, total = totals(samples)
+        new_gain = gain.clone()
+        for b in range(batch):
+            for j in range(num_speakers):
+                for n in range(frames):
+                    if not mask[b, n]:
+                        continue
+                    inverse = 1.0 / total[b, :, n]
+                    top = (samples[b, j, :, n] * power[b, n] * inverse**2)
+                    bottom = samples[b, j, :, n] * inverse
+                    new_gain[b, j, n] = gain[b, j, n] * _ratio(
+                        top.mean(0).sum(), bottom.mean(0).sum()
+                    )
+        gain = new_gain
+        _, total = totals(samples)
+        costs.append(cost(total))
+        if iteration > 0:
+            change = (costs[-2] - costs[-1]).abs()
+            change = change / costs[-2].abs().clamp(min=1e-12)
+            newly = (change < mcem.tolerance) & (done == mcem.num_iterations)
+            done[newly] = iteration + 1
+            if bool((done < mcem.num_iterations).all()):
+                break
+    samples = e_step()
+    proposals += mcem.num_mh_steps
+    noise, total = totals(samples)
+    sources = torch.zeros(batch, num_speakers, freqs, frames,
+                          dtype=mixture.dtype)  # fmt: skip
+    noise_stft = torch.zeros(batch, freqs, frames, dtype=mixture.dtype)
+    for b in range(batch):
+        for n in range(frames):
+            for j in range(num_speakers):
+                speech = gain[b, j, n] * samples[b, j, :, n]
+                masks = (speech / total[b, :, n]).mean(0)
+                sources[b, j, :, n] = masks * mixture[b, :, n]
+            noise_mask = (noise[b, n] / total[b, :, n]).mean(0)
+            noise_stft[b, :, n] = noise_mask * mixture[b, :, n]
+    valid = mask.sum(1, keepdim=True).clamp(min=1).to(real)
+    return MCEMResult(
+        sources=sources,
+        noise=noise_stft,
+        costs=torch.stack(costs),
+        costs_before=torch.stack(costs_before),
+        acceptance=accepted / (proposals * chains * valid),
+        iterations=done,
+    )

@@ -1,0 +1,609 @@
+"""Test-time separation and evaluation of the audio-visual recipes.
+
+The methods compared on the same two-speaker noisy mixtures
+(``recipes/NTCD-TIMIT/av_separation/separate.py``):
+
+- ``av_vae``: Monte Carlo EM (:class:`lobes.models.mcem.MCEM`) with a
+  trained AV-VAE and each speaker's lips;
+- ``a_vae``: the same with the audio-only VAE (no lips: the speakers differ
+  only through the random draws);
+- ``nmf``: NMF-only separation (:class:`lobes.models.nmf.NMFSeparator`)
+  with a speech dictionary learned on the clean training speech;
+- ``supervised``: a mask-based separator trained on mixtures
+  (``hparams/supervised.yaml``);
+- ``mixture``: the unprocessed mixture as every estimate (the reference
+  point of the improvements).
+
+Mixtures are scaled to unit RMS before the STFT and the estimates scaled
+back. Several mixtures go through MCEM and NMF at once (padded, with a
+frame mask). :func:`evaluate` scores the estimates against the references
+with the permutation of best SI-SDR: SDR (BSS Eval), SI-SDR, their gains
+over the mixture, PESQ (wide band) and STOI, each averaged over the
+speakers, and whether the lips' order was the best permutation.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import copy
+import math
+import os
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from lobes.errors import ModelSourceError
+from lobes.metrics import enhancement_metrics, separation_metrics
+from lobes.models.av_vae import lips_per_frame
+
+#: Methods :func:`separate_all` knows, in report order.
+METHODS = ("mixture", "av_vae", "a_vae", "nmf", "supervised")
+#: Scores :func:`evaluate` returns.
+SCORES = (
+    "sdr", "sdr_i", "si_sdr", "si_sdr_i", "pesq", "stoi", "order_correct",
+)  # fmt: skip
+
+
+class AVMixture(NamedTuple):
+    """One mixture to separate.
+
+    Attributes
+    ----------
+    id : str
+        Name.
+    mixture : torch.Tensor
+        ``[T]`` at 16 kHz.
+    lips : list
+        One ``[T_v, H, W]`` uint8 tensor per speaker.
+    fps : float
+        Video rate.
+    references : torch.Tensor or None
+        Clean speakers ``[J, T]`` in the order of ``lips``.
+    """
+
+    id: str
+    mixture: torch.Tensor
+    lips: list
+    fps: float
+    references: object = None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _best_checkpoint(folder):
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    save = os.path.join(folder, "save")
+    checkpoint = None
+    if os.path.isdir(save):
+        checkpointer = Checkpointer(save)
+        checkpoint = checkpointer.find_checkpoint(min_key="loss")
+        checkpoint = checkpoint or checkpointer.find_checkpoint()
+    if checkpoint is None:
+        raise ModelSourceError(
+            f"{save}: no checkpoint; train the model to the end of an epoch "
+            "(without --debug, or with --debug_persistently)"
+        )
+    return checkpoint
+
+
+def load_trained(folder, key, device="cpu"):
+    """The module ``key`` of a finished training run, best checkpoint loaded.
+
+    Arguments
+    ---------
+    folder : str
+        The run's ``--output_folder`` (``hyperparams.yaml``, ``save/``).
+    key : str
+        ``"vae"`` or ``"separator"``.
+    device : str
+        Torch device.
+
+    Returns
+    -------
+    module : torch.nn.Module
+        In eval mode on ``device``.
+    hparams : dict
+        The run's hyperparameters (its ``experiment`` namespace when the
+        recipe YAML includes one).
+
+    Example
+    -------
+    >>> load_trained("/no/such/run", "vae")
+    Traceback (most recent call last):
+    ...
+    lobes.errors.ModelSourceError: /no/such/run: not a finished training ...
+    """
+    from hyperpyyaml import load_hyperpyyaml
+
+    hparams_file = os.path.join(str(folder), "hyperparams.yaml")
+    if not os.path.isfile(hparams_file):
+        raise ModelSourceError(
+            f"{folder}: not a finished training run (no hyperparams.yaml); "
+            "pass the --output_folder of `python train.py hparams/<name>.yaml`"
+        )
+    try:
+        with open(hparams_file, encoding="utf-8") as fin:
+            hparams = load_hyperpyyaml(fin)
+    except Exception as err:  # YAML or constructor errors
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise ModelSourceError(
+            f"{hparams_file}: cannot be loaded ({reason[:300]})"
+        ) from None
+    experiment = hparams.get("experiment") or {}
+    module = hparams.get(key, experiment.get(key))
+    if module is None:
+        raise ModelSourceError(
+            f"{hparams_file}: has no `{key}`; pass the output folder of a "
+            f"{'VAE' if key == 'vae' else 'supervised'} training run"
+        )
+    checkpoint = _best_checkpoint(str(folder))
+    path = checkpoint.paramfiles.get(key)
+    if path is None or not os.path.isfile(path):
+        raise ModelSourceError(
+            f"{checkpoint.path}: no {key}.ckpt; re-train the model"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ModelSourceError(
+            f"{path}: does not fit the model of {hparams_file} ({first})"
+        ) from None
+    return module.to(device).eval(), experiment or hparams
+
+
+# ---------------------------------------------------------------- batching
+
+
+def _rms(signal):
+    return float(signal.pow(2).mean().sqrt().clamp(min=1e-8))
+
+
+def stft_batch(mixtures, stft, device="cpu"):
+    """Unit-RMS mixtures -> padded STFTs ``[B, F, N]``, frame mask, scales.
+
+    Example
+    -------
+    >>> from lobes.models.av_vae import SineSTFT
+    >>> spec, mask, scales = stft_batch([torch.randn(800), torch.randn(400)],
+    ...                                 SineSTFT(128, 32))
+    >>> spec.shape, mask.sum(1).tolist()
+    (torch.Size([2, 65, 26]), [26, 13])
+    """
+    longest = max(m.numel() for m in mixtures)
+    scales = [_rms(m) for m in mixtures]
+    padded = torch.zeros(len(mixtures), longest)
+    for index, (mix, scale) in enumerate(zip(mixtures, scales)):
+        padded[index, : mix.numel()] = mix / scale
+    spec = stft(padded.to(device))
+    frames = torch.tensor([stft.num_frames(m.numel()) for m in mixtures])
+    mask = torch.arange(spec.shape[-1])[None] < frames[:, None]
+    return spec, mask.to(device), scales
+
+
+def lips_batch(items, num_frames, stft, sample_rate, device="cpu"):
+    """Normalised lips per STFT frame ``[B, J, N, H*W]`` of AV mixtures.
+
+    Example
+    -------
+    >>> from lobes.models.av_vae import SineSTFT
+    >>> lips = [torch.zeros(10, 4, 4, dtype=torch.uint8)] * 2
+    >>> item = AVMixture("m", torch.zeros(1600), lips, 30.0)
+    >>> lips_batch([item], 26, SineSTFT(128, 64), 16000).shape
+    torch.Size([1, 2, 26, 16])
+    """
+    rows = []
+    for item in items:
+        counts = [int(frames.shape[0]) for frames in item.lips]
+        longest = max(counts)
+        padded = torch.zeros(len(item.lips), longest, *item.lips[0].shape[1:],
+                             dtype=torch.uint8)  # fmt: skip
+        for j, lips in enumerate(item.lips):
+            padded[j, : lips.shape[0]] = torch.as_tensor(lips)
+        rows.append(
+            lips_per_frame(padded.to(device), counts, num_frames,
+                           stft.hop_length, sample_rate, item.fps)
+        )  # fmt: skip
+    return torch.stack(rows)
+
+
+def _to_waveforms(spec, stft, items, scales):
+    """Complex ``[B, J, F, N]`` -> one ``[J, T]`` tensor per item."""
+    longest = max(item.mixture.numel() for item in items)
+    waves = stft.inverse(spec, longest).cpu()
+    return [
+        waves[b, :, : item.mixture.numel()] * scales[b]
+        for b, item in enumerate(items)
+    ]
+
+
+# ---------------------------------------------------------------- methods
+
+
+def separate_vae(vae, mcem, items, stft, sample_rate, generator,
+                 device="cpu"):  # fmt: skip
+    """MCEM with a trained (AV-)VAE: ``[J, T]`` estimates per mixture.
+
+    Example
+    -------
+    >>> from lobes.models.av_vae import AVCVAE, SineSTFT
+    >>> from lobes.models.mcem import MCEM
+    >>> vae = AVCVAE(65, 2, 4, 16, 4, 3).eval()
+    >>> lips = [torch.randint(0, 255, (8, 4, 4), dtype=torch.uint8)] * 2
+    >>> items = [AVMixture("m", torch.randn(1600), lips, 30.0)]
+    >>> mcem = MCEM(num_iterations=2, num_mh_steps=3, burn_in=1, noise_rank=2)
+    >>> out = separate_vae(vae, mcem, items, SineSTFT(128, 32), 16000,
+    ...                    torch.Generator().manual_seed(0))
+    >>> out[0].shape
+    torch.Size([2, 1600])
+    """
+    num_speakers = len(items[0].lips)
+    spec, mask, scales = stft_batch([i.mixture for i in items], stft, device)
+    lips = None
+    if getattr(vae, "uses_video", False):
+        lips = lips_batch(items, spec.shape[-1], stft, sample_rate, device)
+    result = mcem(vae, spec, num_speakers, lips=lips, frame_mask=mask,
+                  generator=generator)  # fmt: skip
+    return _to_waveforms(result.sources, stft, items, scales)
+
+
+def separate_nmf(nmf, items, stft, generator, device="cpu"):
+    """NMF-only separation: ``[J, T]`` estimates per mixture."""
+    num_speakers = len(items[0].lips)
+    spec, mask, scales = stft_batch([i.mixture for i in items], stft, device)
+    result = nmf(spec, num_speakers, frame_mask=mask, generator=generator)
+    return _to_waveforms(result.sources, stft, items, scales)
+
+
+@torch.no_grad()
+def separate_supervised(separator, items, device="cpu"):
+    """The supervised separator, one mixture at a time: ``[J, T]`` each."""
+    estimates = []
+    for item in items:
+        mix = item.mixture.to(device).float()[None]
+        out = separator(mix).waveforms[0, : item.mixture.numel()]
+        estimates.append(out[:, : separator.num_spks].t().cpu())
+    return estimates
+
+
+def learn_speech_dictionary(wav_paths, stft, rank, num_iterations,
+                            max_frames, generator):  # fmt: skip
+    """An NMF speech dictionary from clean utterances (unit-RMS each)."""
+    from lobes.data.audio import read_audio
+    from lobes.models.nmf import learn_dictionary
+
+    columns, total = [], 0
+    for path in wav_paths:
+        wav = read_audio(path)
+        power = stft(wav / _rms(wav)).abs().pow(2)
+        columns.append(power)
+        total += power.shape[-1]
+        if total >= max_frames:
+            break
+    power = torch.cat(columns, dim=-1)[:, :max_frames].double()
+    return learn_dictionary(power, rank, num_iterations, generator).float()
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _best_order(estimates, references):
+    """Permutation (tuple) of the estimates with the best mean SI-SDR.
+
+    ``order[j]`` is the estimate matched to reference ``j``.
+
+    Example
+    -------
+    >>> refs = torch.randn(3, 4000)
+    >>> _best_order(refs[[2, 0, 1]], refs)
+    (1, 2, 0)
+    """
+    import fast_bss_eval
+
+    with np.errstate(all="ignore"):
+        _, perm = fast_bss_eval.si_sdr(
+            references.double().numpy(), estimates.double().numpy(),
+            zero_mean=True, clamp_db=150.0, return_perm=True,
+        )  # fmt: skip
+    return tuple(int(i) for i in np.asarray(perm).reshape(-1))
+
+
+def evaluate(estimates, references, mixture, sample_rate=16000,
+             quality=True):  # fmt: skip
+    """Scores of ``[J, T]`` estimates against ``[J, T]`` references.
+
+    Arguments
+    ---------
+    estimates, references : torch.Tensor
+        ``[J, T]``.
+    mixture : torch.Tensor
+        ``[T]``.
+    sample_rate : int
+        Their rate.
+    quality : bool
+        Also compute PESQ and STOI (slower).
+
+    Returns
+    -------
+    dict
+        :data:`SCORES` (``pesq``/``stoi`` NaN when ``quality`` is False):
+        means over the speakers at the permutation of best SI-SDR;
+        ``order_correct`` is 1.0 when that permutation is the given order.
+
+    Example
+    -------
+    >>> refs = torch.randn(2, 8000)
+    >>> mix = refs.sum(0)
+    >>> scores = evaluate(refs.flip(0) + 0.01 * torch.randn(2, 8000), refs,
+    ...                   mix, quality=False)
+    >>> scores["si_sdr"] > 30, scores["order_correct"]
+    (True, 0.0)
+    """
+    order = _best_order(estimates, references)
+    ordered = estimates[list(order)]
+    sep = separation_metrics(ordered.t(), references.t(), mixture)
+    scores = {
+        "sdr": sep["sdr"],
+        "sdr_i": sep["sdr_i"],
+        "si_sdr": sep["si_snr"],
+        "si_sdr_i": sep["si_snr_i"],
+        "pesq": math.nan,
+        "stoi": math.nan,
+        "order_correct": float(order == tuple(range(len(order)))),
+    }
+    if quality:
+        values = [
+            enhancement_metrics(ordered[j], references[j], sample_rate,
+                                metrics=["pesq", "stoi"])  # fmt: skip
+            for j in range(references.shape[0])
+        ]
+        for name in ("pesq", "stoi"):
+            finite = [v[name] for v in values if math.isfinite(v[name])]
+            scores[name] = float(np.mean(finite)) if finite else math.nan
+    return scores
+
+
+# ---------------------------------------------------------------- pipeline
+
+
+def _write_wavs(folder, name, estimates, sample_rate):
+    """``<folder>/<name>_s<j>.wav`` for ``[J, T]``, one gain for all."""
+    from lobes.data.audio import write_audio
+
+    peak = float(estimates.abs().max()) if estimates.numel() else 0.0
+    scale = 0.99 / peak if peak > 0.99 else 1.0
+    paths = []
+    for j in range(estimates.shape[0]):
+        path = os.path.join(folder, f"{name}_s{j + 1}.wav")
+        write_audio(path, estimates[j] * scale, sample_rate)
+        paths.append(path)
+    return paths
+
+
+class Separators:
+    """Every method of :data:`METHODS` that the hparams make available.
+
+    Arguments
+    ---------
+    hparams : dict
+        ``separate.yaml``: ``methods``, ``av_vae_folder``, ``a_vae_folder``,
+        ``supervised_folder``, ``mcem``, ``nmf``, ``stft``, ``sample_rate``,
+        ``seed``, ``av_vae_iterations`` and ``a_vae_iterations`` (EM
+        iterations of one method, ``None``: the MCEM's), and for the NMF
+        dictionary ``nmf_settings``
+        (``speech_rank``, ``dictionary_iterations``, ``dictionary_frames``).
+    train_wavs : list of str
+        Clean training utterances for the NMF speech dictionary.
+    device : str
+        Torch device.
+    """
+
+    def __init__(self, hparams, train_wavs, device="cpu"):
+        self.hparams = hparams
+        self.device = device
+        self.sample_rate = int(hparams["sample_rate"])
+        self.models = {}
+        self.skipped = []
+        self.iterations = {
+            "av_vae": hparams.get("av_vae_iterations"),
+            "a_vae": hparams.get("a_vae_iterations"),
+        }
+        folders = {
+            "av_vae": (hparams.get("av_vae_folder"), "vae"),
+            "a_vae": (hparams.get("a_vae_folder"), "vae"),
+            "supervised": (hparams.get("supervised_folder"), "separator"),
+        }
+        unknown = [m for m in hparams["methods"] if m not in METHODS]
+        if unknown:
+            from lobes.errors import HparamsError
+
+            raise HparamsError(
+                f"methods: unknown {unknown}; choose from {', '.join(METHODS)}"
+            )
+        self.methods = []
+        for method in hparams["methods"]:
+            if method in folders:
+                folder, key = folders[method]
+                if not folder:
+                    self.skipped.append(method)
+                    continue
+                module, run = load_trained(folder, key, device)
+                self.models[method] = (module, run.get("stft"))
+            self.methods.append(method)
+        self.stft = hparams["stft"].to(device)
+        if "nmf" in self.methods:
+            nmf = hparams["nmf"]
+            settings = hparams["nmf_settings"]
+            generator = torch.Generator().manual_seed(int(hparams["seed"]))
+            nmf.dictionary = learn_speech_dictionary(
+                train_wavs, hparams["stft"], int(settings["speech_rank"]),
+                int(settings["dictionary_iterations"]),
+                int(settings["dictionary_frames"]), generator,
+            ).to(device)  # fmt: skip
+            self.nmf = nmf
+
+    def _generator(self, method):
+        offset = METHODS.index(method)
+        generator = torch.Generator(device=self.device)
+        return generator.manual_seed(int(self.hparams["seed"]) * 10 + offset)
+
+    def run(self, method, items):
+        """Estimates ``[J, T]`` of each item with one method."""
+        if method == "mixture":
+            return [
+                item.mixture[None].repeat(len(item.lips), 1) for item in items
+            ]
+        if method == "nmf":
+            return separate_nmf(self.nmf, items, self.stft,
+                                self._generator(method), self.device)
+        module, stft = self.models[method]
+        if method == "supervised":
+            return separate_supervised(module, items, self.device)
+        mcem = self.hparams["mcem"]
+        iterations = self.iterations.get(method)
+        if iterations is not None:  # this method's own number of iterations
+            mcem = copy.copy(mcem)
+            mcem.num_iterations = int(iterations)
+        return separate_vae(
+            module, mcem, items, stft.to(self.device), self.sample_rate,
+            self._generator(method), self.device,
+        )  # fmt: skip
+
+
+def load_test_mixtures(manifest, limit=None):
+    """The mixtures of an ``avmix_*.csv`` manifest as :class:`AVMixture`."""
+    from lobes.data.audio import read_audio
+    from lobes.data.av_prepare import load_lips, read_rows
+
+    items = []
+    for row in read_rows(manifest)[: limit or None]:
+        refs = torch.stack([read_audio(row["s1_wav"]),
+                            read_audio(row["s2_wav"])])  # fmt: skip
+        items.append(
+            AVMixture(
+                id=row["ID"],
+                mixture=read_audio(row["mix_wav"]),
+                lips=[load_lips(row["s1_lips"]), load_lips(row["s2_lips"])],
+                fps=float(row["fps"]),
+                references=refs,
+            )
+        )
+    return items
+
+
+def evaluate_methods(separators, items, output_folder, batch_size=16,
+                     quality=True, n_audio=0, log=print):  # fmt: skip
+    """Separate and score every item with every method.
+
+    Writes ``results.csv`` (one row per mixture and method) and
+    ``summary.json`` (means per method, seconds per second of audio) into
+    ``output_folder``, and the estimates of the first ``n_audio`` mixtures
+    into ``output_folder/audio``.
+
+    Returns
+    -------
+    dict
+        The summary.
+    """
+    import json
+    import time
+
+    from lobes.brains.base import write_results_csv
+
+    rows = []
+    summary = {"mixtures": len(items), "methods": {}}
+    audio_seconds = sum(i.mixture.numel() for i in items) / 16000.0
+    audio_dir = os.path.join(output_folder, "audio")
+    for item in items[:n_audio]:
+        _write_wavs(audio_dir, f"{item.id}_ref", item.references, 16000)
+    for method in separators.methods:
+        start = time.time()
+        estimates = []
+        for first in range(0, len(items), batch_size):
+            batch = items[first : first + batch_size]
+            estimates += separators.run(method, batch)
+        seconds = time.time() - start
+        method_rows = []
+        for index, (item, est) in enumerate(zip(items, estimates)):
+            scores = evaluate(est, item.references, item.mixture,
+                              quality=quality)  # fmt: skip
+            if method != "av_vae":  # only the lips fix the order
+                scores["order_correct"] = math.nan
+            method_rows.append({"id": item.id, "method": method, **scores})
+            if index < n_audio:
+                _write_wavs(audio_dir, f"{item.id}_{method}", est, 16000)
+        rows += method_rows
+        means = {
+            key: float(np.nanmean([r[key] for r in method_rows]))
+            if any(math.isfinite(r[key]) for r in method_rows) else math.nan
+            for key in SCORES
+        }
+        means["seconds_per_audio_second"] = seconds / max(audio_seconds, 1e-9)
+        summary["methods"][method] = means
+        log(f"{method}: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in means.items() if math.isfinite(v)))
+    os.makedirs(output_folder, exist_ok=True)
+    write_results_csv(os.path.join(output_folder, "results.csv"), rows,
+                      average_row=False)  # fmt: skip
+    summary["skipped"] = list(separators.skipped)
+    with open(os.path.join(output_folder, "summary.json"), "w") as fout:
+        json.dump(summary, fout, indent=2, sort_keys=True)
+        fout.write("\n")
+    return summary
+
+
+def summary_table(summary):
+    """A markdown table of :func:`evaluate_methods`'s summary.
+
+    Example
+    -------
+    >>> table = summary_table({"methods": {"nmf": dict.fromkeys(
+    ...     SCORES + ("seconds_per_audio_second",), 1.0)}})
+    >>> table.splitlines()[2]
+    '| nmf | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 |'
+    >>> table.splitlines()[0].count("|")
+    10
+    """
+    header = ("| method | SDR | SDRi | SI-SDR | SI-SDRi | PESQ | STOI | "
+              "lips order right | s / s audio |")  # fmt: skip
+    lines = [header, "|---" + "|---:" * 8 + "|"]
+    keys = SCORES + ("seconds_per_audio_second",)
+    for method, means in summary["methods"].items():
+        cells = [
+            "-" if not math.isfinite(means.get(k, math.nan))
+            else f"{means[k]:.2f}"
+            for k in keys
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def lips_paths(spec):
+    """Lip files from a comma-separated string, a list, or a folder.
+
+    Example
+    -------
+    >>> lips_paths("a.npy, b.npy")
+    ['a.npy', 'b.npy']
+    """
+    from lobes.errors import DataFolderError
+
+    if isinstance(spec, (list, tuple)):
+        paths = [str(p) for p in spec]
+    elif os.path.isdir(str(spec)):
+        paths = sorted(
+            os.path.join(str(spec), n) for n in os.listdir(str(spec))
+            if n.endswith(".npy")
+        )
+        if not paths:
+            raise DataFolderError(
+                f"{spec}: no .npy lip files; pass one T x H x W uint8 .npy "
+                "per speaker"
+            )
+    else:
+        paths = [p.strip() for p in str(spec).split(",") if p.strip()]
+    return paths

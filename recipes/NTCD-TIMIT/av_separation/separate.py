@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Separate noisy multi-speaker mixtures with AV-VAE, A-VAE, NMF and the
+supervised baseline, and evaluate them.
+
+On the corpus's test mixtures (the default), after training the models
+with train.py:
+
+    python separate.py hparams/separate.yaml \\
+        --av_vae_folder=results/av_vae/1234 --a_vae_folder=results/a_vae/1234 \\
+        --supervised_folder=results/supervised/1234
+
+writes ``results.csv`` (SDR, SI-SDR, their gains over the unprocessed
+mixture, PESQ, STOI per mixture and method), ``summary.json``,
+``summary.md`` and example wavs into ``--output_folder``. A single mixture
+with each speaker's lips (a comma-separated list of ``.npy`` files, or a
+folder of them, one per speaker in order):
+
+    python separate.py hparams/separate.yaml --mixture=mix.wav \\
+        --lips=spk1.npy,spk2.npy --fps=30 --av_vae_folder=results/av_vae/1234
+
+writes ``<output_folder>/separated/<mixture>_<method>_s<j>.wav``; with
+``--references=s1.wav,s2.wav`` it also evaluates them. The logic is in
+``lobes.separation_mcem``.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import json
+import os
+import sys
+
+import torch
+from train import prepare
+
+from lobes.data.audio import read_audio
+from lobes.data.av_prepare import load_lips, read_rows
+from lobes.errors import DataFolderError, HparamsError, exit_on_user_error
+from lobes.recipe import load_recipe, setup_experiment
+from lobes.separation_mcem import (
+    AVMixture,
+    Separators,
+    _write_wavs,
+    evaluate_methods,
+    lips_paths,
+    load_test_mixtures,
+    summary_table,
+)
+
+
+def one_mixture(hparams):
+    """The ``--mixture``/``--lips``/``--references`` item, checked."""
+    rate = int(hparams["sample_rate"])
+    mixture = read_audio(hparams["mixture"], rate)
+    lips = [load_lips(path) for path in lips_paths(hparams["lips"])]
+    if len(lips) < 2:
+        raise DataFolderError(
+            f"{hparams['lips']}: lips of {len(lips)} speaker(s); pass one "
+            ".npy per speaker (at least 2)"
+        )
+    references = None
+    if hparams["references"]:
+        refs = [read_audio(p, rate) for p in lips_paths(hparams["references"])]
+        if len(refs) != len(lips) or any(
+            r.numel() != mixture.numel() for r in refs
+        ):
+            raise DataFolderError(
+                f"{hparams['references']}: need one reference per speaker, "
+                "each as long as the mixture"
+            )
+        references = torch.stack(refs)
+    stem = os.path.splitext(os.path.basename(hparams["mixture"]))[0]
+    return AVMixture(stem, mixture, lips, float(hparams["fps"]), references)
+
+
+@exit_on_user_error
+def main(argv=None):
+    """Separate the test mixtures (or one mixture) with every method."""
+    hparams, hparams_file, run_opts, overrides = load_recipe(argv)
+    device = run_opts.get("device", "cpu")
+    item = one_mixture(hparams) if hparams["mixture"] else None
+    setup_experiment(hparams, hparams_file, run_opts, overrides)
+    manifests = prepare(hparams, hparams["save_folder"])
+    train_wavs = [row["wav"] for row in read_rows(manifests["train"])]
+    separators = Separators(hparams, train_wavs, device)
+    for method in separators.skipped:
+        print(f"notice: {method} skipped (no --{method}_folder given)")
+    output = hparams["output_folder"]
+    if item is not None:
+        folder = os.path.join(output, "separated")
+        for method in separators.methods:
+            estimates = separators.run(method, [item])[0]
+            paths = _write_wavs(folder, f"{item.id}_{method}", estimates,
+                                int(hparams["sample_rate"]))  # fmt: skip
+            print(f"{method}: {', '.join(paths)}")
+        if item.references is None:
+            return None
+        items = [item]
+    else:
+        split = hparams["eval_split"]
+        if split not in ("valid", "test"):
+            raise HparamsError(
+                f"eval_split={split!r} is not one of valid, test"
+            )
+        items = load_test_mixtures(
+            manifests[f"mix_{split}"], hparams["max_test_mixtures"]
+        )
+    summary = evaluate_methods(
+        separators, items, output,
+        batch_size=int(hparams["batch_mixtures"]),
+        quality=bool(hparams["quality_metrics"]),
+        n_audio=int(hparams["n_audio_to_save"]),
+    )  # fmt: skip
+    summary["settings"] = {
+        key: hparams[key]
+        for key in ("seed", "av_vae_folder", "a_vae_folder",
+                    "supervised_folder", "max_test_mixtures", "eval_split",
+                    "av_vae_iterations", "a_vae_iterations")
+    }  # fmt: skip
+    with open(os.path.join(output, "summary.json"), "w") as fout:
+        json.dump(summary, fout, indent=2, sort_keys=True)
+        fout.write("\n")
+    table = summary_table(summary)
+    with open(os.path.join(output, "summary.md"), "w") as fout:
+        fout.write(table + "\n")
+    print(table)
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,157 @@
+"""Test-time separation of the AV recipe: scoring, loading, and the
+separate.py command line on one mixture."""
+
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lobes.data.mini_corpora import ensure_mini_corpus
+from lobes.errors import DataFolderError, HparamsError, ModelSourceError
+from lobes.separation_mcem import (
+    Separators,
+    evaluate,
+    lips_paths,
+    load_trained,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+RECIPE = os.path.join(REPO, "recipes", "NTCD-TIMIT", "av_separation")
+
+
+def test_evaluate_pairs_by_si_sdr_and_reports_the_order():
+    generator = torch.Generator().manual_seed(0)
+    refs = torch.randn(2, 16000, generator=generator)
+    mix = refs.sum(0)
+    noisy = refs + 0.05 * torch.randn(2, 16000, generator=generator)
+    right = evaluate(noisy, refs, mix, quality=False)
+    swapped = evaluate(noisy.flip(0), refs, mix, quality=False)
+    assert right["order_correct"] == 1.0 and swapped["order_correct"] == 0.0
+    assert right["si_sdr"] == pytest.approx(swapped["si_sdr"])
+    assert right["si_sdr"] > 20 and right["si_sdr_i"] > 20
+    unprocessed = evaluate(mix[None].repeat(2, 1), refs, mix, quality=False)
+    assert unprocessed["sdr_i"] == pytest.approx(0.0, abs=1e-6)
+    assert math.isnan(unprocessed["pesq"])
+
+
+def test_evaluate_quality_scores_follow_the_pairing():
+    t = torch.arange(16000) / 16000
+    refs = torch.stack([torch.sin(2 * math.pi * 220 * t),
+                        torch.sign(torch.sin(2 * math.pi * 3 * t))
+                        * torch.sin(2 * math.pi * 700 * t)])  # fmt: skip
+    scores = evaluate(refs.flip(0), refs, refs.sum(0))
+    assert scores["stoi"] > 0.9  # paired with the right references
+
+
+def test_lips_paths(tmp_path):
+    assert lips_paths(["a.npy", "b.npy"]) == ["a.npy", "b.npy"]
+    for name in ("2.npy", "1.npy", "x.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [os.path.basename(p) for p in lips_paths(str(tmp_path))] == [
+        "1.npy", "2.npy",
+    ]  # fmt: skip
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataFolderError, match="no .npy"):
+        lips_paths(str(empty))
+
+
+def test_load_trained_errors(tmp_path):
+    with pytest.raises(ModelSourceError, match="hyperparams.yaml"):
+        load_trained(str(tmp_path), "vae")
+    (tmp_path / "hyperparams.yaml").write_text(
+        "vae: !new:lobes.models.av_vae.AudioVAE\n  num_freqs: 9\n"
+    )
+    with pytest.raises(ModelSourceError, match="no checkpoint"):
+        load_trained(str(tmp_path), "vae")
+    with pytest.raises(ModelSourceError, match="has no `separator`"):
+        load_trained(str(tmp_path), "separator")
+
+
+def test_methods_without_a_model_are_skipped():
+    from lobes.models.av_vae import SineSTFT
+
+    hparams = {"methods": ["mixture", "av_vae"], "av_vae_folder": None,
+               "sample_rate": 16000, "stft": SineSTFT(256, 64), "seed": 0}
+    separators = Separators(hparams, [])
+    assert separators.methods == ["mixture"]
+    assert separators.skipped == ["av_vae"]
+    with pytest.raises(HparamsError, match="unknown"):
+        Separators(dict(hparams, methods=["oracle"]), [])
+
+
+def _separate(args, cache):
+    env = dict(os.environ, NRSB_CACHE=cache, OMP_NUM_THREADS="1",
+               PYTHONPATH=REPO)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "separate.py", "hparams/separate.yaml", *args],
+        cwd=RECIPE, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp("cache"))
+    root = ensure_mini_corpus("av", "tiny", 0, cache)
+    folder = os.path.join(root, "mixtures", "test")
+    with open(os.path.join(folder, "mixtures.csv")) as fin:
+        row = next(csv.DictReader(fin))
+    lips = [os.path.join(root, "lips", "volunteers", f"{utt}.npy")
+            for utt in (row["s1_utt"], row["s2_utt"])]  # fmt: skip
+    return {
+        "cache": cache,
+        "mix": os.path.join(folder, "mix", f"{row['ID']}.wav"),
+        "refs": [os.path.join(folder, k, f"{row['ID']}.wav")
+                 for k in ("s1", "s2")],  # fmt: skip
+        "lips": lips,
+    }
+
+
+def test_separate_one_mixture_with_lips(tiny, tmp_path):
+    out = tmp_path / "out"
+    proc = _separate(
+        [f"--output_folder={out}", "--mini_corpus_size=tiny",
+         f"--mixture={tiny['mix']}", f"--lips={','.join(tiny['lips'])}",
+         f"--references={','.join(tiny['refs'])}",
+         "--methods=[mixture,av_vae,nmf]",
+         "--nmf_iterations=5", "--dictionary_iterations=5",
+         "--dictionary_frames=200", "--quality_metrics=False"],
+        tiny["cache"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stem = os.path.splitext(os.path.basename(tiny["mix"]))[0]
+    for method in ("mixture", "nmf"):
+        for j in (1, 2):
+            assert (out / "separated" / f"{stem}_{method}_s{j}.wav").is_file()
+    with open(out / "results.csv") as fin:
+        rows = list(csv.DictReader(fin))
+    assert [r["method"] for r in rows] == ["mixture", "nmf"]
+    assert float(rows[0]["sdr_i"]) == pytest.approx(0.0, abs=1e-4)
+    assert "notice: av_vae skipped" in proc.stdout
+
+
+def test_separate_bad_lips_is_one_line(tiny, tmp_path):
+    proc = _separate(
+        [f"--output_folder={tmp_path / 'out'}", "--mini_corpus_size=tiny",
+         f"--mixture={tiny['mix']}", f"--lips={tiny['lips'][0]}"],
+        tiny["cache"],
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "one .npy per speaker" in (
+        lines[-1]
+    )
+    assert not (tmp_path / "out").exists()  # checked before any folder
+    broken = tmp_path / "broken.npy"
+    np.save(broken, np.zeros((4, 4), np.float32))
+    proc = _separate(
+        [f"--output_folder={tmp_path / 'out2'}", "--mini_corpus_size=tiny",
+         f"--mixture={tiny['mix']}", f"--lips={broken},{tiny['lips'][1]}"],
+        tiny["cache"],
+    )  # fmt: skip
+    assert proc.returncode == 2 and "broken.npy" in proc.stderr
