@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Train and test a CTC speech recogniser on VoiceBank-DEMAND (16 kHz).
+
+The YAML picks what the recogniser hears: the noisy speech (baseline), the
+clean speech (upper bound), the noisy speech enhanced by a frozen enhancer
+of ``recipes/Voicebank/enhance``, or the enhancer fine-tuned jointly with
+the recogniser:
+
+    python train.py hparams/ctc_noisy.yaml --encoder=fbank      # mini corpus
+    python train.py hparams/ctc_clean.yaml --encoder=fbank
+    python train.py hparams/ctc_enhanced.yaml --encoder=fbank \\
+        --enhancer=../enhance/results/convtasnet/1986
+    python train.py hparams/ctc_joint.yaml --ssl_source=<SSL folder> \\
+        --enhancer=../enhance/results/convtasnet/1986
+    python train.py hparams/ctc_noisy.yaml --data_folder=/path/to/voicebank
+
+All the training logic lives in ``lobes.brains.asr.ASRBrain``; the
+experiment (recogniser, front end, objectives, training loop) is the YAML's
+``experiment`` namespace (``hparams/asr/ctc_experiment.yaml``) and CR's
+feature space its ``ssl`` namespace (``hparams/ssl/*.yaml``). The test
+writes ``wer_test.txt`` and ``cer_test.txt`` to the output folder.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import sys
+
+from lobes.asr import asr_datasets
+from lobes.brains.asr import ASRBrain
+from lobes.data.prepare import prepare_voicebank
+from lobes.errors import exit_on_user_error
+from lobes.recipe import fit_and_test, prepare_corpus, start_experiment
+
+
+@exit_on_user_error
+def main(argv=None):
+    """Prepare VoiceBank-DEMAND, train, then test the best checkpoint."""
+    hparams, _, run_opts = start_experiment(argv)
+    experiment = hparams["experiment"]
+    manifests = prepare_corpus(
+        prepare_voicebank, hparams, "voicebank",
+        valid_speakers=hparams["valid_speakers"],
+    )
+    datasets = asr_datasets(
+        manifests,
+        label_encoder=experiment["recognizer"]["label_encoder"],
+        sample_rate=experiment["sample_rate"],
+    )
+
+    brain = ASRBrain(
+        modules=experiment["modules"],
+        opt_class=experiment["training"]["opt_class"],
+        hparams=experiment,
+        run_opts=run_opts,
+        checkpointer=experiment["checkpointer"],
+        ssl_features=hparams.get("ssl", {}).get("ssl_features"),
+    )
+    return fit_and_test(brain, datasets, experiment)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
