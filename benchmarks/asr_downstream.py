@@ -31,6 +31,9 @@ the training steps and the wall time. Writes JSON after every run
     python benchmarks/asr_downstream.py --trained_ssl /path/to/ssl_hubert_small
     python benchmarks/asr_downstream.py --quick --trained_ssl ...  # smoke run
 
+``--wham_only`` evaluates separators and a recogniser trained elsewhere
+(e.g. the runs of ``benchmarks/nass_vs_baseline.py``) and nothing else.
+
 Authors
  * noise-robust-sb contributors 2025
 """
@@ -264,9 +267,13 @@ def run_asr(job, setup, work, ssl, encoder, threads, quick):
             "epochs": epochs, "steps": steps, "wall_seconds": wall}
 
 
-def run_separation_asr(job, setup, work, threads):
+def run_separation_asr(job, setup, work, threads, trained=None):
     """The seed's narrow-band clean recogniser on the seed's separated
-    speakers."""
+    speakers.
+
+    ``trained`` (``--wham_only``) names runs trained elsewhere instead:
+    ``{"recognizer": folder, "separators": {name: folder with {seed}}}``.
+    """
     seed = job["seed"]
     out = os.path.join(work, job_id(job))
     shutil.rmtree(out, ignore_errors=True)
@@ -280,6 +287,12 @@ def run_separation_asr(job, setup, work, threads):
             for name in SEPARATORS
         },
     }
+    if trained:
+        overrides["recognizer"] = trained["recognizer"]
+        overrides["separators"] = {
+            name: folder.format(seed=seed)
+            for name, folder in trained["separators"].items()
+        }
     wall = run_script(WHAM, "evaluate_asr.py", "evaluate_asr.yaml",
                       overrides, threads)
     with open(os.path.join(out, "asr_results.json"), encoding="utf-8") as f:
@@ -405,7 +418,18 @@ def main(argv=None):
                                       "asr_downstream.json"),
         help="JSON output (resumed from when it exists)",
     )
+    parser.add_argument(
+        "--wham_only", default=None, metavar="JSON",
+        help="only the WHAM! evaluation, of runs trained elsewhere: "
+        '\'{"recognizer": DIR, "separators": {"nass_sepformer": DIR, '
+        '"sepformer": DIR}}\' (each separator DIR with {seed}, e.g. the '
+        "NASS benchmark's runs)",
+    )
     args = parser.parse_args(argv)
+    trained = json.loads(args.wham_only) if args.wham_only else None
+    if trained and set(trained.get("separators", {})) != set(SEPARATORS):
+        parser.error(f"--wham_only: name the separators {list(SEPARATORS)}"
+                     " and a recognizer")
     setup = dict(QUICK if args.quick else FULL)
     if args.seeds:
         setup["seeds"] = args.seeds
@@ -419,11 +443,15 @@ def main(argv=None):
     runs = ResumableRuns(args.out, {
         "training": setup, "encoder": args.encoder, "threads": args.threads,
         "trained_ssl": ssl, "enhancers": ENHANCEMENT,
-        "separator": SEPARATION["sepformer"],
+        "separator": SEPARATION["sepformer"], "trained_elsewhere": trained,
     })
     done = runs.done()
+    phases = jobs_by_phase(setup["seeds"])
+    if trained:
+        phases = [[j for j in phase if j["kind"] == "separation_asr"]
+                  for phase in phases]
     phases = [[j for j in phase if job_id(j) not in done]
-              for phase in jobs_by_phase(setup["seeds"])]
+              for phase in phases]
     print(f"{len(done)} runs done, {sum(map(len, phases))} to go",
           flush=True)
     begin = time.perf_counter()
@@ -436,7 +464,7 @@ def main(argv=None):
         if job["kind"] == "asr":
             return run_asr(job, setup, work, ssl, args.encoder,
                            args.threads, args.quick)
-        return run_separation_asr(job, setup, work, args.threads)
+        return run_separation_asr(job, setup, work, args.threads, trained)
 
     def finished(job, run):
         voicebank, wham = summaries(runs.runs + [run])

@@ -5,6 +5,7 @@ import doctest
 import importlib.util
 import math
 import os
+import sys
 
 import pytest
 import soundfile as sf
@@ -16,6 +17,9 @@ def load(name):
     path = os.path.join(REPO, "benchmarks", f"{name}.py")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    # registered, so that doctest finds its functions whatever another
+    # test imported under the same name before
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
