@@ -43,7 +43,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 
@@ -58,6 +57,7 @@ from paired import (  # noqa: E402
     fmt_delta,
     read_average,
     run_in_phases,
+    run_recipe,
     summarize,
 )
 
@@ -114,28 +114,8 @@ QUICK = {
 
 
 def run_script(recipe_dir, script, yaml, overrides, threads=1):
-    """Run ``<script> hparams/<yaml>`` with overrides; the wall seconds.
-
-    Like :func:`paired.run_recipe`, for any script of a recipe folder;
-    lists and mappings are passed as JSON (which YAML reads).
-    """
-    command = [sys.executable, script, f"hparams/{yaml}", "--noprogressbar"]
-    command += [
-        f"--{key}="
-        f"{json.dumps(value) if isinstance(value, (list, dict)) else value}"
-        for key, value in overrides.items()
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads), PYTHONPATH=REPO)
-    start = time.perf_counter()
-    proc = subprocess.run(command, cwd=recipe_dir, env=env,
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{script} {yaml} {overrides.get('output_folder')} failed (exit "
-            f"{proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}"
-        )
-    return time.perf_counter() - start
+    """:func:`paired.run_recipe` for any script of a recipe folder."""
+    return run_recipe(recipe_dir, yaml, overrides, threads, script=script)
 
 
 def training_steps(folder, manifest, batch_size):

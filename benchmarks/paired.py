@@ -148,18 +148,20 @@ def read_average(path):
     return values, len(rows) - 1
 
 
-def run_recipe(recipe_dir, yaml, overrides, threads=1):
-    """Run ``train.py hparams/<yaml>`` with overrides; the wall seconds.
+def run_recipe(recipe_dir, yaml, overrides, threads=1, script="train.py"):
+    """Run ``<script> hparams/<yaml>`` with overrides; the wall seconds.
+
+    Lists and mappings are passed as JSON (which YAML reads).
 
     Raises
     ------
     RuntimeError
         With the end of the output, if the recipe fails.
     """
-    command = [sys.executable, "train.py", f"hparams/{yaml}",
-               "--noprogressbar"]
+    command = [sys.executable, script, f"hparams/{yaml}", "--noprogressbar"]
     command += [
-        f"--{key}={json.dumps(value) if isinstance(value, list) else value}"
+        f"--{key}="
+        f"{json.dumps(value) if isinstance(value, (list, dict)) else value}"
         for key, value in overrides.items()
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads),
@@ -169,7 +171,7 @@ def run_recipe(recipe_dir, yaml, overrides, threads=1):
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(
-            f"{yaml} {overrides.get('output_folder')} failed (exit "
+            f"{script} {yaml} {overrides.get('output_folder')} failed (exit "
             f"{proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}"
         )
     return time.perf_counter() - start

@@ -20,16 +20,14 @@ Authors
  * noise-robust-sb contributors 2025
 """
 
-import argparse
 import os
 import sys
 
 from lobes.errors import exit_on_user_error
 from lobes.pretrained import (
-    DEFAULT_CHUNK_SECONDS,
-    DEFAULT_OVERLAP_SECONDS,
     ChunkedWaveformEnhancement,
     check_inputs,
+    inference_parser,
 )
 
 
@@ -42,33 +40,10 @@ def parse_args(argv=None):
     >>> args.inputs, args.chunk_seconds
     (['a.wav'], None)
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m lobes.enhance",
-        description="Enhance noisy speech with a trained model.",
-    )
-    parser.add_argument(
-        "inputs", nargs="+", help="noisy files (wav, flac) or folders"
-    )
-    parser.add_argument(
-        "--model", required=True,
-        help="output folder of an enhancement training run, a folder "
-        "written by `python -m lobes.export`, or a hub id",
-    )
-    parser.add_argument("--out", required=True, help="folder for the wavs")
-    parser.add_argument(
-        "--chunk_seconds", type=float, default=None,
-        help="chunk length for long recordings (default: the model's, "
-        f"else {DEFAULT_CHUNK_SECONDS})",
-    )
-    parser.add_argument(
-        "--overlap_seconds", type=float, default=None,
-        help="overlap of consecutive chunks (default: the model's, else "
-        f"{DEFAULT_OVERLAP_SECONDS})",
-    )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--savedir", default=None,
-        help="where a hub model's files are linked (default: the hub cache)",
+    parser = inference_parser(
+        "python -m lobes.enhance",
+        "Enhance noisy speech with a trained model.",
+        "noisy files (wav, flac) or folders", "enhancement",
     )
     return parser.parse_args(argv)
 

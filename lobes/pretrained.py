@@ -299,6 +299,53 @@ def audio_inputs(paths):
     return files
 
 
+def inference_parser(prog, description, inputs_help, kind):
+    """The command line that ``lobes.separate`` and ``lobes.enhance`` share.
+
+    Arguments
+    ---------
+    prog, description : str
+        The parser's.
+    inputs_help : str
+        What the positional inputs are.
+    kind : str
+        The training runs a ``--model`` can be (``"separation"``).
+
+    Example
+    -------
+    >>> parser = inference_parser("p", "d", "files", "enhancement")
+    >>> args = parser.parse_args(["--model", "m", "a.wav", "--out", "o"])
+    >>> args.inputs, args.chunk_seconds, args.device
+    (['a.wav'], None, 'cpu')
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("inputs", nargs="+", help=inputs_help)
+    parser.add_argument(
+        "--model", required=True,
+        help=f"output folder of a {kind} training run, a folder written "
+        "by `python -m lobes.export`, or a hub id",
+    )
+    parser.add_argument("--out", required=True, help="folder for the wavs")
+    parser.add_argument(
+        "--chunk_seconds", type=float, default=None,
+        help="chunk length for long recordings (default: the model's, "
+        f"else {DEFAULT_CHUNK_SECONDS})",
+    )
+    parser.add_argument(
+        "--overlap_seconds", type=float, default=None,
+        help="overlap of consecutive chunks (default: the model's, else "
+        f"{DEFAULT_OVERLAP_SECONDS})",
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--savedir", default=None,
+        help="where a hub model's files are linked (default: the hub cache)",
+    )
+    return parser
+
+
 def check_inputs(inputs, chunk_seconds=None, overlap_seconds=None):
     """The command-line tools' inputs, checked before a model is loaded.
 

@@ -22,18 +22,16 @@ Authors
  * noise-robust-sb contributors 2025
 """
 
-import argparse
 import os
 import sys
 
 from lobes.data.audio import write_audio
 from lobes.errors import exit_on_user_error
 from lobes.pretrained import (
-    DEFAULT_CHUNK_SECONDS,
-    DEFAULT_OVERLAP_SECONDS,
     NoiseAwareSeparation,
     check_inputs,
     chunk_starts,
+    inference_parser,
 )
 
 #: ``from lobes.separate import NoiseAwareSeparation`` keeps working.
@@ -84,33 +82,10 @@ def write_separated(result, stem, out_dir):
 
 def parse_args(argv=None):
     """Command-line arguments of ``python -m lobes.separate``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m lobes.separate",
-        description="Separate speakers (and noise) with a trained model.",
-    )
-    parser.add_argument(
-        "inputs", nargs="+", help="mixture files (wav, flac) or folders"
-    )
-    parser.add_argument(
-        "--model", required=True,
-        help="output folder of a separation training run, a folder written "
-        "by `python -m lobes.export`, or a hub id",
-    )
-    parser.add_argument("--out", required=True, help="folder for the wavs")
-    parser.add_argument(
-        "--chunk_seconds", type=float, default=None,
-        help="chunk length for long recordings (default: the model's, "
-        f"else {DEFAULT_CHUNK_SECONDS})",
-    )
-    parser.add_argument(
-        "--overlap_seconds", type=float, default=None,
-        help="overlap of consecutive chunks (default: the model's, else "
-        f"{DEFAULT_OVERLAP_SECONDS})",
-    )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--savedir", default=None,
-        help="where a hub model's files are linked (default: the hub cache)",
+    parser = inference_parser(
+        "python -m lobes.separate",
+        "Separate speakers (and noise) with a trained model.",
+        "mixture files (wav, flac) or folders", "separation",
     )
     return parser.parse_args(argv)
 
