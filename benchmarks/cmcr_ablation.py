@@ -35,6 +35,11 @@ for path in (REPO, os.path.join(REPO, "benchmarks")):
     if path not in sys.path:  # run from a checkout without installing
         sys.path.insert(0, path)
 
+from cr_vs_baseline import (  # noqa: E402
+    TEST_METRICS,
+    recipe_overrides,
+    ssl_overrides,
+)
 from paired import (  # noqa: E402
     ResumableRuns,
     fmt,
@@ -69,8 +74,6 @@ ARMS = {
     "no_branch_pull": ("cmcr_net.yaml", {"branch_pull_weight": 0.0}),
 }
 
-TEST_METRICS = ["pesq", "estoi", "si_sdr", "csig", "cbak", "covl",
-                "dnsmos_ovrl"]
 
 FULL = {"corpus_size": "small",
         "epochs": ENHANCEMENT_TRAINING["number_of_epochs"],
@@ -112,20 +115,10 @@ def run_arm(job, setup, work, ssl_folder, threads, quick):
     shutil.rmtree(out, ignore_errors=True)
     overrides = {
         **SIZE, **extra,
-        "seed": job["seed"],
-        "output_folder": out,
-        "mini_corpus_size": setup["corpus_size"],
-        "number_of_epochs": setup["epochs"],
-        "batch_size": setup["batch_size"],
-        "segment_length": setup["segment_length"],
-        "num_workers": 0,
-        "n_audio_to_save": 0,
-        "valid_metrics": ["pesq", "si_sdr", "stoi"],
-        "test_metrics": TEST_METRICS[:3] if quick else TEST_METRICS,
+        **recipe_overrides(setup, job["seed"], out, quick),
     }
     if yaml == "cmcr_net.yaml":
-        overrides["ssl_source"] = ssl_folder
-        overrides["ssl_layer_groups"] = [[1], [2], [3], [4]]
+        overrides.update(ssl_overrides(ssl_folder))
     wall = run_recipe(RECIPE, yaml, overrides, threads)
     average, utterances = read_average(
         os.path.join(out, "test_results.csv")

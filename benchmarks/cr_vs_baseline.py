@@ -136,16 +136,17 @@ def last_epoch_stats(train_log):
     return stats
 
 
-def run_arm(job, setup, work, ssl_folders, threads, quick):
-    """Train and test one arm with the recipe; return its measurements."""
-    stem, extra = ARMS[job["arm"]]
-    stem = stem.format(backbone=job["backbone"])
-    out = run_folder(work, job)
-    shutil.rmtree(out, ignore_errors=True)
-    overrides = {
-        **SIZES[job["backbone"]],
-        **extra,
-        "seed": job["seed"],
+def recipe_overrides(setup, seed, out, quick):
+    """The options every enhancement run of the benchmarks shares.
+
+    Example
+    -------
+    >>> options = recipe_overrides(QUICK, 2, "/tmp/run", quick=True)
+    >>> options["seed"], options["number_of_epochs"], options["test_metrics"]
+    (2, 1, ['pesq', 'estoi', 'si_sdr'])
+    """
+    return {
+        "seed": seed,
         "output_folder": out,
         "mini_corpus_size": setup["corpus_size"],
         "number_of_epochs": setup["epochs"],
@@ -156,9 +157,26 @@ def run_arm(job, setup, work, ssl_folders, threads, quick):
         "valid_metrics": ["pesq", "si_sdr", "stoi"],
         "test_metrics": TEST_METRICS[:3] if quick else TEST_METRICS,
     }
+
+
+def ssl_overrides(folder):
+    """CR's space: a package-trained (4-layer) SSL folder, every layer."""
+    return {"ssl_source": folder, "ssl_layer_groups": [[1], [2], [3], [4]]}
+
+
+def run_arm(job, setup, work, ssl_folders, threads, quick):
+    """Train and test one arm with the recipe; return its measurements."""
+    stem, extra = ARMS[job["arm"]]
+    stem = stem.format(backbone=job["backbone"])
+    out = run_folder(work, job)
+    shutil.rmtree(out, ignore_errors=True)
+    overrides = {
+        **SIZES[job["backbone"]],
+        **extra,
+        **recipe_overrides(setup, job["seed"], out, quick),
+    }
     if job["arm"] != "backbone":
-        overrides["ssl_source"] = ssl_folders[job["space"]]
-        overrides["ssl_layer_groups"] = [[1], [2], [3], [4]]
+        overrides.update(ssl_overrides(ssl_folders[job["space"]]))
     if job["arm"].startswith("ccr"):
         overrides["reference_model"] = run_folder(
             work, {**job, "space": "none", "arm": "backbone"}
