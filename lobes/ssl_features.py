@@ -457,6 +457,35 @@ def tiny_ssl_config(kind):
     )
 
 
+def save_random_model(config, folder, seed=0):
+    """Save a model of ``config``, randomly initialised from ``seed``,
+    with ``save_pretrained``; the caller's random state is kept.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = save_random_model(tiny_ssl_config("hubert"),
+    ...                            tempfile.mkdtemp())
+    >>> sorted(os.listdir(folder))
+    ['config.json', 'model.safetensors']
+    """
+    from transformers import AutoModel
+
+    restore = _quiet_transformers()
+    try:
+        rng_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            model = AutoModel.from_config(config)
+        finally:
+            torch.random.set_rng_state(rng_state)
+        os.makedirs(folder, exist_ok=True)
+        model.save_pretrained(folder)
+    finally:
+        restore()
+    return folder
+
+
 def save_tiny_ssl_model(kind, folder, seed=0):
     """Build a tiny WavLM, HuBERT or wav2vec 2.0 and ``save_pretrained`` it.
 
@@ -489,19 +518,11 @@ def save_tiny_ssl_model(kind, folder, seed=0):
     >>> sorted(os.listdir(folder))
     ['config.json', 'model.safetensors', 'preprocessor_config.json']
     """
-    from transformers import AutoModel, Wav2Vec2FeatureExtractor
+    from transformers import Wav2Vec2FeatureExtractor
 
-    config = tiny_ssl_config(kind)
+    save_random_model(tiny_ssl_config(kind), folder, seed)
     restore = _quiet_transformers()
     try:
-        rng_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        try:
-            model = AutoModel.from_config(config)
-        finally:
-            torch.random.set_rng_state(rng_state)
-        os.makedirs(folder, exist_ok=True)
-        model.save_pretrained(folder)
         Wav2Vec2FeatureExtractor(
             feature_size=1,
             sampling_rate=SSL_SAMPLE_RATE,

@@ -280,23 +280,11 @@ def save_random_init(folder, out, seed=0):
     >>> sorted(os.listdir(save_random_init(src, tempfile.mkdtemp())))
     ['config.json', 'model.safetensors', 'preprocessor_config.json']
     """
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig
 
-    from lobes.ssl_features import _quiet_transformers
+    from lobes.ssl_features import save_random_model
 
-    restore = _quiet_transformers()
-    try:
-        config = AutoConfig.from_pretrained(folder)
-        rng_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        try:
-            model = AutoModel.from_config(config)
-        finally:
-            torch.random.set_rng_state(rng_state)
-        os.makedirs(out, exist_ok=True)
-        model.save_pretrained(out)
-    finally:
-        restore()
+    save_random_model(AutoConfig.from_pretrained(folder), out, seed)
     preprocessor = os.path.join(folder, "preprocessor_config.json")
     if os.path.isfile(preprocessor):
         shutil.copy(preprocessor, out)

@@ -31,3 +31,13 @@ def recipe_runner(tmp_path_factory, mini_cache):
         cache_dir=mini_cache,
         ssl_folder=str(tmp_path_factory.mktemp("ssl_models")),
     )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, which a busy machine stalls:
+    a module that uses this runs on one intra-op thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

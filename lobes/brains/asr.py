@@ -187,15 +187,9 @@ class ASRBrain(EnhancementBrain):
                 self.add_stat("waveform_loss", waveform_loss)
                 loss = loss + self.enhancement_weight * waveform_loss
             if stage == sb.Stage.TRAIN and self.use_cr:
-                cr_loss = self._contrastive_term(
-                    enhanced, noisy, clean, lengths, batch.id
+                loss = self._add_contrastive_term(
+                    loss, enhanced, noisy, clean, lengths, batch.id
                 )
-                weight = self.cr_weight * self._ramp()
-                self.add_stat("cr_weight", weight)
-                every = self.grad_ratio_every
-                if every and self.step % every == 1:
-                    self._log_gradient_ratio(loss, weight * cr_loss)
-                loss = loss + weight * cr_loss
         if stage != sb.Stage.TRAIN:
             predicted = greedy_words(
                 log_probs.detach(), lengths, self.label_encoder,

@@ -377,15 +377,9 @@ class EnhancementBrain(RecipeBrain):
             self.add_stat("branch_pull", pull)
             loss = loss + self.branch_pull_weight * pull
         if stage == sb.Stage.TRAIN and self.use_cr:
-            cr_loss = self._contrastive_term(
-                enhanced, noisy, clean, lengths, batch.id
+            loss = self._add_contrastive_term(
+                loss, enhanced, noisy, clean, lengths, batch.id
             )
-            weight = self.cr_weight * self._ramp()
-            self.add_stat("cr_weight", weight)
-            every = self.grad_ratio_every
-            if every and self.step % every == 1:
-                self._log_gradient_ratio(loss, weight * cr_loss)
-            loss = loss + weight * cr_loss
         elif stage == sb.Stage.VALID:
             self._validation_metrics(enhanced, noisy, clean, lengths, batch.id)
         elif stage == sb.Stage.TEST:
@@ -505,6 +499,18 @@ class EnhancementBrain(RecipeBrain):
             ]
             cache.store(kind, ids, features[kind], frames=count)
         return features
+
+    def _add_contrastive_term(self, loss, enhanced, noisy, clean, lengths,
+                              ids):
+        """``loss`` + the ramped ``cr_weight`` x CR, logging the weight and,
+        every ``cr_grad_ratio_every`` steps, CR's share of the gradient."""
+        cr_loss = self._contrastive_term(enhanced, noisy, clean, lengths, ids)
+        weight = self.cr_weight * self._ramp()
+        self.add_stat("cr_weight", weight)
+        every = self.grad_ratio_every
+        if every and self.step % every == 1:
+            self._log_gradient_ratio(loss, weight * cr_loss)
+        return loss + weight * cr_loss
 
     def _contrastive_term(self, enhanced, noisy, clean, lengths, ids):
         """CR of the batch, with cached clean/negative features; padded

@@ -40,7 +40,8 @@ import os
 import numpy as np
 import torch
 
-from lobes.data.audio import audio_info, read_audio
+from lobes.data.audio import read_audio
+from lobes.data.prepare import _wav_frames
 from lobes.errors import AudioFileError, DataFolderError, HparamsError
 
 SPLITS = ("train", "valid", "test")
@@ -86,22 +87,7 @@ def _listdir(path):
 
 def _check_wav(path):
     """Mono, 16 kHz, not empty; return the number of samples."""
-    info = audio_info(path)
-    if info.frames <= 0:
-        raise AudioFileError(
-            f"{path}: empty audio file (0 samples); re-create or remove it"
-        )
-    if info.channels != 1:
-        raise AudioFileError(
-            f"{path}: {info.channels} channels, expected mono; downmix it "
-            "(e.g. `sox in.wav out.wav remix -`)"
-        )
-    if info.samplerate != SAMPLE_RATE:
-        raise AudioFileError(
-            f"{path}: sample rate {info.samplerate} Hz, expected "
-            f"{SAMPLE_RATE} Hz; resample the corpus audio to 16 kHz"
-        )
-    return int(info.frames)
+    return int(_wav_frames(path, SAMPLE_RATE))
 
 
 def check_lips(path, duration=None, fps=None, roi=None):

@@ -518,13 +518,24 @@ def synthesize(text, speaker, sample_rate=16000, trim=True):
     >>> torch.equal(wav, synthesize("bin blue at f two now", spk, 8000))
     True
     """
-    samples = _engine().speak(text, speaker).astype(np.float32) / 32768.0
+    wav, _, _ = _to_waveform(_engine().speak(text, speaker), sample_rate,
+                             trim)
+    return wav
+
+
+def _to_waveform(samples, sample_rate, trim):
+    """eSpeak's int16 samples -> ``(wav, start, stop)``: the float waveform
+    at ``sample_rate`` in [-1, 1] and the native samples kept by the trim.
+    """
+    samples = samples.astype(np.float32) / 32768.0
+    start, stop = 0, samples.size
     if trim:
-        samples = trim_silence(samples, NATIVE_RATE)
+        start, stop = _trim_bounds(samples, NATIVE_RATE)
+        samples = samples[start:stop]
     wav = torch.from_numpy(np.ascontiguousarray(samples))
     if wav.numel() > 0:
         wav = resample(wav, NATIVE_RATE, sample_rate)
-    return wav.clamp(-1.0, 1.0)
+    return wav.clamp(-1.0, 1.0), start, stop
 
 
 def synthesize_with_phonemes(text, speaker, sample_rate=16000, trim=True):
@@ -568,15 +579,7 @@ def synthesize_with_phonemes(text, speaker, sample_rate=16000, trim=True):
     True
     """
     samples, events = _engine().speak(text, speaker, phonemes=True)
-    samples = samples.astype(np.float32) / 32768.0
-    start, stop = 0, samples.size
-    if trim:
-        start, stop = _trim_bounds(samples, NATIVE_RATE)
-        samples = samples[start:stop]
-    wav = torch.from_numpy(np.ascontiguousarray(samples))
-    if wav.numel() > 0:
-        wav = resample(wav, NATIVE_RATE, sample_rate)
-    wav = wav.clamp(-1.0, 1.0)
+    wav, start, stop = _to_waveform(samples, sample_rate, trim)
     duration = wav.numel() / sample_rate
     phonemes = []
     bounds = [sample for _, sample in events[1:]] + [stop]

@@ -34,13 +34,7 @@ from tests.recipe_runner import REPO
 GRID = "BIN BLUE AT F TWO NOW"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: two intra-op threads thrash when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_wer_and_cer_of_a_hand_made_example(tmp_path):
