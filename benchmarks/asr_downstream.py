@@ -33,6 +33,11 @@ the training steps and the wall time. Writes JSON after every run
 
 ``--wham_only`` evaluates separators and a recogniser trained elsewhere
 (e.g. the runs of ``benchmarks/nass_vs_baseline.py``) and nothing else.
+``--enhancers`` puts enhancers trained elsewhere (e.g. the runs of
+``benchmarks/cr_vs_baseline.py``) in front of the recogniser instead of
+training them; ``--voicebank_only`` leaves the WHAM! part out; ``--arms``
+runs some recogniser arms only (a later call with the same options adds
+the others to the same JSON).
 
 Authors
  * noise-robust-sb contributors 2025
@@ -223,6 +228,23 @@ def asr_overrides(setup, encoder, ssl, quick):
     return overrides
 
 
+def enhancer_folder(name, seed, work, trained=None):
+    """The trained enhancer ``name`` of ``seed``: this benchmark's run, or
+    the folder ``trained[name]`` (``--enhancers``, ``{seed}`` filled in).
+
+    Example
+    -------
+    >>> enhancer_folder("cr", 2, "/w")
+    '/w/enhancer/cr/seed2'
+    >>> enhancer_folder("cr", 2, "/w", {"cr": "/cr/runs/seed{seed}"})
+    '/cr/runs/seed2'
+    """
+    if trained:
+        return trained[name].format(seed=seed)
+    return os.path.join(work, job_id(
+        {"kind": "enhancer", "name": name, "seed": seed}))
+
+
 def run_asr(job, setup, work, ssl, encoder, threads, quick):
     """Train and test one recogniser arm with the ASR recipe."""
     stem, enhancer, extra = ASR_ARMS[job["name"]]
@@ -231,12 +253,13 @@ def run_asr(job, setup, work, ssl, encoder, threads, quick):
     overrides = {**asr_overrides(setup, encoder, ssl, quick), **extra,
                  "seed": job["seed"], "output_folder": out}
     if enhancer is not None:
-        overrides["enhancer"] = os.path.join(work, job_id(
-            {"kind": "enhancer", "name": enhancer, "seed": job["seed"]}
-        ))
+        overrides["enhancer"] = enhancer_folder(
+            enhancer, job["seed"], work, setup.get("trained_enhancers"))
     if stem == "ctc_joint":  # CR's space: the package-trained SSL model
         overrides["ssl_source"] = ssl
         overrides["ssl_layer_groups"] = [[1], [2], [3], [4]]
+        if setup.get("cr_weight") is not None:
+            overrides["cr_weight"] = setup["cr_weight"]
     wall = run_script(ASR, "train.py", f"{stem}.yaml", overrides, threads)
     epochs, steps = training_steps(out, "voicebank_train.csv",
                                    overrides["batch_size"])
@@ -377,6 +400,44 @@ def jobs_by_phase(seeds):
     return phases
 
 
+def select_jobs(phases, trained_enhancers=None, voicebank_only=False,
+                arms=None):
+    """The jobs left once enhancers come from elsewhere
+    (``trained_enhancers``: no enhancer runs, and only the ``enhanced_``
+    arms of the enhancers named), without the WHAM! part
+    (``voicebank_only``) and with the recogniser arms ``arms`` only.
+
+    Example
+    -------
+    >>> phases = select_jobs(jobs_by_phase([1]), {"backbone": "/b{seed}"},
+    ...                      voicebank_only=True)
+    >>> sorted(job["name"] for phase in phases for job in phase)
+    ['clean', 'enhanced_backbone', 'joint', 'noisy']
+    >>> phases = select_jobs(jobs_by_phase([1]), arms=["noisy"])
+    >>> sorted(job_id(job) for phase in phases for job in phase
+    ...        if job["kind"] == "asr")
+    ['asr/noisy/seed1']
+    """
+    def keep(job):
+        if voicebank_only and job["kind"] in ("separator", "separation_asr"):
+            return False
+        if job["kind"] == "separation_asr":
+            return arms is None or "clean_narrowband" in arms
+        if job["kind"] == "enhancer":
+            return trained_enhancers is None
+        if job["kind"] != "asr":
+            return True
+        if voicebank_only and job["name"] == "clean_narrowband":
+            return False
+        if arms is not None and job["name"] not in arms:
+            return False
+        enhancer = ASR_ARMS[job["name"]][1]
+        return (trained_enhancers is None or enhancer is None
+                or enhancer in trained_enhancers)
+
+    return [[job for job in phase if keep(job)] for phase in phases]
+
+
 def main(argv=None):
     """Run the benchmark (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -389,6 +450,18 @@ def main(argv=None):
                         default="fbank", help="the recogniser's encoder")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--asr_epochs", type=int, default=None)
+    parser.add_argument(
+        "--enhancers", default=None, metavar="JSON",
+        help="enhancers trained elsewhere, not here: '{\"backbone\": DIR, "
+        "\"cr\": DIR, ...}' (each DIR with {seed})")
+    parser.add_argument("--voicebank_only", action="store_true",
+                        help="leave the WHAM! separators out")
+    parser.add_argument("--arms", nargs="+", default=None,
+                        choices=list(ASR_ARMS),
+                        help="these recogniser arms only")
+    parser.add_argument("--cr_weight", type=float, default=None,
+                        help="CR's weight in the joint arm (default: "
+                        "ctc_joint.yaml's)")
     parser.add_argument("--jobs", type=int, default=2,
                         help="runs side by side (processes)")
     parser.add_argument("--threads", type=int, default=1,
@@ -415,6 +488,14 @@ def main(argv=None):
         setup["seeds"] = args.seeds
     if args.asr_epochs:
         setup["asr_epochs"] = args.asr_epochs
+    if args.cr_weight is not None:
+        setup["cr_weight"] = args.cr_weight
+    if args.enhancers:
+        setup["trained_enhancers"] = json.loads(args.enhancers)
+        unknown = set(setup["trained_enhancers"]) - set(ENHANCERS)
+        if unknown or "backbone" not in setup["trained_enhancers"]:
+            parser.error(f"--enhancers: name the backbone and any of "
+                         f"{list(ENHANCERS)}, not {sorted(unknown)}")
     if not os.path.isfile(os.path.join(args.trained_ssl, "config.json")):
         parser.error(f"{args.trained_ssl}: no trained SSL model; make one "
                      "with python -m lobes.ssl_pretrain --out <folder>")
@@ -426,7 +507,9 @@ def main(argv=None):
         "separator": SEPARATION["sepformer"], "trained_elsewhere": trained,
     })
     done = runs.done()
-    phases = jobs_by_phase(setup["seeds"])
+    phases = select_jobs(jobs_by_phase(setup["seeds"]),
+                         setup.get("trained_enhancers"), args.voicebank_only,
+                         args.arms)
     if trained:
         phases = [[j for j in phase if j["kind"] == "separation_asr"]
                   for phase in phases]

@@ -165,7 +165,10 @@ def ssl_overrides(folder):
 
 
 def run_arm(job, setup, work, ssl_folders, threads, quick):
-    """Train and test one arm with the recipe; return its measurements."""
+    """Train and test one arm with the recipe; return its measurements.
+
+    ``setup["cr_weight"]``, when not None, replaces the recipes' CR weight.
+    """
     stem, extra = ARMS[job["arm"]]
     stem = stem.format(backbone=job["backbone"])
     out = run_folder(work, job)
@@ -177,6 +180,8 @@ def run_arm(job, setup, work, ssl_folders, threads, quick):
     }
     if job["arm"] != "backbone":
         overrides.update(ssl_overrides(ssl_folders[job["space"]]))
+        if setup.get("cr_weight") is not None:
+            overrides["cr_weight"] = setup["cr_weight"]
     if job["arm"].startswith("ccr"):
         overrides["reference_model"] = run_folder(
             work, {**job, "space": "none", "arm": "backbone"}
@@ -269,6 +274,9 @@ def main(argv=None):
     parser.add_argument("--backbones", default=",".join(SIZES))
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--cr_weight", type=float, default=None,
+                        help="CR's weight in every CR arm (default: the "
+                        "recipes')")
     parser.add_argument("--jobs", type=int, default=2,
                         help="runs trained side by side (processes)")
     parser.add_argument("--threads", type=int, default=1,
@@ -284,6 +292,8 @@ def main(argv=None):
         setup["seeds"] = args.seeds
     if args.epochs:
         setup["epochs"] = args.epochs
+    if args.cr_weight is not None:
+        setup["cr_weight"] = args.cr_weight
     spaces = [s for s in args.spaces.split(",") if s]
     backbones = [b for b in args.backbones.split(",") if b]
     if set(spaces) - set(SPACE_ARMS) or set(backbones) - set(SIZES):
@@ -308,15 +318,16 @@ def main(argv=None):
         "trained_ssl": ssl_folders["trained"],
     })
     done = runs.done()
-    phases = [[], []]  # the backbones first: CCR's reference models
-    for seed in setup["seeds"]:
-        for backbone in backbones:
-            phases[0].append({"space": "none", "backbone": backbone,
-                              "arm": "backbone", "seed": seed})
-            for space in spaces:
-                for arm in SPACE_ARMS[space]:
-                    phases[1].append({"space": space, "backbone": backbone,
-                                      "arm": arm, "seed": seed})
+    # The backbones first (CCR's reference models), then arm by arm, every
+    # seed of an arm before the next arm (a stopped run leaves whole arms)
+    phases = [
+        [{"space": "none", "backbone": backbone, "arm": "backbone",
+          "seed": seed}
+         for backbone in backbones for seed in setup["seeds"]],
+        [{"space": space, "backbone": backbone, "arm": arm, "seed": seed}
+         for backbone in backbones for space in spaces
+         for arm in SPACE_ARMS[space] for seed in setup["seeds"]],
+    ]
     phases = [[j for j in phase if job_id(j) not in done] for phase in phases]
     print(f"{len(done)} runs done, {sum(map(len, phases))} to go",
           flush=True)
