@@ -274,6 +274,9 @@ def main(argv=None):
     parser.add_argument("--backbones", default=",".join(SIZES))
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--arms", default=None,
+                        help="comma-separated CR arms to run (default: "
+                        "every arm of each space)")
     parser.add_argument("--cr_weight", type=float, default=None,
                         help="CR's weight in every CR arm (default: the "
                         "recipes')")
@@ -326,7 +329,8 @@ def main(argv=None):
          for backbone in backbones for seed in setup["seeds"]],
         [{"space": space, "backbone": backbone, "arm": arm, "seed": seed}
          for backbone in backbones for space in spaces
-         for arm in SPACE_ARMS[space] for seed in setup["seeds"]],
+         for arm in SPACE_ARMS[space] for seed in setup["seeds"]
+         if args.arms is None or arm in args.arms.split(",")],
     ]
     phases = [[j for j in phase if job_id(j) not in done] for phase in phases]
     print(f"{len(done)} runs done, {sum(map(len, phases))} to go",
