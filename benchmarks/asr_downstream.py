@@ -401,11 +401,12 @@ def jobs_by_phase(seeds):
 
 
 def select_jobs(phases, trained_enhancers=None, voicebank_only=False,
-                arms=None):
+                arms=None, wham_only=False):
     """The jobs left once enhancers come from elsewhere
     (``trained_enhancers``: no enhancer runs, and only the ``enhanced_``
     arms of the enhancers named), without the WHAM! part
-    (``voicebank_only``) and with the recogniser arms ``arms`` only.
+    (``voicebank_only``), with the recogniser arms ``arms`` only, or with
+    the WHAM! evaluation only (``wham_only``: ``--wham_only``).
 
     Example
     -------
@@ -417,8 +418,13 @@ def select_jobs(phases, trained_enhancers=None, voicebank_only=False,
     >>> sorted(job_id(job) for phase in phases for job in phase
     ...        if job["kind"] == "asr")
     ['asr/noisy/seed1']
+    >>> [job_id(job) for phase in select_jobs(jobs_by_phase([1]),
+    ...                                       wham_only=True) for job in phase]
+    ['separation_asr/evaluate_asr/seed1']
     """
     def keep(job):
+        if wham_only:
+            return job["kind"] == "separation_asr"
         if voicebank_only and job["kind"] in ("separator", "separation_asr"):
             return False
         if job["kind"] == "separation_asr":
@@ -509,10 +515,7 @@ def main(argv=None):
     done = runs.done()
     phases = select_jobs(jobs_by_phase(setup["seeds"]),
                          setup.get("trained_enhancers"), args.voicebank_only,
-                         args.arms)
-    if trained:
-        phases = [[j for j in phase if j["kind"] == "separation_asr"]
-                  for phase in phases]
+                         args.arms, wham_only=bool(trained))
     phases = [[j for j in phase if job_id(j) not in done]
               for phase in phases]
     print(f"{len(done)} runs done, {sum(map(len, phases))} to go",
