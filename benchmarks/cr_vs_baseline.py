@@ -299,9 +299,11 @@ def main(argv=None):
         setup["cr_weight"] = args.cr_weight
     spaces = [s for s in args.spaces.split(",") if s]
     backbones = [b for b in args.backbones.split(",") if b]
-    if set(spaces) - set(SPACE_ARMS) or set(backbones) - set(SIZES):
+    arms = args.arms.split(",") if args.arms else list(ARMS)
+    if (set(spaces) - set(SPACE_ARMS) or set(backbones) - set(SIZES)
+            or set(arms) - set(ARMS)):
         parser.error(f"spaces among {list(SPACE_ARMS)}, backbones among "
-                     f"{list(SIZES)}")
+                     f"{list(SIZES)}, arms among {list(ARMS)}")
     if not os.path.isfile(os.path.join(args.trained_ssl, "config.json")):
         parser.error(f"{args.trained_ssl}: no trained SSL model; make one "
                      "with python -m lobes.ssl_pretrain --out <folder>")
@@ -330,7 +332,7 @@ def main(argv=None):
         [{"space": space, "backbone": backbone, "arm": arm, "seed": seed}
          for backbone in backbones for space in spaces
          for arm in SPACE_ARMS[space] for seed in setup["seeds"]
-         if args.arms is None or arm in args.arms.split(",")],
+         if arm in arms],
     ]
     phases = [[j for j in phase if job_id(j) not in done] for phase in phases]
     print(f"{len(done)} runs done, {sum(map(len, phases))} to go",
