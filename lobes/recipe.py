@@ -570,8 +570,12 @@ def fit_and_test(brain, datasets, experiment):
 
     The best checkpoint is the one with the lowest validation ``loss``; the
     epoch counter and loader options come from the experiment's training
-    loop (``experiment["training"]``, ``hparams/training/*.yaml``).
+    loop (``experiment["training"]``, ``hparams/training/*.yaml``). Under
+    torchrun, every process then leaves the process group together, so
+    that none exits while gloo's threads still run (which aborts it).
     """
+    import torch.distributed as dist
+
     training = experiment["training"]
     brain.fit(
         training["epoch_counter"],
@@ -585,4 +589,7 @@ def fit_and_test(brain, datasets, experiment):
         min_key="loss",
         test_loader_kwargs=training["test_dataloader_opts"],
     )
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
     return brain
