@@ -1,13 +1,25 @@
-"""Session fixtures shared by the test suite."""
+"""Session fixtures shared by the test suite.
+
+The session starts by checking the environment against
+``requirements-lock.txt`` (``lobes.environment``): a broken one stops the
+run with one line naming the package, before any test module imports torch.
+"""
 
 import os
 
 import pytest
-import torch
 
-from tests.recipe_runner import RecipeRunner
+from lobes.environment import check_environment
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+def pytest_sessionstart(session):
+    """Stop at once, in one line, when the environment is not the lock's."""
+    problem = check_environment()
+    if problem:
+        pytest.exit(problem, returncode=3)
+    import torch  # only once the check has shown it loads
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +38,8 @@ def mini_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def recipe_runner(tmp_path_factory, mini_cache):
     """Runs the rows of the recipe CSVs, each once per session."""
+    from tests.recipe_runner import RecipeRunner  # imports torch
+
     return RecipeRunner(
         output_root=str(tmp_path_factory.mktemp("recipes")),
         cache_dir=mini_cache,
@@ -37,6 +51,8 @@ def recipe_runner(tmp_path_factory, mini_cache):
 def one_thread():
     """Tiny models gain nothing from threads, which a busy machine stalls:
     a module that uses this runs on one intra-op thread."""
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
