@@ -22,6 +22,22 @@ in (the convolutional front end normalises over time and attention sees
 every frame), so a cache is exact only for exactly the same input: the
 same crop, the same padding. The distances are means over the whole batch
 (as in AECR-Net), so one ratio per layer is formed for the batch.
+
+Loss forms (``form``), per layer with ``P = D(G_i(clean), G_i(out))`` and
+``N = sum_k gamma_k * D(G_i(neg_k), G_i(out))``:
+
+- ``"ratio"`` (default, the papers'): ``P / (N + eps)``. Its gradient is
+  ``(grad P - r * grad N) / N`` with ``r = P / N``: the push away from the
+  negatives weighs ``r`` times the pull to the clean features. For an
+  output off the clean-negative line with ``r > 1`` a descent step grows
+  the off-line error, and (MSE, one negative) it moves the output farther
+  from the clean features whenever the output's projection on that line
+  lies past the negative.
+- ``"ratio_detached"``: ``P / (N.detach() + eps)``. The same value as
+  ``"ratio"``, but the denominator is a constant per step: the gradient is
+  the pull to the clean features, ``grad P``, scaled by ``1 / N``.
+- ``"feature_match"``: ``P`` alone (the numerator; no negative acts on the
+  gradient, the negatives' distances are still reported).
 """
 
 import torch
@@ -29,6 +45,7 @@ import torch
 from lobes.errors import HparamsError
 
 DISTANCES = ("l1", "mse")
+FORMS = ("ratio", "ratio_detached", "feature_match")
 
 
 def _distance(kind, first, second, mask=None):
@@ -83,6 +100,10 @@ class ContrastiveRegularization(torch.nn.Module):
         ``"l1"`` (AECR-Net, C2PNet) or ``"mse"`` (Xu et al.'s speech code).
     eps : float
         Added to the denominator.
+    form : str
+        ``"ratio"`` (default, the papers' ``P / N``), ``"ratio_detached"``
+        (``P / N`` with ``N`` held constant per step) or ``"feature_match"``
+        (``P`` alone); see the module docstring. The recipes' ``cr_form``.
 
     Example
     -------
@@ -99,14 +120,31 @@ class ContrastiveRegularization(torch.nn.Module):
     >>> loss.backward()
     >>> enhanced.grad.sum() > 0
     tensor(True)
+
+    The other forms; ``"ratio_detached"`` has the ratio's value:
+
+    >>> args = space(enhanced), space(clean), [space(noisy)]
+    >>> match = ContrastiveRegularization(form="feature_match")
+    >>> round(match(*args)[0].item(), 4)
+    0.25
+    >>> detached = ContrastiveRegularization(form="ratio_detached")
+    >>> round(detached(*args)[0].item(), 4)
+    0.3333
     """
 
-    def __init__(self, layer_weights=None, distance="l1", eps=1e-7):
+    def __init__(
+        self, layer_weights=None, distance="l1", eps=1e-7, form="ratio"
+    ):
         super().__init__()
         if distance not in DISTANCES:
             raise HparamsError(
                 f"CR distance must be one of {DISTANCES}, got '{distance}'"
             )
+        if form not in FORMS:
+            raise HparamsError(
+                f"cr_form must be one of {', '.join(FORMS)}; got '{form}'"
+            )
+        self.form = form
         self.layer_weights = None
         if layer_weights is not None:
             weights = [float(w) for w in layer_weights]
@@ -170,7 +208,9 @@ class ContrastiveRegularization(torch.nn.Module):
             (per negative, the layer-weighted mean of ``D(neg_k, pos)``: how
             far, hence how easy, each negative is; used by
             :class:`lobes.losses.curriculum.SimilarityCurriculum`),
-            ``negative_weights`` and ``cr``, all plain floats.
+            ``negative_weights``, ``cr`` (the loss's value) and ``ratio``
+            (the layer-weighted ``P / N``, whatever the form), all plain
+            floats.
 
         Example
         -------
@@ -215,6 +255,7 @@ class ContrastiveRegularization(torch.nn.Module):
             mask = frame_mask(lengths, batch, total, device)
 
         loss = enhanced_features[0].new_zeros(())
+        ratio = enhanced_features[0].new_zeros(())
         positive, negative_rows = [], []
         for index, (weight, out) in enumerate(zip(weights, enhanced_features)):
             pos_distance = _distance(
@@ -228,7 +269,15 @@ class ContrastiveRegularization(torch.nn.Module):
                 gamma * dist
                 for gamma, dist in zip(negative_weights, neg_distances)
             )
-            loss = loss + weight * pos_distance / (denominator + self.eps)
+            layer_ratio = pos_distance / (denominator.detach() + self.eps)
+            ratio = ratio + weight * layer_ratio.detach()
+            if self.form == "ratio":
+                term = pos_distance / (denominator + self.eps)
+            elif self.form == "ratio_detached":
+                term = layer_ratio
+            else:  # feature_match
+                term = pos_distance
+            loss = loss + weight * term
             positive.append(pos_distance.detach())
             negative_rows.append(torch.stack(neg_distances).detach())
 
@@ -251,6 +300,7 @@ class ContrastiveRegularization(torch.nn.Module):
             numbers = torch.cat(
                 [
                     loss.detach().reshape(1),
+                    ratio.reshape(1),
                     torch.stack(positive),
                     torch.stack(negative_rows).t().reshape(-1),
                     to_positive,
@@ -259,12 +309,13 @@ class ContrastiveRegularization(torch.nn.Module):
         layers = len(weights)
         details = {
             "cr": numbers[0],
-            "positive": numbers[1 : 1 + layers],
+            "ratio": numbers[1],
+            "positive": numbers[2 : 2 + layers],
             "negatives": [
-                numbers[1 + layers + k * layers : 1 + layers + (k + 1) * layers]
+                numbers[2 + layers + k * layers : 2 + layers + (k + 1) * layers]
                 for k in range(count)
             ],
-            "negative_to_positive": numbers[1 + layers * (1 + count) :],
+            "negative_to_positive": numbers[2 + layers * (1 + count) :],
             "negative_weights": negative_weights,
         }
         return loss, details
@@ -292,6 +343,8 @@ def summarize_details(details, negative_names=None):
     count = len(details["negatives"])
     names = negative_names or [f"neg{k}" for k in range(count)]
     flat = {"cr": details["cr"]}
+    if "ratio" in details:
+        flat["cr_ratio"] = details["ratio"]
     for index, value in enumerate(details["positive"]):
         flat[f"cr_pos_l{index}"] = value
     for name, row in zip(names, details["negatives"]):

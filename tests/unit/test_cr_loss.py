@@ -10,6 +10,7 @@ import torch
 
 from lobes.errors import HparamsError
 from lobes.losses.contrastive_regularization import (
+    FORMS,
     ContrastiveRegularization,
     summarize_details,
 )
@@ -165,3 +166,151 @@ def test_summarize_details_names_everything(ssl, signals):
     )
     assert flat["cr_neg_noisy_l0"] == pytest.approx(0.0, abs=1e-6)
     assert all(isinstance(v, float) for v in flat.values())
+
+
+# Loss forms (issue 22). An identity feature space of two dimensions: the
+# clean features at the origin, the negative's at (1, 0), the output at
+# ``point``; one batch item, one frame, so every distance is exact.
+CLEAN = torch.zeros(1, 1, 2)
+NEGATIVE = torch.tensor([[[1.0, 0.0]]])
+
+
+def _descent_step(form, distance, point, step=1e-3):
+    """One normalised gradient step on CR from ``point``; the new point."""
+    cr = ContrastiveRegularization(distance=distance, form=form)
+    out = torch.tensor([[point]], requires_grad=True)
+    loss, _ = cr([out], [CLEAN], [[NEGATIVE]])
+    (grad,) = torch.autograd.grad(loss, out)
+    return (out - step * grad / grad.norm()).detach().flatten()
+
+
+def _ratio(distance, point):
+    """P / N at ``point`` under ``distance``."""
+    cr = ContrastiveRegularization(distance=distance)
+    return cr([torch.tensor([[point]])], [CLEAN], [[NEGATIVE]])[0].item()
+
+
+@pytest.mark.parametrize("distance", ["l1", "mse"])
+@pytest.mark.parametrize(
+    "form, moves_away",
+    [("ratio", True), ("ratio_detached", False), ("feature_match", False)],
+)
+def test_one_step_distance_to_clean(distance, form, moves_away):
+    """Past the negative and off the line (r > 1), the ratio runs away.
+
+    (MSE: the ratio's step grows P exactly when the output's projection on
+    the clean-negative line lies past the negative.) The other forms pull
+    the output towards the clean features.
+    """
+    point = [1.2, 0.3]
+    assert _ratio(distance, point) > 1
+    before = torch.tensor(point).norm()
+    after = _descent_step(form, distance, point).norm()
+    assert (after > before) == moves_away
+    assert abs(after - before) > 1e-4  # a real move, not rounding
+
+
+@pytest.mark.parametrize("distance", ["l1", "mse"])
+@pytest.mark.parametrize("form", FORMS)
+def test_one_step_off_line_error(distance, form):
+    """Between clean and negative, r > 1: the ratio grows the off-line
+    error (the second coordinate); near the clean features (r < 1) it
+    shrinks it like the other forms."""
+    far, near = [0.7, 0.3], [0.2, 0.3]
+    assert _ratio(distance, far) > 1 > _ratio(distance, near)
+    grows = _descent_step(form, distance, far)[1] > far[1]
+    assert grows == (form == "ratio")
+    assert _descent_step(form, distance, near)[1] < near[1]
+
+
+@pytest.mark.parametrize("distance", ["l1", "mse"])
+def test_ratio_runs_away_over_many_steps(distance):
+    """100 normalised steps: the ratio ends farther from the clean features
+    than it started; the other forms end much closer."""
+    ends = {}
+    for form in FORMS:
+        cr = ContrastiveRegularization(distance=distance, form=form)
+        out = torch.tensor([[[1.2, 0.3]]], requires_grad=True)
+        for _ in range(100):
+            loss, _ = cr([out], [CLEAN], [[NEGATIVE]])
+            (grad,) = torch.autograd.grad(loss, out)
+            with torch.no_grad():
+                out -= 1e-2 * grad / grad.norm()
+        ends[form] = out.detach().norm().item()
+    start = math.hypot(1.2, 0.3)
+    assert ends["ratio"] > start + 0.2
+    assert ends["ratio_detached"] < 0.5 * start
+    assert ends["feature_match"] < 0.5 * start
+
+
+def test_forms_values_and_gradients(ssl, signals):
+    """ratio_detached: the ratio's value, gradient grad P / N; feature_match:
+    the layer-weighted P; the layer weights and distance act on every form;
+    details report the same distances and ratio whatever the form."""
+    clean, noisy, reference = signals
+    weights, gammas = [2.0, 0.5], [0.7, 0.3]
+    enhanced = (0.5 * (clean + noisy)).requires_grad_(True)
+    with torch.no_grad():
+        pos, negs = ssl(clean), [ssl(noisy), ssl(reference)]
+    results = {}
+    for form in FORMS:
+        cr = ContrastiveRegularization(weights, distance="mse", form=form)
+        loss, details = cr(ssl(enhanced), pos, negs, gammas)
+        (grad,) = torch.autograd.grad(loss, enhanced)
+        results[form] = loss.detach(), grad, details
+    out = ssl(enhanced)
+    numerators = [(p - o).pow(2).mean() for p, o in zip(pos, out)]
+    denominators = [
+        sum(g * (n[i] - out[i]).pow(2).mean() for g, n in zip(gammas, negs))
+        + 1e-7
+        for i in range(2)
+    ]
+    norm = [w / sum(weights) for w in weights]
+    matched = sum(w * p for w, p in zip(norm, numerators))
+    scaled = sum(
+        w * p / d.detach() for w, p, d in zip(norm, numerators, denominators)
+    )
+    torch.testing.assert_close(results["feature_match"][0], matched.detach())
+    torch.testing.assert_close(results["ratio_detached"][0], scaled.detach())
+    torch.testing.assert_close(
+        results["ratio"][0], results["ratio_detached"][0]
+    )
+    grad_matched = torch.autograd.grad(matched, enhanced, retain_graph=True)[0]
+    grad_scaled = torch.autograd.grad(scaled, enhanced)[0]
+    torch.testing.assert_close(results["feature_match"][1], grad_matched)
+    torch.testing.assert_close(results["ratio_detached"][1], grad_scaled)
+    # The full ratio's gradient differs (it carries the push from N).
+    difference = results["ratio"][1] - results["ratio_detached"][1]
+    assert difference.norm() > 1e-3 * results["ratio"][1].norm()
+    ratio = results["ratio"][2]["ratio"]
+    for form in FORMS:
+        details = results[form][2]
+        assert details["ratio"] == pytest.approx(ratio)
+        assert details["positive"] == pytest.approx(
+            results["ratio"][2]["positive"]
+        )
+        assert details["cr"] == pytest.approx(results[form][0].item())
+    assert ratio == pytest.approx(results["ratio"][0].item())
+    assert summarize_details(results["ratio"][2])["cr_ratio"] == ratio
+
+
+def test_default_form_is_the_papers_ratio():
+    cr = ContrastiveRegularization()
+    assert cr.form == "ratio"
+    out = torch.tensor([[[0.7, 0.3]]], requires_grad=True)
+    default, _ = cr([out], [CLEAN], [[NEGATIVE]])
+    explicit, _ = ContrastiveRegularization(form="ratio")(
+        [out], [CLEAN], [[NEGATIVE]]
+    )
+    grads = [torch.autograd.grad(v, out)[0] for v in (default, explicit)]
+    torch.testing.assert_close(grads[0], grads[1])
+    # l1: P = 1.0, N = 0.6 (means over the two dimensions).
+    assert default.item() == pytest.approx(1.0 / 0.6)
+
+
+def test_bad_form_fails_in_one_line_listing_the_forms():
+    with pytest.raises(HparamsError) as error:
+        ContrastiveRegularization(form="hinge")
+    message = str(error.value)
+    assert "\n" not in message and "'hinge'" in message
+    assert all(form in message for form in FORMS)
