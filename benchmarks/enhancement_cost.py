@@ -56,6 +56,8 @@ from torch.utils.flop_counter import (  # noqa: E402
     sdpa_flop_count,
 )
 
+from benchmarks import provenance  # noqa: E402
+
 RECIPE_HPARAMS = os.path.join(REPO, "recipes", "Voicebank", "enhance",
                               "hparams")
 CMCR_FRAGMENT = os.path.join(REPO, "hparams", "enhancement", "cmcr_net.yaml")
@@ -243,7 +245,23 @@ def measure(name, recipe, overrides, args, work):
     return row
 
 
+def markdown_table(results):
+    """The README table of a results file (``benchmarks.report``).
+
+    Example
+    -------
+    >>> print(markdown_table({"rows": [{"backbone": "x", "parameters": 2e6,
+    ...     "gmacs_per_second": 1.0, "recurrent_gmacs_per_second": 0.0,
+    ...     "cpu_ms_per_second": 12.34}]}))
+    | backbone | parameters (M) | GMAC/s | of which recurrent ... |
+    |---|---:|---:|---:|---:|
+    | x | 2.000 | 1.000 | 0.000 | 12.3 |
+    """
+    return markdown(results["rows"])
+
+
 def markdown(rows):
+    """The rows as a markdown table."""
     lines = [
         "| backbone | parameters (M) | GMAC/s | of which recurrent "
         "(hooks) | CPU ms per s of audio (1 thread) |",
@@ -278,12 +296,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    run = provenance.start(None if argv is None else [__file__, *argv],
+                           threads=args.threads,
+                           corpus="none (random 16 kHz input)")
     rows = []
     with tempfile.TemporaryDirectory(prefix="enhancement_cost_") as work:
         for name, recipe, overrides in BACKBONES:
             print(f"Measuring {name}", flush=True)
             rows.append(measure(name, recipe, overrides, args, work))
     report = {
+        "provenance": provenance.finish(run),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
@@ -292,7 +314,7 @@ def main(argv=None):
             "cpus": os.cpu_count(),
             "load_average_at_end": os.getloadavg(),
         },
-        "settings": vars(args),
+        "settings": dict(vars(args), out=os.path.relpath(args.out, REPO)),
         "rows": rows,
         "total_s": time.perf_counter() - started,
     }

@@ -1,0 +1,129 @@
+"""What every results file records about how its numbers were made.
+
+A results file under ``benchmarks/results/`` carries a ``provenance``
+block: the commit (and whether the tree had uncommitted changes), the exact
+command, the package versions, the machine (cores, load) and the wall and
+CPU time of the run. Benchmarks call :func:`start` when they begin and
+:func:`finish` when they write, so that a README table generated from the
+file (``python -m benchmarks.report``) can always be traced to what made it.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import importlib.metadata
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: The packages whose versions decide the numbers.
+PACKAGES = ("torch", "torchaudio", "speechbrain", "numpy", "scipy",
+            "transformers", "pesq", "pystoi", "fast-bss-eval")
+
+#: Keys every provenance block has (checked by the tests).
+REQUIRED = ("commit", "tree_clean", "command", "packages", "machine",
+            "started", "wall_s", "cpu_s")
+
+
+def _git(*args):
+    """Output of a git command in the repository ('' if git fails)."""
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def _cpu_seconds():
+    """CPU seconds of this process and its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (own.ru_utime + own.ru_stime + children.ru_utime
+            + children.ru_stime)
+
+
+def start(argv=None, **facts):
+    """The provenance block of a run starting now.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        The command line (default ``sys.argv``); stored as one string a
+        user can paste, with the script's path relative to the repository.
+    **facts
+        What else the run is defined by: ``seeds``, ``corpus``,
+        ``corpus_size``, ``threads``...
+
+    Returns
+    -------
+    dict
+        Pass it to :func:`finish` when writing the results.
+
+    Example
+    -------
+    >>> block = start(["benchmarks/x.py", "--seeds", "1"], seeds=[1])
+    >>> block["command"], block["seeds"], len(block["commit"]) in (0, 40)
+    ('python benchmarks/x.py --seeds 1', [1], True)
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if argv and os.path.isabs(argv[0]):
+        argv[0] = os.path.relpath(argv[0], REPO)
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "tree_clean": _git("status", "--porcelain", "--untracked-files=no")
+        == "",
+        "command": "python " + shlex.join(argv),
+        "packages": versions,
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": list(os.getloadavg()),
+        },
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "_t0": [time.perf_counter(), _cpu_seconds()],
+        **facts,
+    }
+
+
+def finish(block):
+    """The block with the wall and CPU seconds and the load so far.
+
+    Arguments
+    ---------
+    block : dict
+        From :func:`start` (not changed).
+
+    Returns
+    -------
+    dict
+        A copy, JSON-ready, with ``wall_s``, ``cpu_s`` and
+        ``machine.load_average_at_end``.
+
+    Example
+    -------
+    >>> done = finish(start(["b.py"]))
+    >>> sorted(set(REQUIRED) - set(done)), "_t0" in done
+    ([], False)
+    """
+    wall0, cpu0 = block["_t0"]
+    done = {key: value for key, value in block.items() if key != "_t0"}
+    done["machine"] = dict(block["machine"],
+                           load_average_at_end=list(os.getloadavg()))
+    done["wall_s"] = round(time.perf_counter() - wall0, 1)
+    done["cpu_s"] = round(_cpu_seconds() - cpu0, 1)
+    return done
