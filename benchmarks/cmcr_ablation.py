@@ -42,6 +42,7 @@ from cr_vs_baseline import (  # noqa: E402
 )
 from paired import (  # noqa: E402
     ResumableRuns,
+    effective_hparam,
     fmt,
     fmt_delta,
     read_average,
@@ -119,6 +120,8 @@ def run_arm(job, setup, work, ssl_folder, threads, quick):
     }
     if yaml == "cmcr_net.yaml":
         overrides.update(ssl_overrides(ssl_folder))
+        if setup.get("cr_weight") is not None:
+            overrides["cr_weight"] = setup["cr_weight"]
     wall = run_recipe(RECIPE, yaml, overrides, threads)
     average, utterances = read_average(
         os.path.join(out, "test_results.csv")
@@ -126,6 +129,7 @@ def run_arm(job, setup, work, ssl_folder, threads, quick):
     return {
         "id": job_id(job), **job, "yaml": yaml, "overrides": overrides,
         **{m: average.get(m, math.nan) for m in TEST_METRICS},
+        "cr_weight": effective_hparam(out, "cr_weight"),
         "parameters": parameters(job["arm"]), "wall_seconds": wall,
         "test_utterances": utterances,
     }
@@ -176,6 +180,9 @@ def main(argv=None):
     parser.add_argument("--trained_ssl", required=True,
                         help="folder of python -m lobes.ssl_pretrain")
     parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--cr_weight", type=float, default=None,
+                        help="CR's weight in every arm with CR (default: "
+                        "the recipe's; each run records the weight it used)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=2)
@@ -190,6 +197,8 @@ def main(argv=None):
         setup["seeds"] = args.seeds
     if args.epochs:
         setup["epochs"] = args.epochs
+    if args.cr_weight is not None:
+        setup["cr_weight"] = args.cr_weight
     arms = [a for a in args.arms.split(",") if a]
     if set(arms) - set(ARMS):
         parser.error(f"arms among {list(ARMS)}")
@@ -208,6 +217,13 @@ def main(argv=None):
     print(f"{len(done)} runs done, {len(jobs)} to go", flush=True)
 
     def finished(job, run):
+        weights = {r.get("cr_weight") for r in runs.runs + [run]
+                   if r["arm"] != "no_cr"} - {None}
+        if len(weights) > 1:
+            raise SystemExit(
+                f"error: {args.out} would mix runs at CR weights "
+                f"{sorted(weights)}; pass --cr_weight or another --out"
+            )
         summary = summarize_runs(runs.runs + [run])
         runs.add(run, summary=summary, table=markdown_table(summary))
         print(f"[{run['id']}] PESQ {run['pesq']:.2f}, SI-SDR "

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -146,6 +147,33 @@ def read_average(path):
         for key, value in average.items() if key != "snt_id"
     }
     return values, len(rows) - 1
+
+
+def effective_hparam(run_folder, key):
+    r"""The value a run actually used for ``key``, from its hyperparams.yaml.
+
+    The first line ``key: value`` at any depth (the resolved experiment),
+    as YAML reads the value; None if the run has no such key.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with open(os.path.join(folder, "hyperparams.yaml"), "w") as fout:
+    ...     _ = fout.write("seed: 1\nobjectives:\n  cr_weight: 0.01\n")
+    >>> effective_hparam(folder, "cr_weight"), effective_hparam(folder, "x")
+    (0.01, None)
+    """
+    import yaml
+
+    pattern = re.compile(rf"^\s*{re.escape(key)}:\s*(.+?)\s*$")
+    with open(os.path.join(run_folder, "hyperparams.yaml"),
+              encoding="utf-8") as fin:
+        for line in fin:
+            match = pattern.match(line)
+            if match:
+                return yaml.safe_load(match.group(1))
+    return None
 
 
 def run_recipe(recipe_dir, yaml, overrides, threads=1, script="train.py"):
