@@ -287,7 +287,8 @@ def main(argv=None):
     if problem:
         print(problem, file=sys.stderr)
         return 1
-    print(f"environment OK: {len(read_lock(lock))} packages as locked, all import")
+    count = len(read_lock(lock))
+    print(f"environment OK: {count} packages as locked, all import")
     return 0
 
 
