@@ -53,6 +53,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, REPO)
 
+from benchmarks import provenance  # noqa: E402
 from lobes.data.mini_corpora import ensure_mini_corpus  # noqa: E402
 from lobes.models.av_vae import AVCVAE, SineSTFT  # noqa: E402
 from lobes.models.mcem import MCEM, mcem_reference  # noqa: E402
@@ -186,27 +187,58 @@ def markdown_tables(summary, speed=None):
         lines.append(f"| {pair} | "
                      + " | ".join(_cell(scores[s]) for s in SCORES) + " |")
     if speed:
-        lines += [
-            "",
-            "| MCEM implementation | audio (s) | wall (s) | "
-            "s per s of audio |",
-            "|---|---:|---:|---:|",
-        ]
-        for key in ("reference", "batched", "batched_all"):
-            if key in speed:
-                row = speed[key]
-                lines.append(
-                    f"| {row['label']} | {row['audio_seconds']:.1f} | "
-                    f"{row['wall_seconds']:.2f} | "
-                    f"{row['seconds_per_audio_second']:.3f} |"
-                )
-        if "speedup" in speed:
-            lines.append(
-                f"\nSpeed-up of the batched code on the same mixture: "
-                f"{speed['speedup']:.1f}x (max relative difference of the "
-                f"estimates {speed['max_relative_difference']:.1e})"
-            )
+        lines += ["", speed_lines(speed)]
     return "\n".join(lines)
+
+
+def speed_lines(speed):
+    """The speed table of the batched MCEM against the frame-by-frame one.
+
+    Example
+    -------
+    >>> row = {"label": "x", "audio_seconds": 2.0, "wall_seconds": 1.0,
+    ...        "seconds_per_audio_second": 0.5}
+    >>> print(speed_lines({"batched": row, "speedup": 9.0,
+    ...                    "max_relative_difference": 1e-16}))
+    | MCEM implementation | audio (s) | wall (s) | s per s of audio |
+    |---|---:|---:|---:|
+    | x | 2.0 | 1.00 | 0.500 |
+    <BLANKLINE>
+    Speed-up of the batched code on the same mixture: 9.0x (max relative
+    difference of the estimates 1.0e-16)
+    """
+    lines = [
+        "| MCEM implementation | audio (s) | wall (s) | s per s of audio |",
+        "|---|---:|---:|---:|",
+    ]
+    for key in ("reference", "batched", "batched_all"):
+        if key in speed:
+            row = speed[key]
+            lines.append(
+                f"| {row['label']} | {row['audio_seconds']:.1f} | "
+                f"{row['wall_seconds']:.2f} | "
+                f"{row['seconds_per_audio_second']:.3f} |"
+            )
+    if "speedup" in speed:
+        lines.append(
+            f"\nSpeed-up of the batched code on the same mixture: "
+            f"{speed['speedup']:.1f}x (max relative\ndifference of the "
+            f"estimates {speed['max_relative_difference']:.1e})"
+        )
+    return "\n".join(lines)
+
+
+def speed_table(results):
+    """The README table of ``--speed_only`` (``benchmarks.report``).
+
+    Example
+    -------
+    >>> row = {"label": "x", "audio_seconds": 2.0, "wall_seconds": 1.0,
+    ...        "seconds_per_audio_second": 0.5}
+    >>> speed_table({"speed": {"batched": row}}).splitlines()[-1]
+    '| x | 2.0 | 1.00 | 0.500 |'
+    """
+    return speed_lines(results["speed"])
 
 
 # ---------------------------------------------------------------- speed
@@ -424,6 +456,26 @@ def _save(path, data):
     os.replace(tmp, path)
 
 
+def speed_only(args, argv):
+    """The speed part alone, with its provenance, into its own file."""
+    out = (args.out if args.out and "av_vae_benchmark" not in args.out
+           else os.path.join(REPO, "benchmarks", "results", "mcem_speed.json"))
+    size = "tiny" if args.quick else "small"
+    run = provenance.start(
+        None if argv is None else [__file__, *argv], threads=1,
+        corpus=f"mini AV corpus ({size}, seed 0), test split",
+        model="AV-VAE at paper size, untrained (the cost does not depend "
+        "on the weights), seed 0",
+    )
+    corpus = ensure_mini_corpus("av", size, 0)
+    data = {"speed": speed_benchmark(corpus, args.speed_iterations,
+                                     args.quick)}
+    data["provenance"] = provenance.finish(run)
+    _save(out, data)
+    print(speed_table(data))
+    return data
+
+
 def main(argv=None):
     """Run the speed part, then each seed; print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -435,6 +487,9 @@ def main(argv=None):
     parser.add_argument("--tune_grid", type=int, nargs="+",
                         default=[1, 2, 3, 5, 10, 20, 30])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--speed_only", action="store_true",
+                        help="only the MCEM speed part, written to "
+                        "benchmarks/results/mcem_speed.json")
     parser.add_argument("--out", default=None, help="JSON results")
     parser.add_argument("--workdir", default=None, help="training runs")
     args = parser.parse_args(argv)
@@ -450,6 +505,8 @@ def main(argv=None):
         args.tune_grid = [1, 2]
         args.seeds = args.seeds[:2]
     torch.set_num_threads(1)
+    if args.speed_only:
+        return speed_only(args, argv)
     data = {}
     if os.path.isfile(args.out):
         with open(args.out) as fin:
