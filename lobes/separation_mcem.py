@@ -1,6 +1,7 @@
 """Test-time separation and evaluation of the audio-visual recipes.
 
-The methods compared on the same two-speaker noisy mixtures
+The methods compared on the same noisy mixtures of two speakers, or of
+one (single-speaker enhancement, ``J = 1``)
 (``recipes/NTCD-TIMIT/av_separation/separate.py``):
 
 - ``av_vae``: Monte Carlo EM (:class:`lobes.models.mcem.MCEM`) with a
@@ -33,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from lobes.errors import ModelSourceError
+from lobes.errors import DataFolderError, ModelSourceError
 from lobes.metrics import enhancement_metrics, separation_metrics
 from lobes.models.av_vae import lips_per_frame
 
@@ -188,25 +189,54 @@ def stft_batch(mixtures, stft, device="cpu"):
 def lips_batch(items, num_frames, stft, sample_rate, device="cpu"):
     """Normalised lips per STFT frame ``[B, J, N, H*W]`` of AV mixtures.
 
+    Each speaker's lips (uint8 in [0, 255] or float in [0, 1]) must last
+    as long as the mixture (:func:`lobes.data.lip_input.check_duration`)
+    and all must have one frame size; the statistics of the normalisation
+    use each mixture's own STFT frames only.
+
     Example
     -------
     >>> from lobes.models.av_vae import SineSTFT
-    >>> lips = [torch.zeros(10, 4, 4, dtype=torch.uint8)] * 2
+    >>> lips = [torch.zeros(3, 4, 4, dtype=torch.uint8)] * 2
     >>> item = AVMixture("m", torch.zeros(1600), lips, 30.0)
     >>> lips_batch([item], 26, SineSTFT(128, 64), 16000).shape
     torch.Size([1, 2, 26, 16])
+    >>> short = AVMixture("m", torch.zeros(48000), lips, 30.0)
+    >>> lips_batch([short], 751, SineSTFT(128, 64), 16000)
+    Traceback (most recent call last):
+    ...
+    lobes.errors.DataFolderError: m, lips of speaker 1: 3 lip frames ...
     """
+    from lobes.data.lip_input import check_duration
+
     rows = []
     for item in items:
+        seconds = item.mixture.numel() / float(sample_rate)
+        sizes = {tuple(frames.shape[1:]) for frames in item.lips}
+        if len(sizes) != 1:
+            raise DataFolderError(
+                f"{item.id}: the speakers' lips have frame sizes "
+                f"{sorted(sizes)}; resize them to one size"
+            )
+        for j, frames in enumerate(item.lips):
+            check_duration(f"{item.id}, lips of speaker {j + 1}",
+                           frames.shape[0], item.fps, seconds)  # fmt: skip
         counts = [int(frames.shape[0]) for frames in item.lips]
         longest = max(counts)
+        floating = any(torch.as_tensor(f).is_floating_point()
+                       for f in item.lips)  # fmt: skip
         padded = torch.zeros(len(item.lips), longest, *item.lips[0].shape[1:],
-                             dtype=torch.uint8)  # fmt: skip
+                             dtype=torch.float32 if floating else torch.uint8)
         for j, lips in enumerate(item.lips):
-            padded[j, : lips.shape[0]] = torch.as_tensor(lips)
+            lips = torch.as_tensor(lips)
+            if floating and not lips.is_floating_point():
+                lips = lips.float() / 255.0
+            padded[j, : lips.shape[0]] = lips
+        valid = [stft.num_frames(item.mixture.numel())] * len(item.lips)
         rows.append(
             lips_per_frame(padded.to(device), counts, num_frames,
-                           stft.hop_length, sample_rate, item.fps)
+                           stft.hop_length, sample_rate, item.fps,
+                           valid_frames=valid)
         )  # fmt: skip
     return torch.stack(rows)
 
@@ -240,10 +270,21 @@ def separate_vae(vae, mcem, items, stft, sample_rate, generator,
     ...                    torch.Generator().manual_seed(0))
     >>> out[0].shape
     torch.Size([2, 1600])
+    >>> one = [AVMixture("m", torch.randn(1600), lips[:1], 30.0)]  # enhance
+    >>> separate_vae(vae, mcem, one, SineSTFT(128, 32), 16000,
+    ...              torch.Generator().manual_seed(0))[0].shape
+    torch.Size([1, 1600])
     """
     num_speakers = len(items[0].lips)
-    spec, mask, scales = stft_batch([i.mixture for i in items], stft, device)
     lips = None
+    if getattr(vae, "uses_video", False):
+        from lobes.data.lip_input import check_frame_size
+
+        for item in items:
+            for j, frames in enumerate(item.lips):
+                check_frame_size(f"{item.id}, lips of speaker {j + 1}",
+                                 frames, vae)  # fmt: skip
+    spec, mask, scales = stft_batch([i.mixture for i in items], stft, device)
     if getattr(vae, "uses_video", False):
         lips = lips_batch(items, spec.shape[-1], stft, sample_rate, device)
     result = mcem(vae, spec, num_speakers, lips=lips, frame_mask=mask,
@@ -268,6 +309,47 @@ def separate_supervised(separator, items, device="cpu"):
         out = separator(mix).waveforms[0, : item.mixture.numel()]
         estimates.append(out[:, : separator.num_spks].t().cpu())
     return estimates
+
+
+def fit_lips_to_model(items, vae, log=print):
+    """Items whose lips are resized to a VAE's square ROI size.
+
+    Lips already of the model's pixel count, a model without lips, or one
+    whose pixel count is not a square are left as they are (the latter
+    then fail :func:`lobes.data.lip_input.check_frame_size` in
+    :func:`separate_vae`). Each resize is logged once per frame size.
+
+    Example
+    -------
+    >>> from lobes.models.av_vae import AVCVAE
+    >>> vae = AVCVAE(65, 2, 4, visual_dim=16)
+    >>> item = AVMixture("m", torch.zeros(1600), [torch.rand(5, 67, 67)], 30.)
+    >>> fit_lips_to_model([item], vae)[0].lips[0].shape
+    notice: lips of 67x67 resized to 4x4, the model's ROI size
+    torch.Size([5, 4, 4])
+    """
+    from lobes.data.lip_input import model_roi_size, resize_frames
+
+    size = model_roi_size(vae)
+    if size is None:
+        return items
+    fitted, told = [], set()
+    for item in items:
+        lips = []
+        for frames in item.lips:
+            frames = torch.as_tensor(frames)
+            if tuple(frames.shape[1:]) != size:
+                shape = tuple(int(n) for n in frames.shape[1:])
+                if shape not in told:
+                    told.add(shape)
+                    log(f"notice: lips of {shape[0]}x{shape[1]} resized to "
+                        f"{size[0]}x{size[1]}, the model's ROI size")
+                if not frames.is_floating_point():
+                    frames = frames.float() / 255.0
+                frames = resize_frames(frames, size)
+            lips.append(frames)
+        fitted.append(item._replace(lips=lips))
+    return fitted
 
 
 def learn_speech_dictionary(wav_paths, stft, rank, num_iterations,
@@ -400,11 +482,14 @@ class Separators:
         Clean training utterances for the NMF speech dictionary.
     device : str
         Torch device.
+    log : callable
+        Prints notices (lips resized to a model's ROI size).
     """
 
-    def __init__(self, hparams, train_wavs, device="cpu"):
+    def __init__(self, hparams, train_wavs, device="cpu", log=print):
         self.hparams = hparams
         self.device = device
+        self.log = log
         self.sample_rate = int(hparams["sample_rate"])
         self.models = {}
         self.skipped = []
@@ -463,6 +548,7 @@ class Separators:
         module, stft = self.models[method]
         if method == "supervised":
             return separate_supervised(module, items, self.device)
+        items = fit_lips_to_model(items, module, self.log)
         mcem = self.hparams["mcem"]
         iterations = self.iterations.get(method)
         if iterations is not None:  # this method's own number of iterations
@@ -583,26 +669,25 @@ def summary_table(summary):
 
 
 def lips_paths(spec):
-    """Lip files from a comma-separated string, a list, or a folder.
+    """Lip files from a comma-separated string, a list, or a folder
+    (its ``.npy`` and ``.mat`` files, sorted).
 
     Example
     -------
     >>> lips_paths("a.npy, b.npy")
     ['a.npy', 'b.npy']
     """
-    from lobes.errors import DataFolderError
-
     if isinstance(spec, (list, tuple)):
         paths = [str(p) for p in spec]
     elif os.path.isdir(str(spec)):
         paths = sorted(
             os.path.join(str(spec), n) for n in os.listdir(str(spec))
-            if n.endswith(".npy")
+            if n.lower().endswith((".npy", ".mat"))
         )
         if not paths:
             raise DataFolderError(
-                f"{spec}: no .npy lip files; pass one T x H x W uint8 .npy "
-                "per speaker"
+                f"{spec}: no .npy lip files; pass one lips file (.npy or "
+                ".mat, T x H x W or (H*W) x T) per speaker"
             )
     else:
         paths = [p.strip() for p in str(spec).split(",") if p.strip()]

@@ -126,20 +126,27 @@ def log_power(power):
 
 
 def lips_per_frame(lips, lips_frames, num_frames, hop_length, sample_rate,
-                   fps):  # fmt: skip
+                   fps, valid_frames=None):  # fmt: skip
     """The normalised lip ROI of every STFT frame.
 
     STFT frame ``n`` is centred at ``n * hop / sample_rate`` seconds and
     gets the video frame covering that instant (the last frame past the
-    video's end). Each utterance's ROIs are scaled to [0, 1], the mean
-    image of its valid frames is subtracted (what stays is the motion, not
-    the speaker's static look) and the result divided by its standard
-    deviation.
+    video's end; the tools check beforehand that the video lasts as long
+    as the audio, :func:`lobes.data.lip_input.check_duration`). Each
+    utterance's ROIs are scaled to [0, 1] (uint8 divided by 255, float
+    taken as is), the mean image is subtracted (what stays is the motion,
+    not the speaker's static look) and the result divided by its standard
+    deviation; both statistics are taken over the utterance's valid STFT
+    frames only: padding (of the video or of the batch's longest audio)
+    counts in neither, so an utterance gets the same frames alone or in
+    any batch, and lips already at the STFT's rate
+    (:func:`lobes.data.lip_input.to_frame_rate`) the same as at the video's.
 
     Arguments
     ---------
     lips : torch.Tensor
-        ``[B, T, H, W]`` (uint8 or float), zero-padded.
+        ``[B, T, H, W]`` (uint8 in [0, 255] or float in [0, 1]),
+        zero-padded.
     lips_frames : torch.Tensor or list
         Valid video frames of each item ``[B]``.
     num_frames : int
@@ -150,6 +157,11 @@ def lips_per_frame(lips, lips_frames, num_frames, hop_length, sample_rate,
         Audio rate.
     fps : float or torch.Tensor or list
         Video rate (one, or one per item).
+    valid_frames : torch.Tensor or list, optional
+        Valid STFT frames of each item ``[B]`` (e.g. the audio's frame
+        mask summed); default: the frames whose centre lies in the video,
+        ``ceil(lips_frames / fps * sample_rate / hop)``, at most
+        ``num_frames``.
 
     Returns
     -------
@@ -165,6 +177,10 @@ def lips_per_frame(lips, lips_frames, num_frames, hop_length, sample_rate,
     torch.Size([1, 63, 4])
     >>> bool(frames[0, 10, 0] < 0 < frames[0, 50, 0])
     True
+    >>> padded = torch.cat([lips, torch.zeros_like(lips)], dim=1)  # batch pad
+    >>> same = lips_per_frame(padded, [30], 126, 256, 16000, 30)
+    >>> bool(torch.allclose(same[:, :63], frames))
+    True
     """
     batch = lips.shape[0]
     device = lips.device
@@ -175,15 +191,24 @@ def lips_per_frame(lips, lips_frames, num_frames, hop_length, sample_rate,
     times = times * hop_length / sample_rate
     index = torch.floor(times[None, :] * rates[:, None] + 1e-9).long()
     index = torch.minimum(index, (counts - 1).clamp(min=0)[:, None])
-    flat = lips.reshape(batch, lips.shape[1], -1).float() / 255.0
+    flat = lips.reshape(batch, lips.shape[1], -1).float()
+    if lips.dtype == torch.uint8:
+        flat = flat / 255.0
     picked = torch.gather(
         flat, 1, index[:, :, None].expand(-1, -1, flat.shape[-1])
     )
-    valid = torch.arange(lips.shape[1], device=device)[None] < counts[:, None]
-    weights = valid.float()[:, :, None]
-    mean = (flat * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
+    if valid_frames is None:
+        seconds = counts.double() / rates
+        valid_frames = torch.ceil(seconds * sample_rate / hop_length - 1e-9)
+    used = torch.as_tensor(valid_frames, device=device).long().reshape(-1)
+    used = used.expand(batch).clamp(1, num_frames)
+    inside = times.new_ones(num_frames).cumsum(0)[None] <= used[:, None]
+    inside = inside.to(picked.dtype)[:, :, None]
+    count = inside.sum(1, keepdim=True)
+    mean = (picked * inside).sum(1, keepdim=True) / count
     centred = picked - mean
-    spread = centred.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+    power = (centred.pow(2) * inside).sum(dim=(1, 2), keepdim=True)
+    spread = (power / (count * flat.shape[-1])).sqrt()
     return centred / (spread + 1e-3)
 
 

@@ -136,16 +136,17 @@ def test_separate_one_mixture_with_lips(tiny, tmp_path):
 
 
 def test_separate_bad_lips_is_one_line(tiny, tmp_path):
+    short = tmp_path / "short.npy"
+    np.save(short, np.load(tiny["lips"][0])[:10])  # 10 frames: 0.33 s
     proc = _separate(
         [f"--output_folder={tmp_path / 'out'}", "--mini_corpus_size=tiny",
-         f"--mixture={tiny['mix']}", f"--lips={tiny['lips'][0]}"],
+         f"--mixture={tiny['mix']}", f"--lips={short}"],
         tiny["cache"],
     )  # fmt: skip
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and "one .npy per speaker" in (
-        lines[-1]
-    )
+    assert len(lines) == 1 and lines[0].startswith(f"error: {short}: 10 lip")
+    assert "0.33 s but the audio lasts" in lines[0]
     assert not (tmp_path / "out").exists()  # checked before any folder
     broken = tmp_path / "broken.npy"
     np.save(broken, np.zeros((4, 4), np.float32))
@@ -155,3 +156,76 @@ def test_separate_bad_lips_is_one_line(tiny, tmp_path):
         tiny["cache"],
     )  # fmt: skip
     assert proc.returncode == 2 and "broken.npy" in proc.stderr
+
+
+def _tiny_model_run(folder, visual_dim=1024):
+    """A finished-run folder with a tiny AV-VAE (untrained weights, saved
+    the way training saves them): enough to drive separate.py."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from lobes.models.av_vae import AVCVAE
+
+    folder.mkdir(parents=True)
+    (folder / "hyperparams.yaml").write_text(
+        "vae: !new:lobes.models.av_vae.AVCVAE\n"
+        "  num_freqs: 513\n  latent_dim: 4\n  hidden_dim: 16\n"
+        f"  visual_dim: {visual_dim}\n  trunk_hidden: 16\n  trunk_dim: 8\n"
+        "stft: !new:lobes.models.av_vae.SineSTFT\n"
+        "  n_fft: 1024\n  hop_length: 256\n"
+    )
+    torch.manual_seed(0)
+    vae = AVCVAE(513, 4, 16, visual_dim, 16, 8)
+    Checkpointer(str(folder / "save"), {"vae": vae}).save_checkpoint(
+        meta={"loss": 1.0}
+    )
+    return str(folder)
+
+
+def test_separate_enhances_one_speaker_from_real_layout_lips(tiny, tmp_path):
+    """One lips file in the authors' layout ((H*W) x T column-major, 67x67
+    float in [0, 1]): single-speaker enhancement with one command."""
+    frames = np.load(tiny["lips"][0]).astype(np.float32) / 255.0
+    big = torch.nn.functional.interpolate(
+        torch.from_numpy(frames)[:, None], size=(67, 67), mode="bilinear",
+    )[:, 0].numpy()  # fmt: skip
+    columns = np.stack([f.flatten(order="F") for f in big], axis=1)
+    assert columns.shape == (4489, frames.shape[0])
+    lips = tmp_path / "spk1_lips.npy"
+    np.save(lips, columns)
+    run = _tiny_model_run(tmp_path / "run")
+    out = tmp_path / "out"
+    proc = _separate(
+        [f"--output_folder={out}", "--mini_corpus_size=tiny",
+         f"--mixture={tiny['mix']}", f"--lips={lips}",
+         f"--references={tiny['refs'][0]}", f"--av_vae_folder={run}",
+         "--methods=[mixture,av_vae]", "--num_iterations=2",
+         "--num_mh_steps=3", "--burn_in=1", "--quality_metrics=False"],
+        tiny["cache"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "notice: lips of 67x67 resized to 32x32" in proc.stdout
+    stem = os.path.splitext(os.path.basename(tiny["mix"]))[0]
+    separated = out / "separated"
+    assert (separated / f"{stem}_av_vae_s1.wav").is_file()
+    assert not (separated / f"{stem}_av_vae_s2.wav").exists()
+    with open(out / "results.csv") as fin:
+        rows = list(csv.DictReader(fin))
+    assert [r["method"] for r in rows] == ["mixture", "av_vae"]
+    assert all(math.isfinite(float(r["sdr"])) for r in rows)
+
+
+def test_separate_wrong_model_size_is_one_line(tiny, tmp_path):
+    """A model whose ROI pixel count is not a square cannot be fitted: one
+    line naming the lips and the sizes, no matrix-product traceback."""
+    run = _tiny_model_run(tmp_path / "run", visual_dim=1000)
+    proc = _separate(
+        [f"--output_folder={tmp_path / 'out'}", "--mini_corpus_size=tiny",
+         f"--mixture={tiny['mix']}", f"--lips={tiny['lips'][0]}",
+         f"--av_vae_folder={run}", "--methods=[av_vae]",
+         "--num_iterations=1", "--num_mh_steps=2", "--burn_in=1"],
+        tiny["cache"],
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "lips of 32x32 = 1024 pixels" in lines[0]
+    assert "takes 1000" in lines[0] and "mat1" not in proc.stderr

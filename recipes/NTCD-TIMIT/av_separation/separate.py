@@ -19,8 +19,19 @@ folder of them, one per speaker in order):
         --lips=spk1.npy,spk2.npy --fps=30 --av_vae_folder=results/av_vae/1234
 
 writes ``<output_folder>/separated/<mixture>_<method>_s<j>.wav``; with
-``--references=s1.wav,s2.wav`` it also evaluates them. The logic is in
-``lobes.separation_mcem``.
+``--references=s1.wav,s2.wav`` it also evaluates them. One speaker
+(single-speaker enhancement of a noisy recording) takes one lips file:
+
+    python separate.py hparams/separate.yaml --mixture=noisy.wav \
+        --lips=lips.npy --fps=30 --av_vae_folder=results/av_vae/1234
+
+A lips file (``.npy`` or ``.mat``) is ``T x H x W`` or the authors'
+``(H*W) x T`` layout, one column-major column per frame (a 2-D array
+whose first dimension is a perfect square larger than its second), uint8
+or float in [0, 1]; it is resized to the model's ROI, converted to the
+STFT's frame rate, and refused in one line when its duration is more than
+0.5 s (or 10 % of the audio) from the mixture's
+(``lobes.data.lip_input``). The logic is in ``lobes.separation_mcem``.
 
 Authors
  * noise-robust-sb contributors 2025
@@ -34,7 +45,8 @@ import torch
 from train import prepare
 
 from lobes.data.audio import read_audio
-from lobes.data.av_prepare import load_lips, read_rows
+from lobes.data.av_prepare import read_rows
+from lobes.data.lip_input import load_lips
 from lobes.errors import DataFolderError, HparamsError, exit_on_user_error
 from lobes.recipe import load_recipe, setup_experiment
 from lobes.separation_mcem import (
@@ -49,15 +61,38 @@ from lobes.separation_mcem import (
 
 
 def one_mixture(hparams):
-    """The ``--mixture``/``--lips``/``--references`` item, checked."""
+    """The ``--mixture``/``--lips``/``--references`` item, checked.
+
+    One lips file: single-speaker enhancement; several: separation. Each
+    file goes through :func:`lobes.data.lip_input.load_lips` (``T x H x
+    W`` or ``(H*W) x T`` column-major, uint8 or float in [0, 1], at
+    ``--fps``): its duration is checked against the mixture's and its
+    frames are converted to the STFT's frame rate (the size to each
+    model's in :meth:`Separators.run`).
+    """
     rate = int(hparams["sample_rate"])
-    mixture = read_audio(hparams["mixture"], rate)
-    lips = [load_lips(path) for path in lips_paths(hparams["lips"])]
-    if len(lips) < 2:
+    if not hparams["lips"]:
         raise DataFolderError(
-            f"{hparams['lips']}: lips of {len(lips)} speaker(s); pass one "
-            ".npy per speaker (at least 2)"
+            f"{hparams['mixture']}: no lips given; pass --lips=<file> (one "
+            "lips file per speaker, comma-separated; one file: enhancement)"
         )
+    mixture = read_audio(hparams["mixture"], rate)
+    stft = hparams["stft"]
+    lips = [
+        load_lips(
+            path, fps=float(hparams["fps"]),
+            layout=hparams.get("lips_layout") or "auto",
+            audio_seconds=mixture.numel() / rate,
+            rate=rate / stft.hop_length,
+            num_frames=stft.num_frames(mixture.numel()),
+        ).frames
+        for path in lips_paths(hparams["lips"])
+    ]  # fmt: skip
+    if not lips:
+        raise DataFolderError(
+            f"{hparams['lips']}: no lips files; pass one per speaker"
+        )
+    fps = rate / stft.hop_length
     references = None
     if hparams["references"]:
         refs = [read_audio(p, rate) for p in lips_paths(hparams["references"])]
@@ -70,7 +105,7 @@ def one_mixture(hparams):
             )
         references = torch.stack(refs)
     stem = os.path.splitext(os.path.basename(hparams["mixture"]))[0]
-    return AVMixture(stem, mixture, lips, float(hparams["fps"]), references)
+    return AVMixture(stem, mixture, lips, fps, references)
 
 
 @exit_on_user_error
@@ -85,6 +120,12 @@ def main(argv=None):
     separators = Separators(hparams, train_wavs, device)
     for method in separators.skipped:
         print(f"notice: {method} skipped (no --{method}_folder given)")
+    if item is not None and "supervised" in separators.methods:
+        speakers = separators.models["supervised"][0].num_spks
+        if speakers != len(item.lips):
+            separators.methods.remove("supervised")
+            print(f"notice: supervised skipped (it separates {speakers} "
+                  f"speakers, the mixture has {len(item.lips)})")
     output = hparams["output_folder"]
     if item is not None:
         folder = os.path.join(output, "separated")
