@@ -189,10 +189,11 @@ def stft_batch(mixtures, stft, device="cpu"):
 def lips_batch(items, num_frames, stft, sample_rate, device="cpu"):
     """Normalised lips per STFT frame ``[B, J, N, H*W]`` of AV mixtures.
 
-    Each speaker's lips (uint8 in [0, 255] or float in [0, 1]) must last
-    as long as the mixture (:func:`lobes.data.lip_input.check_duration`)
-    and all must have one frame size; the statistics of the normalisation
-    use each mixture's own STFT frames only.
+    The longest speaker's lips (uint8 in [0, 255] or float in [0, 1]) must
+    last as long as the mixture (:func:`lobes.data.lip_input.check_duration`;
+    a speaker may stop before the others) and all must have one frame
+    size; the statistics of the normalisation use each mixture's own STFT
+    frames only.
 
     Example
     -------
@@ -218,9 +219,11 @@ def lips_batch(items, num_frames, stft, sample_rate, device="cpu"):
                 f"{item.id}: the speakers' lips have frame sizes "
                 f"{sorted(sizes)}; resize them to one size"
             )
-        for j, frames in enumerate(item.lips):
-            check_duration(f"{item.id}, lips of speaker {j + 1}",
-                           frames.shape[0], item.fps, seconds)  # fmt: skip
+        # In a mixture a speaker may stop before the others, so only the
+        # longest lips must last as long as the mixture.
+        j = max(range(len(item.lips)), key=lambda k: item.lips[k].shape[0])
+        check_duration(f"{item.id}, lips of speaker {j + 1}",
+                       item.lips[j].shape[0], item.fps, seconds)
         counts = [int(frames.shape[0]) for frames in item.lips]
         longest = max(counts)
         floating = any(torch.as_tensor(f).is_floating_point()
