@@ -23,12 +23,11 @@ Authors
 import os
 import sys
 
+from tqdm import tqdm
+
 from lobes.errors import exit_on_user_error
-from lobes.pretrained import (
-    ChunkedWaveformEnhancement,
-    check_inputs,
-    inference_parser,
-)
+from lobes.inference_cli import check_inputs, inference_parser
+from lobes.pretrained import ChunkedWaveformEnhancement
 
 
 def parse_args(argv=None):
@@ -51,8 +50,6 @@ def parse_args(argv=None):
 @exit_on_user_error
 def main(argv=None):
     """Enhance each input into ``<out>/<stem>_enhanced.wav``."""
-    from tqdm import tqdm
-
     args = parse_args(argv)
     os.environ.setdefault("SB_LOG_LEVEL", "ERROR")  # SpeechBrain's INFO
     files = check_inputs(args.inputs, args.chunk_seconds,

@@ -38,160 +38,32 @@ Authors
  * noise-robust-sb contributors 2025
 """
 
-import glob
-import itertools
 import logging
 import os
 import sys
 
 import torch
+import torchaudio.functional as AF
+from speechbrain.dataio.preprocess import AudioNormalizer
 from speechbrain.inference.enhancement import WaveformEnhancement
 from speechbrain.inference.separation import SepformerSeparation
+from speechbrain.utils.data_utils import split_path
+from speechbrain.utils.fetching import fetch
 
+from lobes.chunking import (  # noqa: F401 (public here before the split)
+    DEFAULT_CHUNK_SECONDS,
+    DEFAULT_OVERLAP_SECONDS,
+    check_chunking,
+    chunk_starts,
+    overlap_add,
+)
 from lobes.data.audio import audio_info, read_audio, write_audio
-from lobes.errors import ModelSourceError, UserError
+from lobes.errors import ModelSourceError
+from lobes.models.noise_aware import NoiseAwareSeparator, NoiseOutputTracker
+from lobes.runs import is_hub_id, load_trained_run, read_state_file
+from lobes.waveform_adapter import WaveformEnhancementAdapter
 
 logger = logging.getLogger(__name__)
-
-#: Length of the chunks long recordings are cut into (seconds).
-DEFAULT_CHUNK_SECONDS = 8.0
-#: Overlap of consecutive chunks (seconds): aligns outputs, cross-fades.
-DEFAULT_OVERLAP_SECONDS = 1.0
-#: Audio files the command-line tools pick up in a folder.
-AUDIO_EXTENSIONS = (".wav", ".flac")
-
-
-def chunk_starts(length, chunk, hop):
-    """Start samples of chunks of ``chunk`` samples covering ``length``.
-
-    Example
-    -------
-    >>> chunk_starts(25, 10, 8)
-    [0, 8, 15]
-    >>> chunk_starts(7, 10, 8)
-    [0]
-    """
-    if length <= chunk:
-        return [0]
-    starts = list(range(0, length - chunk + 1, hop))
-    if starts[-1] + chunk < length:
-        starts.append(length - chunk)
-    return starts
-
-
-def _match_order(previous, current):
-    """Permutation of ``current``'s outputs that best matches ``previous``.
-
-    Arguments
-    ---------
-    previous, current : torch.Tensor
-        ``[T, S]`` estimates over the same stretch of audio.
-
-    Returns
-    -------
-    list of int
-        ``order`` such that ``current[:, order]`` lines up with
-        ``previous``.
-
-    Example
-    -------
-    >>> a = torch.randn(100, 3)
-    >>> _match_order(a, a[:, [2, 0, 1]] * 0.5)
-    [1, 2, 0]
-    """
-    prev = previous - previous.mean(dim=0)
-    cur = current - current.mean(dim=0)
-    prev = prev / (prev.norm(dim=0, keepdim=True) + 1e-8)
-    cur = cur / (cur.norm(dim=0, keepdim=True) + 1e-8)
-    similarity = prev.t() @ cur  # [S_prev, S_cur]
-    sources = similarity.shape[0]
-    best, best_score = None, None
-    for order in itertools.permutations(range(sources)):
-        score = float(similarity[range(sources), list(order)].sum())
-        if best_score is None or score > best_score:
-            best, best_score = list(order), score
-    return best
-
-
-def overlap_add(process, signal, chunk, overlap):
-    """Run ``process`` over overlapping chunks of ``signal`` and stitch.
-
-    Arguments
-    ---------
-    process : callable
-        Maps a chunk ``[L]`` to its outputs ``[L, S]``.
-    signal : torch.Tensor
-        The whole recording ``[T]``.
-    chunk : int
-        Chunk length in samples; a signal no longer than this is processed
-        in one call.
-    overlap : int
-        Samples shared by consecutive chunks, ``0 <= overlap < chunk``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[T, S]``, in the output order of the first chunk.
-
-    Example
-    -------
-    >>> signal = torch.randn(1000)
-    >>> double = lambda x: torch.stack([x, 2 * x], dim=1)
-    >>> out = overlap_add(double, signal, chunk=300, overlap=100)
-    >>> torch.allclose(out, double(signal), atol=1e-6)
-    True
-    """
-    if not 0 <= overlap < chunk:
-        raise ValueError(f"overlap {overlap} not in [0, chunk {chunk})")
-    length = signal.shape[0]
-    if length <= chunk:
-        return process(signal)
-    starts = chunk_starts(length, chunk, chunk - overlap)
-    total, weight, previous = None, torch.zeros(length), None
-    for k, start in enumerate(starts):
-        end = min(start + chunk, length)
-        outputs = process(signal[start:end])
-        if total is None:
-            total = torch.zeros(length, outputs.shape[1])
-        fade_in = 0
-        if previous is not None:
-            p_start, p_end, p_out = previous
-            fade_in = max(p_end - start, 0)
-            if fade_in > 0:
-                order = _match_order(p_out[start - p_start:],
-                                     outputs[:fade_in])
-                outputs = outputs[:, order]
-        fade_out = 0
-        if k + 1 < len(starts):
-            fade_out = max(end - starts[k + 1], 0)
-        window = torch.ones(end - start)
-        if fade_in:
-            window[:fade_in] = torch.linspace(0, 1, fade_in + 2)[1:-1]
-        if fade_out:
-            window[-fade_out:] = torch.linspace(1, 0, fade_out + 2)[1:-1]
-        total[start:end] += outputs * window.unsqueeze(1)
-        weight[start:end] += window
-        previous = (start, end, outputs)
-    return total / weight.clamp(min=1e-8).unsqueeze(1)
-
-
-def check_chunking(chunk_seconds, overlap_seconds):
-    """Stop in one line unless ``0 <= overlap_seconds < chunk_seconds``.
-
-    Example
-    -------
-    >>> check_chunking(8.0, 1.0)
-    >>> check_chunking(1.0, 2.0)
-    Traceback (most recent call last):
-    ...
-    lobes.errors.UserError: overlap (2.0 s) must be shorter than the chunk \
-(1.0 s): fix --overlap_seconds
-    """
-    if not 0 <= overlap_seconds < chunk_seconds:
-        raise UserError(
-            f"overlap ({overlap_seconds} s) must be shorter than the chunk "
-            f"({chunk_seconds} s): fix --overlap_seconds"
-        )
 
 
 def load_mono(path, sample_rate, savedir=None):
@@ -212,9 +84,6 @@ def load_mono(path, sample_rate, savedir=None):
     """
     path = str(path)
     if not os.path.isfile(path) and _is_remote(path):
-        from speechbrain.utils.data_utils import split_path
-        from speechbrain.utils.fetching import fetch
-
         source, name = split_path(path)
         path = str(fetch(name, source=source, savedir=savedir))
     rate = int(audio_info(path).samplerate)
@@ -225,8 +94,6 @@ def load_mono(path, sample_rate, savedir=None):
             f"{sample_rate} Hz (outputs are at {sample_rate} Hz)",
             file=sys.stderr,
         )
-        import torchaudio.functional as AF
-
         signal = AF.resample(signal, rate, int(sample_rate))
     return signal
 
@@ -240,144 +107,9 @@ def _is_remote(path):
     ...                          "mix.wav", "/abs/mix.wav", "./a/b.wav")]
     [True, True, False, False, False]
     """
-    from lobes.runs import is_hub_id
-
     return path.startswith(("http://", "https://")) or is_hub_id(
         os.path.dirname(path)
     )
-
-
-def audio_inputs(paths):
-    """The audio files named on a command line: files, or folders of them.
-
-    A folder stands for its ``.wav`` and ``.flac`` files (recursively, in
-    sorted order). Two inputs with the same file name would write the same
-    outputs, so they are refused.
-
-    Raises
-    ------
-    UserError
-        One line naming the input at fault.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> for name in ("b.wav", "a.wav", "notes.txt"):
-    ...     _ = open(os.path.join(folder, name), "w").write("x")
-    >>> [os.path.basename(p) for p in audio_inputs([folder])]
-    ['a.wav', 'b.wav']
-    """
-    files = []
-    for path in paths:
-        if os.path.isdir(path):
-            found = sorted(
-                name for name in glob.glob(
-                    os.path.join(path, "**", "*"), recursive=True
-                )
-                if name.lower().endswith(AUDIO_EXTENSIONS)
-            )
-            if not found:
-                raise UserError(
-                    f"{path}: no {' or '.join(AUDIO_EXTENSIONS)} files in "
-                    "this folder"
-                )
-            files.extend(found)
-        elif os.path.isfile(path):
-            files.append(path)
-        else:
-            raise UserError(f"{path}: no such file or folder")
-    stems = {}
-    for path in files:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        if stem in stems:
-            raise UserError(
-                f"{stems[stem]} and {path} would write the same outputs; "
-                "process them in separate runs"
-            )
-        stems[stem] = path
-    return files
-
-
-def inference_parser(prog, description, inputs_help, kind):
-    """The command line that ``lobes.separate`` and ``lobes.enhance`` share.
-
-    Arguments
-    ---------
-    prog, description : str
-        The parser's.
-    inputs_help : str
-        What the positional inputs are.
-    kind : str
-        The training runs a ``--model`` can be (``"separation"``).
-
-    Example
-    -------
-    >>> parser = inference_parser("p", "d", "files", "enhancement")
-    >>> args = parser.parse_args(["--model", "m", "a.wav", "--out", "o"])
-    >>> args.inputs, args.chunk_seconds, args.device
-    (['a.wav'], None, 'cpu')
-    """
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("inputs", nargs="+", help=inputs_help)
-    parser.add_argument(
-        "--model", required=True,
-        help=f"output folder of a {kind} training run, a folder written "
-        "by `python -m lobes.export`, or a hub id",
-    )
-    parser.add_argument("--out", required=True, help="folder for the wavs")
-    parser.add_argument(
-        "--chunk_seconds", type=float, default=None,
-        help="chunk length for long recordings (default: the model's, "
-        f"else {DEFAULT_CHUNK_SECONDS})",
-    )
-    parser.add_argument(
-        "--overlap_seconds", type=float, default=None,
-        help="overlap of consecutive chunks (default: the model's, else "
-        f"{DEFAULT_OVERLAP_SECONDS})",
-    )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--savedir", default=None,
-        help="where a hub model's files are linked (default: the hub cache)",
-    )
-    return parser
-
-
-def check_inputs(inputs, chunk_seconds=None, overlap_seconds=None):
-    """The command-line tools' inputs, checked before a model is loaded.
-
-    Arguments
-    ---------
-    inputs : list of str
-        Files and folders (see :func:`audio_inputs`).
-    chunk_seconds, overlap_seconds : float, optional
-        The chunking asked for (``None``: the model's).
-
-    Returns
-    -------
-    list of str
-        The audio files, each readable (else one line naming it).
-
-    Example
-    -------
-    >>> check_inputs(["/no/such.wav"])
-    Traceback (most recent call last):
-    ...
-    lobes.errors.UserError: /no/such.wav: no such file or folder
-    """
-    if chunk_seconds is not None or overlap_seconds is not None:
-        check_chunking(
-            DEFAULT_CHUNK_SECONDS if chunk_seconds is None else chunk_seconds,
-            DEFAULT_OVERLAP_SECONDS if overlap_seconds is None
-            else overlap_seconds,
-        )
-    files = audio_inputs(inputs)
-    for path in files:
-        audio_info(path)
-    return files
 
 
 def noise_output_counts(checkpoint):
@@ -386,8 +118,6 @@ def noise_output_counts(checkpoint):
     path = paramfiles.get("noise_output_tracker")
     if path is None or not os.path.isfile(path):
         return None
-    from lobes.runs import read_state_file
-
     return read_state_file(path)["counts"]
 
 
@@ -419,8 +149,6 @@ def noise_output_index(experiment, checkpoint, num_outputs):
     >>> noise_output_index({"objectives": {"noise_slot": "fixed"}}, None, 3)
     2
     """
-    from lobes.models.noise_aware import NoiseOutputTracker
-
     if "noise_index" in experiment:
         return int(experiment["noise_index"])
     noise_slot = (experiment.get("objectives") or {}).get("noise_slot", "pit")
@@ -535,8 +263,6 @@ class NoiseAwareSeparation(_LongRecordings, SepformerSeparation):
         ...
         lobes.errors.ModelSourceError: /no/such/run: no such folder; ...
         """
-        from lobes.runs import load_trained_run
-
         run = load_trained_run(source, ["separator"], kind="separation",
                                savedir=savedir)
         separator = run.modules["separator"]
@@ -550,8 +276,6 @@ class NoiseAwareSeparation(_LongRecordings, SepformerSeparation):
             noise_index = noise_output_index(
                 run.experiment, run.checkpoint, separator.num_outputs
             )
-        from speechbrain.dataio.preprocess import AudioNormalizer
-
         sample_rate = int(run.experiment["sample_rate"])
         hparams = {
             "num_spks": separator.num_outputs,
@@ -604,8 +328,6 @@ class NoiseAwareSeparation(_LongRecordings, SepformerSeparation):
     @property
     def separator(self):
         """The same modules as the training-time ``NoiseAwareSeparator``."""
-        from lobes.models.noise_aware import NoiseAwareSeparator
-
         return NoiseAwareSeparator(
             self.mods.encoder, self.mods.masknet, self.mods.decoder,
             num_spks=self.num_speakers,
@@ -672,37 +394,6 @@ class NoiseAwareSeparation(_LongRecordings, SepformerSeparation):
         return (outputs / peaks).unsqueeze(0)
 
 
-class WaveformEnhancementAdapter(torch.nn.Module):
-    """A waveform enhancer with the two outputs ``WaveformEnhancement`` takes.
-
-    SpeechBrain's ``WaveformEnhancement`` calls
-    ``enhanced, _ = enhance_model(noisy)``; the recipes' enhancers return
-    the enhanced waveform alone. This returns ``(enhanced, None)``. Its
-    weights are the wrapped enhancer's: an exported folder's pretrainer
-    loads ``enhance_model.ckpt`` into the enhancer itself.
-
-    Arguments
-    ---------
-    enhancer : torch.nn.Module
-        Maps noisy waveforms ``[B, T]`` to enhanced ones ``[B, T]``.
-
-    Example
-    -------
-    >>> adapter = WaveformEnhancementAdapter(torch.nn.Identity())
-    >>> enhanced, _ = adapter(torch.ones(1, 4))
-    >>> enhanced
-    tensor([[1., 1., 1., 1.]])
-    """
-
-    def __init__(self, enhancer):
-        super().__init__()
-        self.enhancer = enhancer
-
-    def forward(self, noisy, lengths=None):
-        """``(enhancer(noisy), None)``; ``lengths`` is not used."""
-        return self.enhancer(noisy), None
-
-
 class ChunkedWaveformEnhancement(_LongRecordings, WaveformEnhancement):
     """SpeechBrain's waveform enhancement interface, chunked for long files.
 
@@ -741,10 +432,6 @@ class ChunkedWaveformEnhancement(_LongRecordings, WaveformEnhancement):
         ...
         lobes.errors.ModelSourceError: /no/such/run: no such folder; ...
         """
-        from speechbrain.dataio.preprocess import AudioNormalizer
-
-        from lobes.runs import load_trained_run
-
         run = load_trained_run(source, ["enhance_model"],
                                kind="enhancement", savedir=savedir)
         sample_rate = run.experiment.get("sample_rate")

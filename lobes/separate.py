@@ -25,14 +25,13 @@ Authors
 import os
 import sys
 
+from tqdm import tqdm
+
+from lobes.chunking import chunk_starts
 from lobes.data.audio import write_audio
 from lobes.errors import exit_on_user_error
-from lobes.pretrained import (
-    NoiseAwareSeparation,
-    check_inputs,
-    chunk_starts,
-    inference_parser,
-)
+from lobes.inference_cli import check_inputs, inference_parser
+from lobes.pretrained import NoiseAwareSeparation
 
 #: ``from lobes.separate import NoiseAwareSeparation`` keeps working.
 __all__ = ["NoiseAwareSeparation", "chunk_starts", "main", "write_separated"]
@@ -93,8 +92,6 @@ def parse_args(argv=None):
 @exit_on_user_error
 def main(argv=None):
     """Separate each input into ``<out>/<stem>_s<i>.wav`` (and noise)."""
-    from tqdm import tqdm
-
     args = parse_args(argv)
     os.environ.setdefault("SB_LOG_LEVEL", "ERROR")  # SpeechBrain's INFO
     files = check_inputs(args.inputs, args.chunk_seconds,

@@ -62,7 +62,7 @@ def make_run(row, flags, folder):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         hparams = load_hparams(hparams_file, overrides)
-    experiment = hparams["experiment"]
+    experiment = hparams.get("experiment", hparams)
     # The saved YAML names an SSL model nobody can load: exporting must not
     # build it (nor anything else of the training YAML).
     if "ssl_source" in overrides:
