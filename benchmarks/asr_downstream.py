@@ -28,8 +28,8 @@ tables give the mean and std over seeds and the paired difference to
 the training steps and the wall time. Writes JSON after every run
 (``--out``) and resumes from it::
 
-    python benchmarks/asr_downstream.py --trained_ssl /path/to/ssl_hubert_small
-    python benchmarks/asr_downstream.py --quick --trained_ssl ...  # smoke run
+    python -m benchmarks.asr_downstream --trained_ssl /path/to/ssl_hubert_small
+    python -m benchmarks.asr_downstream --quick --trained_ssl ...  # smoke run
 
 ``--wham_only`` evaluates separators and a recogniser trained elsewhere
 (e.g. the runs of ``benchmarks/nass_vs_baseline.py``) and nothing else.
@@ -51,12 +51,7 @@ import shutil
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (REPO, os.path.join(REPO, "benchmarks")):
-    if path not in sys.path:  # run from a checkout without installing
-        sys.path.insert(0, path)
-
-from paired import (  # noqa: E402
+from benchmarks.paired import (
     ResumableRuns,
     fmt,
     fmt_delta,
@@ -65,15 +60,16 @@ from paired import (  # noqa: E402
     run_recipe,
     summarize,
 )
-
-from lobes.asr import read_error_rate  # noqa: E402
-from lobes.cpu_settings import (  # noqa: E402
+from lobes.asr import read_error_rate
+from lobes.cpu_settings import (
     ENHANCEMENT,
     ENHANCEMENT_TRAINING,
     PATCH_NCE,
     SEPARATION,
     SEPARATION_TRAINING,
 )
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ENHANCE = os.path.join(REPO, "recipes", "Voicebank", "enhance")
 ASR = os.path.join(REPO, "recipes", "Voicebank", "ASR")

@@ -29,8 +29,8 @@ Every run writes into ``--workdir`` and the JSON (default
 part, so an interrupted benchmark resumes where it stopped. Prints a
 markdown table.
 
-    python benchmarks/av_vae_benchmark.py            # about 60-90 min, 1 core
-    python benchmarks/av_vae_benchmark.py --quick    # smoke run, tiny corpus
+    python -m benchmarks.av_vae_benchmark            # about 60-90 min, 1 core
+    python -m benchmarks.av_vae_benchmark --quick    # smoke run, tiny corpus
 
 Authors
  * noise-robust-sb contributors 2025
@@ -49,14 +49,12 @@ import time
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, REPO)
+from benchmarks import provenance
+from lobes.data.mini_corpora import ensure_mini_corpus
+from lobes.models.av_vae import AVCVAE, SineSTFT
+from lobes.models.mcem import MCEM, mcem_reference
 
-from benchmarks import provenance  # noqa: E402
-from lobes.data.mini_corpora import ensure_mini_corpus  # noqa: E402
-from lobes.models.av_vae import AVCVAE, SineSTFT  # noqa: E402
-from lobes.models.mcem import MCEM, mcem_reference  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RECIPE = os.path.join(REPO, "recipes", "NTCD-TIMIT", "av_separation")
 METHODS = ("mixture", "av_vae", "a_vae", "nmf", "supervised")
@@ -525,7 +523,7 @@ def main(argv=None):
         "mcem": f"{args.em_iterations} EM iterations (paper: up to 100), 40 "
         "MH steps with 30 burn-in, proposal variance 0.01, K = 10",
         "seeds": args.seeds,
-        "command": " ".join(["python", "benchmarks/av_vae_benchmark.py",
+        "command": " ".join(["python", "-m", "benchmarks.av_vae_benchmark",
                              *(argv if argv is not None else sys.argv[1:])]),
     }  # fmt: skip
     os.makedirs(args.workdir, exist_ok=True)

@@ -17,7 +17,7 @@ difference with a 95 % t-interval (what removing the part changes). Also
 per arm: parameters at inference, PESQ, eSTOI, SI-SDR, CSIG/CBAK/COVL,
 DNSMOS, wall time. Writes JSON after every run and resumes from it::
 
-    python benchmarks/cmcr_ablation.py --trained_ssl /path/to/ssl_hubert_small
+    python -m benchmarks.cmcr_ablation --trained_ssl /path/to/ssl_hubert_small
 
 Authors
  * noise-robust-sb contributors 2025
@@ -30,17 +30,12 @@ import shutil
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (REPO, os.path.join(REPO, "benchmarks")):
-    if path not in sys.path:  # run from a checkout without installing
-        sys.path.insert(0, path)
-
-from cr_vs_baseline import (  # noqa: E402
+from benchmarks.cr_vs_baseline import (
     TEST_METRICS,
     recipe_overrides,
     ssl_overrides,
 )
-from paired import (  # noqa: E402
+from benchmarks.paired import (
     ResumableRuns,
     effective_hparam,
     fmt,
@@ -50,11 +45,12 @@ from paired import (  # noqa: E402
     run_recipe,
     summarize,
 )
-
-from lobes.cpu_settings import (  # noqa: E402
+from lobes.cpu_settings import (
     ENHANCEMENT,
     ENHANCEMENT_TRAINING,
 )
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RECIPE = os.path.join(REPO, "recipes", "Voicebank", "enhance")
 

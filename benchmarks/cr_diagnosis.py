@@ -17,7 +17,7 @@ space rewards something SI-SDR does not; if they are not nearer, CR did
 not reach its own objective. Prints a table per arm (means over seeds of
 per-run means) with paired differences to the backbone, and writes JSON::
 
-    python benchmarks/cr_diagnosis.py \\
+    python -m benchmarks.cr_diagnosis \\
         --runs /path/cr_vs_baseline_runs/none/spectral_mask/backbone \\
                /path/cr_vs_baseline_runs/trained/spectral_mask/cr \\
         --ssl /path/to/ssl_hubert_small --seeds 1 2 3
@@ -38,12 +38,9 @@ import sys
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (REPO, os.path.join(REPO, "benchmarks")):
-    if path not in sys.path:  # run from a checkout without installing
-        sys.path.insert(0, path)
+from benchmarks.paired import fmt, fmt_delta, paired_interval
 
-from paired import fmt, fmt_delta, paired_interval  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def feature_distances(ssl, output, clean, noisy):

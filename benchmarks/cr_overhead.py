@@ -35,8 +35,8 @@ Three measurements on the VoiceBank enhancement recipe
 Prints markdown tables and writes JSON (default
 ``benchmarks/results/cr_overhead.json``)::
 
-    python benchmarks/cr_overhead.py            # about 25 min on 2 cores
-    python benchmarks/cr_overhead.py --quick    # smoke run, a few minutes
+    python -m benchmarks.cr_overhead            # about 25 min on 2 cores
+    python -m benchmarks.cr_overhead --quick    # smoke run, a few minutes
 
 Authors
  * noise-robust-sb contributors 2025
@@ -56,8 +56,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, REPO)
+
 
 RECIPE_DIR = os.path.join(REPO, "recipes", "Voicebank", "enhance")
 

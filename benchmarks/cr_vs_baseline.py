@@ -26,8 +26,8 @@ epoch's CR value and CR/waveform-loss gradient ratio, steps and wall time.
 Writes JSON after every run (``--out``) and resumes from it::
 
     python -m lobes.ssl_pretrain --out /path/to/ssl_hubert_small
-    python benchmarks/cr_vs_baseline.py --trained_ssl /path/to/ssl_hubert_small
-    python benchmarks/cr_vs_baseline.py --quick --trained_ssl ...  # smoke run
+    python -m benchmarks.cr_vs_baseline --trained_ssl /path/to/ssl_hubert_small
+    python -m benchmarks.cr_vs_baseline --quick --trained_ssl ...  # smoke run
 
 Authors
  * noise-robust-sb contributors 2025
@@ -41,12 +41,7 @@ import shutil
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (REPO, os.path.join(REPO, "benchmarks")):
-    if path not in sys.path:  # run from a checkout without installing
-        sys.path.insert(0, path)
-
-from paired import (  # noqa: E402
+from benchmarks.paired import (
     ResumableRuns,
     fmt,
     fmt_delta,
@@ -55,11 +50,12 @@ from paired import (  # noqa: E402
     run_recipe,
     summarize,
 )
-
-from lobes.cpu_settings import (  # noqa: E402
+from lobes.cpu_settings import (
     ENHANCEMENT,
     ENHANCEMENT_TRAINING,
 )
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RECIPE = os.path.join(REPO, "recipes", "Voicebank", "enhance")
 

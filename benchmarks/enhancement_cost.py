@@ -30,7 +30,7 @@ loaded with :func:`lobes.recipe.load_hparams`) and CMCR-Net
 Prints a markdown table and writes JSON (default
 ``benchmarks/results/enhancement_cost.json``)::
 
-    python benchmarks/enhancement_cost.py           # about a minute
+    python -m benchmarks.enhancement_cost           # about a minute
 
 Authors
  * noise-robust-sb contributors 2025
@@ -42,21 +42,18 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, REPO)
-
-import torch  # noqa: E402
-from torch.utils.flop_counter import (  # noqa: E402
+import torch
+from torch.utils.flop_counter import (
     FlopCounterMode,
     sdpa_flop_count,
 )
 
-from benchmarks import provenance  # noqa: E402
+from benchmarks import provenance
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RECIPE_HPARAMS = os.path.join(REPO, "recipes", "Voicebank", "enhance",
                               "hparams")

@@ -29,9 +29,9 @@ Writes JSON after every run (``--out``) and resumes from it: an
 interrupted benchmark continues where it stopped. Prints a markdown
 table::
 
-    python benchmarks/nass_vs_baseline.py                 # about 2 h, 2 cores
-    python benchmarks/nass_vs_baseline.py --parts sepformer --seeds 1
-    python benchmarks/nass_vs_baseline.py --quick         # smoke run, tiny
+    python -m benchmarks.nass_vs_baseline                 # about 2 h, 2 cores
+    python -m benchmarks.nass_vs_baseline --parts sepformer --seeds 1
+    python -m benchmarks.nass_vs_baseline --quick         # smoke run, tiny
 
 Authors
  * noise-robust-sb contributors 2025
@@ -45,12 +45,7 @@ import shutil
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (REPO, os.path.join(REPO, "benchmarks")):
-    if path not in sys.path:  # run from a checkout without installing
-        sys.path.insert(0, path)
-
-from paired import (  # noqa: E402
+from benchmarks.paired import (
     ResumableRuns,
     fmt,
     fmt_delta,
@@ -59,12 +54,13 @@ from paired import (  # noqa: E402
     run_recipe,
     summarize,
 )
-
-from lobes.cpu_settings import (  # noqa: E402
+from lobes.cpu_settings import (
     PATCH_NCE,
     SEPARATION,
     SEPARATION_TRAINING,
 )
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RECIPE = os.path.join(REPO, "recipes", "WHAM", "separation")
 

@@ -14,6 +14,7 @@ Authors
 import importlib.metadata
 import os
 import platform
+import re
 import resource
 import shlex
 import subprocess
@@ -57,7 +58,8 @@ def start(argv=None, **facts):
     ---------
     argv : list of str, optional
         The command line (default ``sys.argv``); stored as one string a
-        user can paste, with the script's path relative to the repository.
+        user can paste in the repository (``python -m benchmarks.<name>``
+        for a benchmark of this package).
     **facts
         What else the run is defined by: ``seeds``, ``corpus``,
         ``corpus_size``, ``threads``...
@@ -71,11 +73,14 @@ def start(argv=None, **facts):
     -------
     >>> block = start(["benchmarks/x.py", "--seeds", "1"], seeds=[1])
     >>> block["command"], block["seeds"], len(block["commit"]) in (0, 40)
-    ('python benchmarks/x.py --seeds 1', [1], True)
+    ('python -m benchmarks.x --seeds 1', [1], True)
     """
     argv = list(sys.argv if argv is None else argv)
     if argv and os.path.isabs(argv[0]):
         argv[0] = os.path.relpath(argv[0], REPO)
+    module = re.fullmatch(r"benchmarks/(\w+)\.py", argv[0]) if argv else None
+    if module:  # a benchmark runs as a module of the package
+        argv[:1] = ["-m", f"benchmarks.{module.group(1)}"]
     versions = {}
     for name in PACKAGES:
         try:

@@ -2,20 +2,13 @@
 
 import importlib.util
 import math
-import os
 
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-PATH = os.path.join(REPO, "benchmarks", "av_vae_benchmark.py")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("av_bench", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.av_vae_benchmark")
 
 
 def _scores(sdr, order=math.nan):

@@ -12,7 +12,6 @@ from lobes.models.cmcr_net import CMCRNet, CollaborationModule
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 FRAGMENT = os.path.join(REPO, "hparams", "enhancement", "cmcr_net.yaml")
-BENCHMARK = os.path.join(REPO, "benchmarks", "enhancement_cost.py")
 
 TINY = {
     "n_fft": 64,
@@ -223,11 +222,7 @@ def test_fragment_loads_and_its_parameters_override(tmp_path):
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("enhancement_cost",
-                                                  BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.enhancement_cost")
 
 
 def test_cost_counts_the_lstm_once_from_its_sizes(benchmark):
