@@ -52,6 +52,11 @@ from lobes.chunking import (
     DEFAULT_OVERLAP_SECONDS,
     check_chunking,
 )
+from lobes.custom_module import (
+    CUSTOM_MODULE_FILE,
+    custom_module_source,
+    package_modules,
+)
 from lobes.errors import ModelSourceError, UserError, exit_on_user_error
 from lobes.model_card import (
     HUB_ORGANISATION,
@@ -335,24 +340,43 @@ def export_run(run_folder, out_folder, hub_id_override=None,
         outputs.get("num_spks", experiment.get("num_spks", 2)),
     )
 
+    module, cls = SPEECHBRAIN_CLASSES[kind]
+    modules = package_modules(_dump_yaml(inference, ""))
+    load = (
+        f"Load with {module}.{cls}.from_hparams(source=<this folder>)"
+        if not modules else
+        "Load with SpeechBrain alone: speechbrain.inference.interfaces."
+        "foreign_class(source=<this folder>,\n"
+        f'pymodule_file="{CUSTOM_MODULE_FILE}", classname="{cls}"); with '
+        f"noise-robust-sb installed, also\n{module}.{cls}.from_hparams("
+        "source=<this folder>)"
+    )
+    header = (
+        "yamllint disable\n"
+        f"Inference hyperparameters of {provenance.recipe_path or 'a run'} "
+        f"({kind}),\nwritten by `python -m lobes.export` from its "
+        f"checkpoint {provenance.checkpoint}.\n{load}.\n"
+        "Loading this file builds its objects and can run code: load only "
+        "folders you trust."
+    )
+    yaml_text = _dump_yaml(inference, header)
+    custom = custom_module_source(modules, (module, cls)) if modules else None
+    if custom is not None:
+        outputs["custom_module"] = CUSTOM_MODULE_FILE
+
     _prepare_out_folder(out_folder)
     files = []
     for name, state in states.items():
         torch.save(state, os.path.join(out_folder, f"{name}.ckpt"))
         files.append(f"{name}.ckpt")
-    module, cls = SPEECHBRAIN_CLASSES[kind]
-    header = (
-        "yamllint disable\n"
-        f"Inference hyperparameters of {provenance.recipe_path or 'a run'} "
-        f"({kind}),\nwritten by `python -m lobes.export` from its "
-        f"checkpoint {provenance.checkpoint}.\n"
-        f"Load with {module}.{cls}.from_hparams(source=<this folder>).\n"
-        "Loading this file builds its objects and can run code: load only "
-        "folders you trust."
-    )
+    if custom is not None:
+        with open(os.path.join(out_folder, CUSTOM_MODULE_FILE), "w",
+                  encoding="utf-8") as fout:
+            fout.write(custom)
+        files.append(CUSTOM_MODULE_FILE)
     with open(os.path.join(out_folder, HPARAMS_FILE), "w",
               encoding="utf-8") as fout:
-        fout.write(_dump_yaml(inference, header))
+        fout.write(yaml_text)
     files.append(HPARAMS_FILE)
 
     # Load it back, the way every user of the package will (strict, safe).
@@ -401,7 +425,7 @@ def _prepare_out_folder(out_folder):
     """Create the output folder, without an earlier export's checkpoints."""
     os.makedirs(out_folder, exist_ok=True)
     for name in os.listdir(out_folder):
-        if name.endswith(".ckpt"):
+        if name.endswith(".ckpt") or name == CUSTOM_MODULE_FILE:
             os.remove(os.path.join(out_folder, name))
 
 

@@ -334,46 +334,62 @@ def model_card(kind, repo, provenance, outputs, parameters, sample_rate,
                           for c in columns] if columns else []),
         "---",
     ])
-    if kind == "separation":
-        num_outputs = outputs["num_spks"] + int(
-            outputs["noise_index"] is not None
-        )
+    custom = outputs.get("custom_module")
+    if custom:
         use = (
-            f"from {module} import {cls}\n"
-            f'model = {cls}.from_hparams(source="{repo}", '
+            "from speechbrain.inference.interfaces import foreign_class\n"
+            f'model = foreign_class(source="{repo}", '
+            f'pymodule_file="{custom}", classname="{cls}", '
             f'savedir="pretrained_models/{name}")\n'
-            'est_sources = model.separate_file("mixture.wav")'
-            f"  # [1, time, {num_outputs}]"
         )
-        cli = (f"python -m lobes.separate --model {repo} mixture.wav "
-               "--out separated/")
-        outputs_text = (
-            f"`separate_file` returns `[1, time, num_spks]` with "
-            f"`num_spks` = {outputs['num_spks']}"
-            + (
-                f" speakers + 1 noise: output {outputs['noise_index']} "
-                "(`noise_index` in `hyperparams.yaml`) is the background "
-                "noise, the others are the speakers in no particular order. "
-                "`lobes.pretrained.NoiseAwareSeparation` (same `from_hparams`)"
-                " returns speakers and noise apart and cuts long recordings "
-                "into overlapping chunks."
-                if outputs["noise_index"] is not None else
-                " speakers, in no particular order."
-            )
+        loading = (
+            f"`foreign_class` imports `{custom}` of this folder (the classes "
+            "of noise-robust-sb the model needs, copied verbatim from its "
+            "source), then loads the folder as "
+            f"`{cls}.from_hparams` does and returns SpeechBrain's `{cls}`: "
+            "SpeechBrain alone loads it. With noise-robust-sb installed, "
+            f"`{module}.{cls}.from_hparams(source=...)` loads it too. "
         )
     else:
         use = (
             f"from {module} import {cls}\n"
             f'model = {cls}.from_hparams(source="{repo}", '
             f'savedir="pretrained_models/{name}")\n'
-            'enhanced = model.enhance_file("noisy.wav", '
-            'output_filename="enhanced.wav")'
         )
+        loading = "SpeechBrain alone loads it (only SpeechBrain classes). "
+    if kind == "separation":
+        num_outputs = outputs["num_spks"] + int(
+            outputs["noise_index"] is not None
+        )
+        use += ('est_sources = model.separate_file("mixture.wav")'
+                f"  # [1, time, {num_outputs}]")
+        cli = (f"python -m lobes.separate --model {repo} mixture.wav "
+               "--out separated/")
+        outputs_text = loading + (
+            f"`separate_file` returns `[1, time, {num_outputs}]`: the "
+            f"{num_outputs} outputs of the masking network in its own "
+            "order, each scaled to a peak of 1"
+            + (
+                f"; output {outputs['noise_index']} (counting from 0: "
+                "`noise_index` in `hyperparams.yaml`, "
+                "`model.hparams.noise_index`) is the background noise, the "
+                f"other {outputs['num_spks']} are the speakers in no "
+                "particular order. `lobes.pretrained.NoiseAwareSeparation` "
+                "(same `from_hparams`) returns the same from "
+                "`separate_file`, in the same order; its `separate` returns "
+                "speakers and noise apart, and it cuts long recordings "
+                "into overlapping chunks."
+                if outputs["noise_index"] is not None else
+                f", {outputs['num_spks']} speakers in no particular order."
+            )
+        )
+    else:
+        use += ('enhanced = model.enhance_file("noisy.wav", '
+                'output_filename="enhanced.wav")')
         cli = (f"python -m lobes.enhance --model {repo} noisy.wav "
                "--out enhanced/")
-        outputs_text = (
-            "`enhance_file` returns the enhanced waveform. The model's class "
-            "lives in this package (`lobes`), which must be installed; "
+        outputs_text = loading + (
+            "`enhance_file` returns the enhanced waveform. "
             "`lobes.pretrained.ChunkedWaveformEnhancement` (same "
             "`from_hparams`) cuts long recordings into overlapping chunks."
         )
@@ -392,7 +408,8 @@ def model_card(kind, repo, provenance, outputs, parameters, sample_rate,
     what = textwrap.fill(what, 79)
     outputs_text = textwrap.fill(
         outputs_text + " From a clone of noise-robust-sb, the same from the "
-        "command line, for files or folders of files:", 79
+        "command line, for files or folders of files:", 79,
+        break_on_hyphens=False, break_long_words=False,
     )
     provenance_lines = "\n".join([
         f"- recipe: `{provenance.recipe_path or provenance.recipe}` of "

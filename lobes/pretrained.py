@@ -12,8 +12,10 @@ unpacks). The two classes here are thin subclasses adding what the recipes'
 models need on top:
 
 - :class:`NoiseAwareSeparation` (``SepformerSeparation``): speakers and the
-  noise output of NASS returned apart; ``separate_file`` with SpeechBrain's
-  signature and return, the speakers first and the noise last;
+  noise output of NASS returned apart (``separate``); ``separate_file`` with
+  SpeechBrain's signature and return: every output in the masking
+  network's order, output ``noise_index`` the noise, as
+  ``SepformerSeparation.separate_file`` returns them;
 - :class:`ChunkedWaveformEnhancement` (``WaveformEnhancement``);
 - both: long recordings in overlapping chunks (:func:`overlap_add`), so
   memory stays bounded whatever the length; files at another rate than the
@@ -385,11 +387,13 @@ class NoiseAwareSeparation(_LongRecordings, SepformerSeparation):
         -------
         torch.Tensor
             ``[1, T, S]`` at the model's rate, each output scaled to a peak
-            of 1 (as SpeechBrain does): the speakers, then the noise last
-            when the model has a noise output.
+            of 1: all the outputs of the masking network in its own order,
+            exactly as SpeechBrain's ``SepformerSeparation.separate_file``
+            returns them (output :attr:`noise_index` is the noise, the
+            others are the speakers; :meth:`separate` returns them apart).
         """
         mixture = self.load_audio(path, savedir=savedir)
-        outputs = self.separate_outputs(mixture)[:, self.output_order]
+        outputs = self.separate_outputs(mixture)
         peaks = outputs.abs().max(dim=0, keepdim=True)[0].clamp(min=1e-8)
         return (outputs / peaks).unsqueeze(0)
 

@@ -135,7 +135,8 @@ def test_recipe_exports_to_speechbrain_classes(row, recipe_runner,
                               atol=1e-5)
     else:
         assert sorted(exported.files) == [
-            "README.md", "enhance_model.ckpt", "hyperparams.yaml",
+            "README.md", "custom.py", "enhance_model.ckpt",
+            "hyperparams.yaml",
         ]
         loaded = WaveformEnhancement.from_hparams(
             source=exported.folder, savedir=str(tmp_path / "sb")
