@@ -446,7 +446,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny corpora, one epoch, one seed")
     parser.add_argument("--trained_ssl", required=True,
-                        help="folder of python -m lobes.ssl_pretrain (CR's "
+                        help="folder of recipes/Voicebank/ssl_pretrain (CR's "
                         "space; the recogniser's with --encoder ssl)")
     parser.add_argument("--encoder", choices=("fbank", "ssl"),
                         default="fbank", help="the recogniser's encoder")
@@ -500,7 +500,7 @@ def main(argv=None):
                          f"{list(ENHANCERS)}, not {sorted(unknown)}")
     if not os.path.isfile(os.path.join(args.trained_ssl, "config.json")):
         parser.error(f"{args.trained_ssl}: no trained SSL model; make one "
-                     "with python -m lobes.ssl_pretrain --out <folder>")
+                     "with recipes/Voicebank/ssl_pretrain/train.py")
     ssl = os.path.abspath(args.trained_ssl)
     work = os.path.splitext(os.path.abspath(args.out))[0] + "_runs"
     runs = ResumableRuns(args.out, {

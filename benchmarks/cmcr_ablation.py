@@ -11,7 +11,7 @@ the ``small`` mini VoiceBank-DEMAND corpus, tested on its test split:
 - ``no_contrastive_attention``, ``no_interactive_attention``,
   ``no_branch_pull``: the full model less one part.
 
-CR's feature space is ``--trained_ssl`` (``python -m lobes.ssl_pretrain``).
+CR's feature space is ``--trained_ssl`` (``recipes/Voicebank/ssl_pretrain``).
 Each arm is compared seed by seed with the full model: the mean paired
 difference with a 95 % t-interval (what removing the part changes). Also
 per arm: parameters at inference, PESQ, eSTOI, SI-SDR, CSIG/CBAK/COVL,
@@ -174,7 +174,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny corpus, one epoch, one seed")
     parser.add_argument("--trained_ssl", required=True,
-                        help="folder of python -m lobes.ssl_pretrain")
+                        help="folder of recipes/Voicebank/ssl_pretrain")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--cr_weight", type=float, default=None,
                         help="CR's weight in every arm with CR (default: "
@@ -200,7 +200,7 @@ def main(argv=None):
         parser.error(f"arms among {list(ARMS)}")
     if not os.path.isfile(os.path.join(args.trained_ssl, "config.json")):
         parser.error(f"{args.trained_ssl}: no trained SSL model; make one "
-                     "with python -m lobes.ssl_pretrain --out <folder>")
+                     "with recipes/Voicebank/ssl_pretrain/train.py")
     begin = time.perf_counter()
     work = os.path.splitext(args.out)[0] + "_runs"
     runs = ResumableRuns(args.out, {

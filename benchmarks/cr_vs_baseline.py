@@ -14,7 +14,7 @@ backbone (Conv-TasNet, spectral mask) and seed:
 - ``ccr_similarity``: the same with this package's similarity curriculum.
 
 CR's feature space is ``--trained_ssl``, the small HuBERT that
-``python -m lobes.ssl_pretrain`` trains on the mini corpora's training
+``recipes/Voicebank/ssl_pretrain`` trains on the mini corpora's training
 speech (no weights can be downloaded here), and for reference a tiny
 *random* WavLM of the same depth (``--spaces trained,random``), in which CR
 measures nothing about speech. The tables give per arm the mean over
@@ -25,7 +25,8 @@ epoch's CR value and CR/waveform-loss gradient ratio, steps and wall time.
 
 Writes JSON after every run (``--out``) and resumes from it::
 
-    python -m lobes.ssl_pretrain --out /path/to/ssl_hubert_small
+    (cd recipes/Voicebank/ssl_pretrain && python train.py \\
+        hparams/hubert_small.yaml --output_folder=/path/to/ssl_hubert_small)
     python -m benchmarks.cr_vs_baseline --trained_ssl /path/to/ssl_hubert_small
     python -m benchmarks.cr_vs_baseline --quick --trained_ssl ...  # smoke run
 
@@ -264,7 +265,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny corpus, one epoch, one seed")
     parser.add_argument("--trained_ssl", required=True,
-                        help="folder of python -m lobes.ssl_pretrain")
+                        help="folder of recipes/Voicebank/ssl_pretrain")
     parser.add_argument("--spaces", default="trained,random",
                         help="comma-separated subset of trained, random")
     parser.add_argument("--backbones", default=",".join(SIZES))
@@ -302,7 +303,7 @@ def main(argv=None):
                      f"{list(SIZES)}, arms among {list(ARMS)}")
     if not os.path.isfile(os.path.join(args.trained_ssl, "config.json")):
         parser.error(f"{args.trained_ssl}: no trained SSL model; make one "
-                     "with python -m lobes.ssl_pretrain --out <folder>")
+                     "with recipes/Voicebank/ssl_pretrain/train.py")
 
     from lobes.ssl_features import save_tiny_ssl_model
 

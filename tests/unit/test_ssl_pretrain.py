@@ -1,7 +1,14 @@
-"""Offline HuBERT pre-training (lobes.ssl_pretrain) and its probes."""
+"""Offline HuBERT pre-training (recipes/Voicebank/ssl_pretrain) and probes.
 
+The recipe runs in-process on the tiny mini corpus; the Brain also trains on
+toy speech (tones) built from the recipe's own YAML.
+"""
+
+import glob
+import importlib.util
 import json
 import os
+import pickle
 import signal
 
 import numpy as np
@@ -9,15 +16,35 @@ import pytest
 import soundfile as sf
 import torch
 from safetensors.torch import load_file
+from speechbrain.utils.checkpoints import torch_recovery
 
-from lobes import ssl_pretrain as sp
-from lobes import ssl_probe
+from lobes.brains.ssl_pretrain import SSLPretrainBrain, TrainingInterrupted
 from lobes.data import tts
-from lobes.errors import DataFolderError
+from lobes.data.ssl_pretrain_data import (
+    HeldOutUtterances,
+    MaskedCropBatches,
+    MaskedPredictionCorpus,
+    read_clean_noisy,
+)
+from lobes.errors import DataFolderError, HparamsError
+from lobes.models.hubert_pretrain import SmallHubert
+from lobes.recipe import load_hparams
+from lobes.ssl import probe as ssl_probe
+from lobes.ssl import probe_data
+from lobes.ssl.targets import (
+    assign_clusters,
+    kmeans,
+    num_frames,
+    target_features,
+)
 from lobes.ssl_features import FrozenSSLFeatures
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+RECIPE = os.path.join(REPO, "recipes", "Voicebank", "ssl_pretrain")
+YAML = os.path.join(RECIPE, "hparams", "hubert_small.yaml")
+
 #: A model small enough to train for a few steps in a second.
-TINY = dict(
+SIZES = dict(
     hidden_size=32,
     num_layers=2,
     num_heads=2,
@@ -26,15 +53,32 @@ TINY = dict(
     pos_conv_kernel=8,
     pos_conv_groups=4,
     proj_dim=16,
-    batch_size=4,
-    crop_seconds=0.6,
-    log_every=1,
-    valid_every=1000,
-    checkpoint_every=1000,
 )
-
+TINY = dict(SIZES, batch_size=4, crop_seconds=0.6)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _train_module():
+    spec = importlib.util.spec_from_file_location(
+        "voicebank_ssl_pretrain_train", os.path.join(RECIPE, "train.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TRAIN = _train_module()
+
+
+def run_recipe(out, corpus, *flags):
+    """``python train.py hparams/hubert_small.yaml`` on the tiny corpus."""
+    argv = [
+        YAML, f"--output_folder={out}", f"--data_folder={corpus}",
+        "--num_clusters=8", "--number_of_epochs=1", "--steps_per_epoch=3",
+        "--noprogressbar", *[f"--{k}={v}" for k, v in TINY.items()], *flags,
+    ]  # fmt: skip
+    return TRAIN.main(argv)
 
 
 def toy_speech(count=6, seconds=1.0, seed=0):
@@ -60,11 +104,58 @@ def toy_speech(count=6, seconds=1.0, seed=0):
     return clean, noisy
 
 
-def toy_data(config):
+def toy_corpus(num_clusters=4, seed=0, speed_factors=(0.9, 1.0, 1.1),
+               features=None):  # fmt: skip
     clean, noisy = toy_speech(count=8)
-    return sp.PretrainData(
-        clean[2:], noisy[2:], clean[:2], noisy[:2], config, None
+    return MaskedPredictionCorpus(
+        clean[2:], noisy[2:], clean[:2], noisy[:2],
+        features or target_features(), num_clusters=num_clusters,
+        speed_factors=speed_factors, seed=seed,
+    )  # fmt: skip
+
+
+def toy_brain(out, brain_class=SSLPretrainBrain, **overrides):
+    """The recipe's YAML and Brain on toy speech: ``(brain, fit)``."""
+    os.makedirs(out, exist_ok=True)
+    values = {"output_folder": out, "num_clusters": 4, "number_of_epochs": 2,
+              "steps_per_epoch": 3, **TINY, **overrides}  # fmt: skip
+    hparams = load_hparams(YAML, values)
+    corpus = toy_corpus(values["num_clusters"], hparams["seed"],
+                        hparams["speed_factors"])  # fmt: skip
+    hparams["batches"].attach(corpus)
+    brain = brain_class(
+        modules=hparams["modules"], opt_class=hparams["opt_class"],
+        hparams=hparams, run_opts={"noprogressbar": True},
+        checkpointer=hparams["checkpointer"],
+    )  # fmt: skip
+    brain.majority_cluster = corpus.majority_cluster
+    held_out = HeldOutUtterances(
+        corpus, hparams["mask_prob"], hparams["mask_length"], hparams["seed"]
     )
+
+    def fit():
+        brain.fit(
+            hparams["epoch_counter"], hparams["batches"], held_out,
+            train_loader_kwargs=hparams["train_dataloader_opts"],
+            valid_loader_kwargs=hparams["valid_dataloader_opts"],
+        )  # fmt: skip
+        return brain
+
+    return brain, fit
+
+
+def losses(brain):
+    return [(e["train"], e["valid"]) for e in brain.history.epochs]
+
+
+def weights(brain):
+    return {k: v.clone() for k, v in brain.modules.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 @pytest.fixture(scope="module")
@@ -77,18 +168,15 @@ def tiny_corpus(mini_cache):
 @pytest.fixture(scope="module")
 def trained_folder(tiny_corpus, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ssl") / "hubert")
-    config = sp.PretrainConfig(
-        data_folder=tiny_corpus, size="tiny", steps=3, num_clusters=8, **TINY
-    )
-    result = sp.pretrain(out, config, log=None)
-    return out, result
+    run_recipe(out, tiny_corpus)
+    with open(os.path.join(out, "pretrain_log.json")) as fin:
+        return out, json.load(fin)
 
 
 def test_saved_folder_loads_and_passes_gradients(trained_folder):
     folder, result = trained_folder
     assert result["finished"] and result["training_utterances"] == 8
     assert result["holdout_utterances"] == 4  # p226 and p287, 2 each
-    assert not os.path.exists(os.path.join(folder, "pretrain_checkpoint.pt"))
     ssl = FrozenSSLFeatures(folder, layers=[0, 1, 2])
     assert ssl.model.config.model_type == "hubert"
     assert ssl.normalize_waveform  # do_normalize from preprocessor_config
@@ -98,68 +186,115 @@ def test_saved_folder_loads_and_passes_gradients(trained_folder):
     sum(f.pow(2).mean() for f in feats).backward()
     assert wav.grad.abs().sum() > 0
     # The saved weights are the trained ones, not the initialisation.
-    config = sp.PretrainConfig.from_dict(result["config"])
-    initial, _ = sp.build_model(config)
+    torch.manual_seed(result["config"]["seed"])
+    sizes = {k: v for k, v in SIZES.items() if k != "proj_dim"}
+    initial = SmallHubert(**sizes).model.state_dict()
     saved = load_file(os.path.join(folder, "model.safetensors"))
     key = "encoder.layers.0.attention.q_proj.weight"
-    assert not torch.equal(saved[key], initial.state_dict()[key])
+    assert not torch.equal(saved[key], initial[key])
+    assert saved[key].shape == initial[key].shape
 
 
-def test_finished_folder_is_left_alone(trained_folder):
+def test_same_seed_gives_bit_identical_weights(trained_folder, tiny_corpus,
+                                               tmp_path):  # fmt: skip
+    folder, result = trained_folder
+    again = str(tmp_path / "hubert")
+    run_recipe(again, tiny_corpus)
+    first = load_file(os.path.join(folder, "model.safetensors"))
+    second = load_file(os.path.join(again, "model.safetensors"))
+    assert_same_weights(first, second)
+    with open(os.path.join(again, "pretrain_log.json")) as fin:
+        log = json.load(fin)
+    assert log["history"] == result["history"]
+    assert log["holdout"] == result["holdout"]
+    # Another seed: other weights.
+    other = str(tmp_path / "other")
+    run_recipe(other, tiny_corpus, "--seed=1")
+    third = load_file(os.path.join(other, "model.safetensors"))
+    key = "encoder.layers.0.attention.q_proj.weight"
+    assert not torch.equal(first[key], third[key])
+
+
+def test_finished_folder_is_left_alone(trained_folder, tiny_corpus):
     folder, result = trained_folder
     before = os.path.getmtime(os.path.join(folder, "model.safetensors"))
-    config = sp.PretrainConfig.from_dict(result["config"])
-    again = sp.pretrain(folder, config, log=None)
-    assert again["history"] == result["history"]
+    run_recipe(folder, tiny_corpus)
+    with open(os.path.join(folder, "pretrain_log.json")) as fin:
+        assert json.load(fin)["history"] == result["history"]
     assert os.path.getmtime(os.path.join(folder, "model.safetensors")) == before
 
 
+def test_checkpoints_are_read_weights_only(trained_folder, tmp_path):
+    folder, _ = trained_folder
+    # SpeechBrain 1.1.2 reads module and optimiser checkpoints with
+    # torch.load(path, map_location=...), weights-only by torch's default
+    # (torch >= 2.6): a pickle that would run code is refused.
+    assert torch.__version__ >= "2.6"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"weight": torch.zeros(1), "code": TrainingInterrupted("x")},
+               evil)  # fmt: skip
+    with pytest.raises(pickle.UnpicklingError):
+        torch_recovery(torch.nn.Linear(1, 1), evil, True)
+    # Every checkpoint file the recipe writes loads weights-only (or is
+    # text: the generators' states are JSON).
+    files = glob.glob(os.path.join(folder, "save", "CKPT*", "*"))
+    assert any(f.endswith("hubert.ckpt") for f in files)
+    for path in files:
+        if path.endswith(".ckpt") and not path.endswith(
+            ("batches.ckpt", "random_state.ckpt", "history.ckpt",
+             "brain.ckpt", "counter.ckpt", "dataloader-TRAIN.ckpt")
+        ):  # fmt: skip
+            torch.load(path, map_location="cpu", weights_only=True)
+        elif path.endswith((".ckpt", ".yaml")):
+            with open(path, encoding="utf-8") as fin:
+                fin.read()
+    torch.load(os.path.join(folder, "kmeans_targets.pt"), weights_only=True)
+
+
 def test_kmeans_targets_deterministic_per_seed():
-    config = sp.PretrainConfig(num_clusters=6, **TINY)
-    first, second = toy_data(config), toy_data(config)
+    first, second = toy_corpus(6), toy_corpus(6)
     assert torch.equal(first.centroids, second.centroids)
-    for factor in config.speed_factors:
+    for factor in first.speed_factors:
         for a, b in zip(first.targets[factor], second.targets[factor]):
             assert torch.equal(a, b)
-    other = toy_data(sp.PretrainConfig(num_clusters=6, seed=1, **TINY))
+    other = toy_corpus(6, seed=1)
     assert not torch.equal(first.centroids, other.centroids)
 
 
 def test_second_iteration_clusters_a_model_layer(trained_folder, tmp_path):
     folder, _ = trained_folder
-    config = sp.PretrainConfig(
-        num_clusters=4, targets_from=folder, targets_layer=1, **TINY
+    corpus = toy_corpus(
+        4, features=target_features(targets_from=folder, targets_layer=1)
     )
-    data = toy_data(config)
-    assert data.features.name == "hubert:L1"
-    assert tuple(data.centroids.shape) == (4, 32)  # the tiny model's width
-    for wav, targets in zip(data.waves[1.0], data.targets[1.0]):
-        assert targets.numel() == sp.num_frames(wav.numel())
-    with pytest.raises(sp.PretrainError, match="no config.json"):
-        sp.PretrainConfig(targets_from=str(tmp_path)).check()
+    assert corpus.features.name == "hubert:L1"
+    assert tuple(corpus.centroids.shape) == (4, 32)  # the tiny model's width
+    for wav, targets in zip(corpus.waves[1.0], corpus.targets[1.0]):
+        assert targets.numel() == num_frames(wav.numel())
+    with pytest.raises(HparamsError, match="no config.json"):
+        target_features(targets_from=str(tmp_path))
 
 
 def test_kmeans_finds_separated_clusters():
     gen = torch.Generator().manual_seed(3)
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     points = torch.cat([c + torch.randn(40, 2, generator=gen) for c in centres])
-    found, inertia = sp.kmeans(points, 3, seed=7)
+    found, inertia = kmeans(points, 3, seed=7)
     order = sorted(range(3), key=lambda i: found[i].round().tolist())
     torch.testing.assert_close(found[order], centres[[0, 2, 1]], atol=0.5,
                                rtol=0)  # fmt: skip
     assert 1.0 < inertia < 3.0  # two unit-variance dimensions
-    labels = sp.assign_clusters(points, found)
+    labels = assign_clusters(points, found)
     assert len(set(labels[:40].tolist())) == 1
 
 
 def test_targets_follow_the_clean_speech_not_the_noisy_input():
-    config = sp.PretrainConfig(num_clusters=4, noisy_prob=1.0, **TINY)
-    data = toy_data(config)
-    rng = np.random.default_rng(0)
-    wav, targets, mask = data.batch(rng)
-    assert wav.shape[0] == config.batch_size
+    batches = MaskedCropBatches(noisy_prob=1.0, batch_size=4,
+                                crop_seconds=0.6)  # fmt: skip
+    batches.attach(toy_corpus(4))
+    wav, targets, mask = batches[0]
+    assert wav.shape[0] == 4
     assert targets.shape == mask.shape
-    assert targets.shape[1] == sp.num_frames(wav.shape[1])
+    assert targets.shape[1] == num_frames(wav.shape[1])
     # Inputs are normalised, noisy (not equal to any clean crop's scale).
     torch.testing.assert_close(
         wav.std(1, unbiased=False), torch.ones(len(wav)), atol=1e-3, rtol=0
@@ -168,89 +303,83 @@ def test_targets_follow_the_clean_speech_not_the_noisy_input():
 
 
 def test_masked_prediction_loss_falls_on_toy(tmp_path):
-    config = sp.PretrainConfig(
-        num_clusters=4, steps=60, lr=5e-3, noisy_prob=0.0, dropout=0.0,
-        speed_factors=(1.0,), mask_length=2, unmasked_weight=0.0,
-        **{**TINY, "log_every": 5},
+    brain, fit = toy_brain(
+        str(tmp_path / "m"), number_of_epochs=12, steps_per_epoch=5,
+        lr=5e-3, noisy_prob=0.0, dropout=0.0, speed_factors=[1.0],
+        mask_length=2, unmasked_weight=0.0,
     )  # fmt: skip
-    result = sp.pretrain(str(tmp_path / "m"), config, toy_data(config), None)
-    losses = [entry["loss"] for entry in result["history"]]
-    assert losses[-1] < 0.65 * losses[0], losses
+    fit()
+    train = [e["train"]["loss"] for e in brain.history.epochs]
+    assert train[-1] < 0.65 * train[0], train
     # Masked tones are predicted from context, above the majority class.
-    holdout = result["holdout"][-1]
-    assert holdout["masked_acc_clean"] > holdout["majority_acc"] + 0.15
+    valid = brain.history.epochs[-1]["valid"]
+    assert valid["masked_acc_clean"] > valid["majority_acc"] + 0.15
 
 
-def test_resume_gives_the_same_state(tmp_path):
-    config = sp.PretrainConfig(num_clusters=4, steps=6, **TINY)
-    straight = sp.pretrain(str(tmp_path / "a"), config, toy_data(config), None)
+def test_resume_after_a_crash_gives_the_same_state(tmp_path):
+    straight, fit = toy_brain(str(tmp_path / "a"))
+    fit()
+
+    class Crash(SSLPretrainBrain):
+        def on_stage_start(self, stage, epoch=None):
+            if epoch == 2:
+                raise RuntimeError("crash")
+            super().on_stage_start(stage, epoch)
+
     out = str(tmp_path / "b")
-    paused = sp.pretrain(out, config, toy_data(config), stop_after=3, log=None)
-    assert not paused["finished"] and paused["step"] == 3
-    assert os.path.exists(os.path.join(out, "pretrain_checkpoint.pt"))
-    resumed = sp.pretrain(out, config, toy_data(config), log=None)
-    assert resumed["history"] == straight["history"]
-    a = load_file(str(tmp_path / "a" / "model.safetensors"))
-    b = load_file(os.path.join(out, "model.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    crashed, fit = toy_brain(out, Crash)
+    with pytest.raises(RuntimeError, match="crash"):
+        fit()
+    assert len(crashed.history.epochs) == 1
+    resumed, fit = toy_brain(out)
+    fit()
+    assert losses(resumed) == losses(straight)
+    assert_same_weights(weights(resumed), weights(straight))
 
 
 def test_signal_stops_between_steps_and_resumes(tmp_path):
-    config = sp.PretrainConfig(num_clusters=4, steps=5, **TINY)
-    straight = sp.pretrain(str(tmp_path / "a"), config, toy_data(config), None)
+    straight, fit = toy_brain(str(tmp_path / "a"))
+    fit()
 
-    def interrupt_at_step_2(line):
-        if line.startswith("step 2/"):
-            os.kill(os.getpid(), signal.SIGINT)
+    class Interrupt(SSLPretrainBrain):
+        def on_fit_batch_end(self, batch, outputs, loss, should_step):
+            if self.optimizer_step == 4:  # mid-epoch 2
+                os.kill(os.getpid(), signal.SIGINT)
+            super().on_fit_batch_end(batch, outputs, loss, should_step)
 
     out = str(tmp_path / "b")
     # The handler in force before the call, whatever it is: Python's own, or
     # SIG_IGN when the suite runs as a background job of a shell.
     before = signal.getsignal(signal.SIGINT)
-    stopped = sp.pretrain(
-        out, config, toy_data(config), log=interrupt_at_step_2
-    )
-    assert stopped["interrupted"] and stopped["step"] == 2
+    stopped, fit = toy_brain(out, Interrupt)
+    with pytest.raises(TrainingInterrupted, match="after step 1 of epoch 2"):
+        fit()
     assert signal.getsignal(signal.SIGINT) == before
-    resumed = sp.pretrain(out, config, toy_data(config), log=None)
-    assert resumed["history"] == straight["history"]
+    assert stopped.optimizer_step == 4
+    resumed, fit = toy_brain(out)
+    fit()
+    assert losses(resumed) == losses(straight)
+    assert_same_weights(weights(resumed), weights(straight))
 
 
-def test_resume_refuses_other_settings(tmp_path):
-    config = sp.PretrainConfig(num_clusters=4, steps=4, **TINY)
-    out = str(tmp_path / "b")
-    sp.pretrain(out, config, toy_data(config), stop_after=2, log=None)
-    other = sp.PretrainConfig(num_clusters=4, steps=4, lr=1e-3, **TINY)
-    with pytest.raises(sp.PretrainError, match="lr 0.0008 -> 0.001"):
-        sp.pretrain(out, other, toy_data(other), log=None)
-
-
-def test_cli_errors_are_one_line(tmp_path, capsys):
-    busy = tmp_path / "busy"
-    busy.mkdir()
-    (busy / "notes.txt").write_text("mine")
+def test_recipe_errors_are_one_line(tiny_corpus, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        sp.main(["--out", str(busy), "--data_folder", str(tmp_path)])
+        run_recipe(str(tmp_path / "a"), tiny_corpus, "--mask_prob=2")
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err
-    assert "notes.txt" in err and "--out" in err
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "--mask_prob=2" in err
+    assert "must be in [0, 1]" in err
     with pytest.raises(SystemExit):
-        sp.main(["--out", str(tmp_path / "new"), "--data_folder",
-                 str(tmp_path / "nowhere")])  # fmt: skip
-    err = capsys.readouterr().err.strip()
-    assert "nowhere: data folder not found" in err and "\n" not in err
+        run_recipe(str(tmp_path / "b"), str(tmp_path / "nowhere"))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "nowhere: data folder not found" in err
+    (tmp_path / "half" / "clean_trainset_28spk_wav").mkdir(parents=True)
     with pytest.raises(SystemExit):
-        sp.main(["--out", str(tmp_path / "x"), "--mask_prob", "2"])
-    assert "--mask_prob must be in [0, 1]" in capsys.readouterr().err
-
-
-def test_missing_noisy_folder(tmp_path):
-    (tmp_path / "clean_trainset_28spk_wav").mkdir()
-    with pytest.raises(DataFolderError, match="noisy_trainset_28spk_wav"):
-        sp.read_voicebank_train(str(tmp_path), ())
+        run_recipe(str(tmp_path / "c"), str(tmp_path / "half"))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "_trainset_28spk" in err
+    with pytest.raises(DataFolderError, match="manifest not found"):
+        read_clean_noisy(str(tmp_path / "none.csv"))
 
 
 def test_probe_measures_on_hand_made_toys():
@@ -274,7 +403,7 @@ def test_probe_measures_on_hand_made_toys():
 
 
 def test_probe_speakers_are_unheard(tiny_corpus):
-    groups = ssl_probe.voicebank_speaker_groups("tiny", 0)
+    groups = probe_data.voicebank_speaker_groups("tiny", 0)
     # The rebuilt speaker draw is the corpus's: the first training
     # transcript, spoken by the rebuilt speaker, is the corpus file.
     txt = os.path.join(tiny_corpus, "trainset_28spk_txt", "p227_001.txt")
@@ -291,8 +420,8 @@ def test_probe_speakers_are_unheard(tiny_corpus):
 
     assert similarity(groups["train"][0]) > 0.99
     assert similarity(groups["train"][1]) < 0.9
-    train, test = ssl_probe.probe_speakers("tiny", 0, per_side=4)
-    seen = {s.variant for g in ssl_probe.SEEN_GROUPS for s in groups[g]}
+    train, test = probe_data.probe_speakers("tiny", 0, per_side=4)
+    seen = {s.variant for g in probe_data.SEEN_GROUPS for s in groups[g]}
     probe_variants = [s.variant for s in train + test]
     assert len(set(probe_variants)) == 8
     assert seen.isdisjoint(probe_variants)
@@ -303,7 +432,8 @@ def test_pretrain_log_is_json(trained_folder):
     with open(os.path.join(folder, "pretrain_log.json")) as fin:
         log = json.load(fin)
     assert log["config"]["num_clusters"] == 8
-    assert [h["step"] for h in log["history"]] == [1, 2, 3]
+    assert log["config"]["steps"] == 3
+    assert [h["steps"] for h in log["history"]] == [3]
     assert 0.0 <= log["holdout"][-1]["masked_acc_clean"] <= 1.0
 
 

@@ -1,8 +1,8 @@
 """Does a self-supervised model's space carry speech, and does noise move it?
 
 Two measures for the frozen feature spaces that contrastive regularization
-uses (METHODS.md section 2), run by ``python -m lobes.ssl_pretrain
---evaluate DIR [DIR ...]``:
+uses (METHODS.md section 2), run by ``python -m lobes.ssl.probe DIR
+[DIR ...]``:
 
 * **Word probe on unseen speakers.** Each of the 51 words of the GRID
   vocabulary (:mod:`lobes.data.grid_grammar`) is synthesised in isolation
@@ -33,191 +33,30 @@ before the MFCCs; the SSL models normalise as their
 (:class:`~lobes.ssl_features.FrozenSSLFeatures`).
 """
 
-import glob
+import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-from lobes.data import grid_grammar, tts
-from lobes.data.audio import read_audio
-from lobes.errors import DataFolderError
-from lobes.ssl_features import SSL_SAMPLE_RATE, FrozenSSLFeatures
-from lobes.ssl_pretrain import MFCCFrames, normalize_waveform
-
-#: The probe's classes: the GRID vocabulary.
-PROBE_WORDS = (
-    grid_grammar.COMMANDS
-    + grid_grammar.COLOURS
-    + grid_grammar.PREPOSITIONS
-    + grid_grammar.LETTERS
-    + grid_grammar.DIGITS
-    + grid_grammar.ADVERBS
+from lobes.errors import exit_on_user_error
+from lobes.recipe import resolve_data_folder
+from lobes.ssl.probe_data import (
+    NOISY_PROBE_SNR_DB,
+    PROBE_WORDS,
+    probe_data,
+    read_test_pairs,
 )
-#: Speaker groups of the VoiceBank mini corpus whose voices a model
-#: pre-trained on its training folder may have heard.
-SEEN_GROUPS = ("train", "valid", "babble_train", "babble_valid")
-#: SNR of the noisy word probe.
-NOISY_PROBE_SNR_DB = 5.0
-
-
-def voicebank_speaker_groups(size="small", seed=0):
-    """The eSpeak speakers of the VoiceBank mini corpus, by group.
-
-    Rebuilds the speaker draw of :mod:`lobes.data.mini_corpora` (the same
-    group sizes and seed), so the probe knows which voice variants a model
-    pre-trained on the corpus's training folder has heard.
-
-    Example
-    -------
-    >>> groups = voicebank_speaker_groups("tiny")
-    >>> [len(groups[g]) for g in ("train", "valid", "test")]
-    [4, 2, 2]
-    """
-    from lobes.data import mini_corpora as mc
-
-    config = mc.SIZES["voicebank"][size]
-    groups = {
-        "train": config["train_speakers"],
-        "valid": len(mc.VOICEBANK_VALID_SPEAKERS),
-        "test": len(mc.VOICEBANK_TEST_SPEAKERS),
-    }
-    for split in mc.SPLITS:
-        groups[f"babble_{split}"] = mc.SPEAKERS[size]["babble"]
-    return tts.split_speakers(
-        groups, seed=seed * 10 + mc._CORPUS_CODES["voicebank"]
-    )
-
-
-def probe_speakers(size="small", seed=0, per_side=8):
-    """Speakers on voice variants unheard in pre-training, split in two.
-
-    Arguments
-    ---------
-    size, seed : str, int
-        The VoiceBank mini corpus the model was pre-trained on.
-    per_side : int
-        The most speakers on each side (one per variant).
-
-    Returns
-    -------
-    train, test : list of Speaker
-        The probe's training and test speakers; no variant is shared
-        between the two sides or with the corpus's seen groups.
-
-    Example
-    -------
-    >>> train, test = probe_speakers("tiny", per_side=3)
-    >>> len(train), len(test)
-    (3, 3)
-    >>> {s.variant for s in train}.isdisjoint(s.variant for s in test)
-    True
-    """
-    groups = voicebank_speaker_groups(size, seed)
-    seen = {spk.variant for name in SEEN_GROUPS for spk in groups[name]}
-    unseen = [variant for variant in tts.VARIANTS if variant not in seen]
-    sides = (unseen[0::2][:per_side], unseen[1::2][:per_side])
-    if not all(sides):
-        raise ValueError("too few unseen voice variants for a probe")
-    return tuple(
-        tts.make_speaker_pool(
-            len(variants),
-            variants=variants,
-            seed=seed * 100 + 61 + index,
-            prefix=f"probe_{name}_",
-        )
-        for index, (name, variants) in enumerate(zip(("train", "test"), sides))
-    )
-
-
-def synthesize_words(speakers, words=PROBE_WORDS):
-    """Every word spoken in isolation by every speaker, at 16 kHz.
-
-    Returns
-    -------
-    wavs : list of torch.Tensor
-        ``[time]`` waveforms (at least one 25 ms frame long).
-    labels : numpy.ndarray
-        The index of each waveform's word in ``words``.
-
-    Example
-    -------
-    >>> wavs, labels = synthesize_words(tts.make_speaker_pool(1), ("bin",))
-    >>> len(wavs), labels.tolist(), wavs[0].numel() > 3200
-    (1, [0], True)
-    """
-    wavs, labels = [], []
-    for speaker in speakers:
-        for index, word in enumerate(words):
-            wav = tts.synthesize(word, speaker, SSL_SAMPLE_RATE)
-            if wav.numel() < 400:
-                wav = torch.nn.functional.pad(wav, (0, 400 - wav.numel()))
-            wavs.append(wav)
-            labels.append(index)
-    return wavs, np.asarray(labels)
-
-
-def read_test_pairs(root):
-    """Clean and noisy test utterances of a VoiceBank-DEMAND folder.
-
-    Returns
-    -------
-    list of (torch.Tensor, torch.Tensor)
-        ``(clean, noisy)`` in file-name order.
-    """
-    folders = []
-    for kind in ("clean", "noisy"):
-        folder = os.path.join(root, f"{kind}_testset_wav_16k")
-        if not os.path.isdir(folder):
-            folder = os.path.join(root, f"{kind}_testset_wav")
-        if not os.path.isdir(folder):
-            raise DataFolderError(
-                f"{folder}: missing; the noise-invariance measure reads "
-                "{clean,noisy}_testset_wav of a VoiceBank-DEMAND root"
-            )
-        folders.append(folder)
-    names = sorted(
-        os.path.basename(p) for p in glob.glob(os.path.join(folders[0], "*"))
-    )
-    names = [name for name in names if name.endswith(".wav")]
-    if len(names) < 2:
-        raise DataFolderError(f"{folders[0]}: fewer than 2 .wav files")
-    return [
-        (
-            read_audio(os.path.join(folders[0], name), SSL_SAMPLE_RATE),
-            read_audio(os.path.join(folders[1], name), SSL_SAMPLE_RATE),
-        )
-        for name in names
-    ]
-
-
-def add_noise(wavs, noises, snr_db, seed=0):
-    """Add a segment of a noise (drawn in turn) to each waveform at an SNR.
-
-    Example
-    -------
-    >>> noisy = add_noise([torch.ones(100)], [torch.randn(50)], 0.0)
-    >>> round(float((noisy[0] - 1).pow(2).mean()), 3)
-    1.0
-    """
-    rng = np.random.default_rng([seed, 3030])
-    out = []
-    for wav in wavs:
-        noise = noises[int(rng.integers(len(noises)))]
-        if noise.numel() < wav.numel():
-            noise = noise.repeat(-(-wav.numel() // noise.numel()))
-        first = int(rng.integers(0, noise.numel() - wav.numel() + 1))
-        noise = noise[first : first + wav.numel()]
-        gain = wav.pow(2).mean().sqrt() / noise.pow(2).mean().sqrt().clamp_min(
-            1e-8
-        )
-        out.append(wav + noise * gain / 10 ** (snr_db / 20))
-    return out
-
+from lobes.ssl.targets import MFCCFrames, normalize_waveform
+from lobes.ssl_features import (
+    FrozenSSLFeatures,
+    save_random_model,
+)
 
 # ---------------------------------------------------------------- features
 
@@ -282,8 +121,6 @@ def save_random_init(folder, out, seed=0):
     """
     from transformers import AutoConfig
 
-    from lobes.ssl_features import save_random_model
-
     save_random_model(AutoConfig.from_pretrained(folder), out, seed)
     preprocessor = os.path.join(folder, "preprocessor_config.json")
     if os.path.isfile(preprocessor):
@@ -342,7 +179,14 @@ def logistic_probe(train_x, train_y, seed=0):
 
 
 def accuracy(probe, x, y):
-    """The fraction of ``x`` that ``probe`` labels as ``y``."""
+    """The fraction of ``x`` that ``probe`` labels as ``y``.
+
+    Example
+    -------
+    >>> probe = logistic_probe(np.array([[0.0], [1.0]]), np.array([0, 1]))
+    >>> accuracy(probe, np.array([[-1.0], [2.0]]), np.array([0, 0]))
+    0.5
+    """
     return float(np.mean(probe.predict(np.asarray(x, np.float64)) == y))
 
 
@@ -417,6 +261,17 @@ def measure(extractor, probe_data, pairs, seed=0):
     list of dict
         One row per layer: ``layer``, ``probe_lr``, ``probe_1nn``,
         ``probe_lr_noisy``, ``invariance``.
+
+    Example
+    -------
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> wavs = [torch.randn(4000, generator=gen) for _ in range(4)]
+    >>> data = {"train_wavs": wavs, "train_labels": np.array([0, 1, 0, 1]),
+    ...         "test_wavs": wavs, "test_labels": np.array([0, 1, 0, 1]),
+    ...         "noisy_test_wavs": wavs}
+    >>> rows = measure(MFCCLayers(13, True), data, list(zip(wavs, wavs)))
+    >>> rows[0]["layer"], rows[0]["probe_1nn"], rows[0]["invariance"]
+    ('-', 1.0, 0.0)
     """
     train = _pooled(extractor, probe_data["train_wavs"])
     test = _pooled(extractor, probe_data["test_wavs"])
@@ -442,35 +297,6 @@ def measure(extractor, probe_data, pairs, seed=0):
             }
         )
     return rows
-
-
-def probe_data(corpus_size="small", corpus_seed=0, per_side=8, noises=()):
-    """Synthesise the word probe's clean and noisy waveforms.
-
-    Arguments
-    ---------
-    corpus_size, corpus_seed : str, int
-        The mini corpus whose unheard voice variants the speakers use.
-    per_side : int
-        Speakers on each side of the probe.
-    noises : sequence of torch.Tensor
-        Noise recordings for the noisy test words.
-    """
-    train_speakers, test_speakers = probe_speakers(
-        corpus_size, corpus_seed, per_side
-    )
-    train_wavs, train_labels = synthesize_words(train_speakers)
-    test_wavs, test_labels = synthesize_words(test_speakers)
-    noisy = add_noise(test_wavs, list(noises), NOISY_PROBE_SNR_DB, corpus_seed)
-    return {
-        "train_wavs": train_wavs,
-        "train_labels": train_labels,
-        "test_wavs": test_wavs,
-        "test_labels": test_labels,
-        "noisy_test_wavs": noisy,
-        "train_speakers": [s.name + ":" + s.variant for s in train_speakers],
-        "test_speakers": [s.name + ":" + s.variant for s in test_speakers],
-    }
 
 
 def evaluate(
@@ -500,6 +326,13 @@ def evaluate(
         ``setup`` (what was measured) and ``rows`` (one per feature set and
         layer, with ``model``, ``layer``, ``probe_lr``, ``probe_1nn``,
         ``probe_lr_noisy``, ``invariance``).
+
+    Example
+    -------
+    >>> evaluate(["model"], "/no/such/voicebank")
+    Traceback (most recent call last):
+    ...
+    lobes.errors.DataFolderError: /no/such/voicebank/clean_testset_wav: ...
     """
     log = log or (lambda line: None)
     start = time.time()
@@ -599,3 +432,77 @@ def format_table(results):
         )
     lines.append(f"chance {results['setup']['chance']:.2f}")
     return "\n".join(lines)
+
+
+def _warn_other_corpus(folder, data_folder, corpus_size):
+    """Say so when ``folder`` was pre-trained on another corpus.
+
+    The word probe avoids the voices of the mini corpus given on the
+    command line; a model pre-trained on another one may have heard its
+    speakers.
+    """
+    path = os.path.join(folder, "pretrain_log.json")
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as fin:
+        config = json.load(fin).get("config", {})
+    saved = (config.get("data_folder"), config.get("mini_corpus_size"))
+    if saved != (data_folder, corpus_size):
+        print(
+            f"warning: {folder} was pre-trained with --data_folder="
+            f"{saved[0]} --mini_corpus_size={saved[1]}; pass the same "
+            "options so that the probe's speakers are unheard",
+            file=sys.stderr,
+        )
+
+
+def build_parser():
+    """The command line of ``python -m lobes.ssl.probe``.
+
+    Example
+    -------
+    >>> build_parser().parse_args(["m"]).mini_corpus_size
+    'small'
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m lobes.ssl.probe",
+        description="Word probe and noise invariance of SSL model folders, "
+        "against a random init of the first and MFCCs.",
+    )
+    parser.add_argument("folders", nargs="+", metavar="DIR",
+                        help="SSL model folders (save_pretrained layout)")
+    parser.add_argument("--data_folder", default="mini",
+                        help="VoiceBank-DEMAND root, or mini (default)")
+    parser.add_argument("--mini_corpus_size", default="small",
+                        choices=("tiny", "small"))
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--json", help="write the results here")
+    return parser
+
+
+@exit_on_user_error
+def main(argv=None):
+    """Print the probe's table of the folders (and write ``--json``)."""
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for folder in args.folders:
+        _warn_other_corpus(folder, args.data_folder, args.mini_corpus_size)
+    results = evaluate(
+        args.folders,
+        data_folder=resolve_data_folder(
+            args.data_folder, "voicebank", args.mini_corpus_size
+        ),
+        corpus_size=args.mini_corpus_size,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(format_table(results))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fout:
+            json.dump(results, fout, indent=2, sort_keys=True)
+            fout.write("\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
