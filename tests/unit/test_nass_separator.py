@@ -211,3 +211,135 @@ def test_gradients_reach_masknet_through_noise_output():
     out.waveforms[..., -1].pow(2).mean().backward()
     grads = [p.grad for p in separator.masknet.parameters()]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+# Paired initialisation (issue 21, build 5) --------------------------------
+
+FRAGMENT_SIZES = {
+    "sepformer": {
+        "encoder_channels": 16, "num_dual_path_blocks": 1,
+        "num_transformer_layers": 1, "num_heads": 2, "d_ffn": 16,
+        "chunk_size": 20,
+    },
+    "dprnn": {
+        "encoder_channels": 16, "num_dual_path_blocks": 1,
+        "chunk_size": 20,
+    },
+    "convtasnet": {
+        "encoder_channels": 16, "bottleneck_channels": 8,
+        "conv_channels": 8, "blocks_per_repeat": 2, "num_repeats": 1,
+    },
+}
+
+
+def build_from_fragment(kind, noise_output, seed=3, init_seed=3):
+    """The backbone as the recipes build it (its YAML, seeded first)."""
+    import pathlib
+
+    from hyperpyyaml import load_hyperpyyaml
+
+    path = (pathlib.Path(__file__).parents[2] / "hparams" / "separation"
+            / f"{kind}.yaml")
+    overrides = dict(FRAGMENT_SIZES[kind], num_outputs=2 + int(noise_output))
+    torch.manual_seed(seed)
+    with open(path, encoding="utf-8") as fin:
+        parts = load_hyperpyyaml(fin, overrides)
+    return NoiseAwareSeparator(
+        parts["encoder"], parts["masknet"], parts["decoder"], num_spks=2,
+        noise_output=noise_output, init_seed=init_seed,
+    )
+
+
+def shared_differences(base, nass):
+    """Names of the shared tensors (first N masks of the projection
+    included) that differ between the N- and N+1-output separators."""
+    from lobes.models.noise_aware import output_projection
+
+    projection = "masknet." + output_projection(nass.masknet)[0]
+    base_state, nass_state = base.state_dict(), nass.state_dict()
+    assert set(base_state) == set(nass_state)
+    differ = []
+    for key, value in base_state.items():
+        other = nass_state[key]
+        if key.startswith(projection + "."):
+            assert other.shape[0] == value.shape[0] * 3 // 2
+            other = other[: value.shape[0]]
+        else:
+            assert other.shape == value.shape, key
+        if not torch.equal(value, other):
+            differ.append(key)
+    return differ
+
+
+@pytest.mark.parametrize("kind", ["sepformer", "dprnn", "convtasnet"])
+def test_paired_init_shares_every_layer_bit_for_bit(kind):
+    base = build_from_fragment(kind, noise_output=False)
+    after_base = torch.rand(4)
+    nass = build_from_fragment(kind, noise_output=True)
+    after_nass = torch.rand(4)
+    assert shared_differences(base, nass) == []
+    # and the runs' next random draws (PatchNCE sampler, dropout) agree
+    assert torch.equal(after_base, after_nass)
+
+
+@pytest.mark.parametrize("kind", ["sepformer", "dprnn"])
+def test_without_paired_init_the_later_layers_differ(kind):
+    """The defect paired initialisation removes (the check can fail)."""
+    base = build_from_fragment(kind, noise_output=False, init_seed=None)
+    nass = build_from_fragment(kind, noise_output=True, init_seed=None)
+    differ = shared_differences(base, nass)
+    assert "decoder.weight" in differ
+    assert "masknet.end_conv1x1.weight" in differ
+    assert "masknet.conv2d.bias" in differ
+    assert "encoder.conv1d.weight" not in differ
+
+
+@pytest.mark.parametrize("kind", ["sepformer", "convtasnet"])
+def test_noise_rows_reproducible_and_seed_dependent(kind):
+    from lobes.models.noise_aware import output_projection
+
+    def noise_rows(seed):
+        nass = build_from_fragment(kind, True, seed=seed, init_seed=seed)
+        weight = output_projection(nass.masknet)[1].weight
+        return weight[weight.shape[0] * 2 // 3:].detach().clone()
+
+    first = noise_rows(5)
+    assert torch.equal(first, noise_rows(5))
+    assert not torch.equal(first, noise_rows(6))
+    # the noise mask is not a copy of a speaker mask
+    nass = build_from_fragment(kind, True, seed=5, init_seed=5)
+    weight = output_projection(nass.masknet)[1].weight.detach()
+    rows = weight.shape[0] // 3
+    assert not torch.equal(weight[:rows], first)
+
+
+def test_paired_init_keeps_construction_scale():
+    """Re-drawn layers keep PyTorch's initialisation (same bounds)."""
+    nass = build_from_fragment("sepformer", True)
+    fan_in = 16
+    bound = 1 / fan_in ** 0.5
+    for tensor in (nass.masknet.conv2d.weight, nass.masknet.conv2d.bias,
+                   nass.masknet.output[0].bias, nass.decoder.weight):
+        assert 0 < tensor.abs().max() <= bound + 1e-7
+
+
+def test_paired_init_unknown_masknet_is_refused():
+    from lobes.models.noise_aware import paired_init
+
+    class Plain(torch.nn.Module):
+        num_spks = 3
+
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Conv1d(4, 12, 1)
+
+    separator = NoiseAwareSeparator(
+        Encoder(kernel_size=KERNEL, out_channels=4), Plain(),
+        Decoder(4, 1, kernel_size=KERNEL, stride=KERNEL // 2), num_spks=2,
+    )
+    with pytest.raises(MaskCountError, match="output projection"):
+        paired_init(separator, 1)
+    Plain.output_projection = "proj"
+    result = paired_init(separator, 1)
+    assert result["rows"] == 4 and result["noise"] == ["masknet.proj.weight",
+                                                       "masknet.proj.bias"]
