@@ -175,6 +175,14 @@ class PITLoss(torch.nn.Module):
         ``N + 1`` outputs, equal weights (NASS). ``"fixed"``: PIT over the
         ``N`` speaker outputs only; the last output is always matched to the
         noise. Ignored without a noise output.
+    noise_loss_weight : float
+        Weight ``w >= 0`` of the noise reference's term: the loss is the
+        weighted mean ``(sum of the N speaker terms + w * noise term) /
+        (N + w)``; 1 (the default, the paper's) is the plain mean over the
+        ``N + 1`` sources. With ``noise_slot="pit"`` the permutation search
+        minimises that same weighted loss (with ``w = 0`` it picks the best
+        ``N`` of the ``N + 1`` outputs for the speakers); with ``"fixed"``
+        the speakers' search is unchanged. Ignored without a noise output.
 
     Example
     -------
@@ -183,18 +191,34 @@ class PITLoss(torch.nn.Module):
     >>> loss, perm = pit(targets[:, :, [1, 0, 2]], targets)
     >>> loss.shape, perm[:, -1].tolist(), bool((loss < -60).all())
     (torch.Size([4]), [2, 2, 2, 2], True)
+    >>> half = PITLoss(num_spks=2, noise_slot="fixed", noise_loss_weight=0.5)
+    >>> est = targets + 0.3 * torch.randn(4, 200, 3)
+    >>> terms = pairwise_neg_sisnr(est, targets).diagonal(dim1=1, dim2=2)
+    >>> expected = (terms[:, :2].sum(1) + 0.5 * terms[:, 2]) / 2.5
+    >>> torch.allclose(half(est, targets)[0], expected)
+    True
     """
 
     reorder = staticmethod(reorder)
     reorder_features = staticmethod(reorder_features)
 
-    def __init__(self, num_spks, noise_output=True, noise_slot="pit"):
+    def __init__(
+        self, num_spks, noise_output=True, noise_slot="pit",
+        noise_loss_weight=1.0,
+    ):
         super().__init__()
         if noise_slot not in NOISE_SLOTS:
             raise HparamsError(
                 f"noise_slot must be one of {NOISE_SLOTS}, got "
                 f"{noise_slot!r}: fix `noise_slot` in the YAML"
             )
+        weight = float(noise_loss_weight)
+        if not weight >= 0.0 or weight == float("inf"):
+            raise HparamsError(
+                f"noise_loss_weight must be a finite number >= 0, got "
+                f"{noise_loss_weight!r}: fix `noise_loss_weight` in the YAML"
+            )
+        self.noise_loss_weight = weight
         self.num_spks = int(num_spks)
         self.noise_output = bool(noise_output)
         self.noise_slot = noise_slot
@@ -226,11 +250,18 @@ class PITLoss(torch.nn.Module):
                     f"{self.num_sources}], got {tuple(tensor.shape)}"
                 )
         loss_matrix = pairwise_neg_sisnr(estimates, targets)
-        if not self.noise_output or self.noise_slot == "pit":
+        n, weight = self.num_spks, self.noise_loss_weight
+        if not self.noise_output:
             return best_permutation(loss_matrix)
-        n = self.num_spks
+        if self.noise_slot == "pit":
+            if weight == 1.0:
+                return best_permutation(loss_matrix)
+            column_weights = loss_matrix.new_ones(n + 1)
+            column_weights[n] = weight
+            mean_loss, perm = best_permutation(loss_matrix * column_weights)
+            return mean_loss * (n + 1) / (n + weight), perm
         speaker_loss, speaker_perm = best_permutation(loss_matrix[:, :n, :n])
         noise_loss = loss_matrix[:, n, n]
-        loss = (speaker_loss * n + noise_loss) / (n + 1)
+        loss = (speaker_loss * n + weight * noise_loss) / (n + weight)
         noise_index = speaker_perm.new_full((speaker_perm.shape[0], 1), n)
         return loss, torch.cat([speaker_perm, noise_index], dim=1)

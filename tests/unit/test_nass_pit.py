@@ -170,3 +170,74 @@ def test_float32_under_autocast():
         loss, perm = PITLoss(2)(estimates, targets.bfloat16())
     assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
     assert perm.tolist() == [[0, 1, 2], [0, 1, 2]]
+
+
+# noise_loss_weight (issue 21, build 3) ------------------------------------
+
+
+def weighted_brute_force(estimates, targets, weight, speaker_slots=None):
+    """Every permutation, the noise reference's term weighted by weight."""
+    batch, _, num = targets.shape
+    n = num - 1
+    permuted = num if speaker_slots is None else speaker_slots
+    matrix = pairwise_neg_sisnr(estimates, targets)
+    losses, perms = [], []
+    for b in range(batch):
+        best = None
+        for head in itertools.permutations(range(permuted)):
+            perm = list(head) + list(range(permuted, num))
+            terms = [matrix[b, i, j].item() for j, i in enumerate(perm)]
+            loss = (sum(terms[:n]) + weight * terms[n]) / (n + weight)
+            if best is None or loss < best[0] - 1e-9:
+                best = (loss, perm)
+        losses.append(best[0])
+        perms.append(best[1])
+    return torch.tensor(losses), torch.tensor(perms)
+
+
+@pytest.mark.parametrize("noise_slot", ["pit", "fixed"])
+@pytest.mark.parametrize("weight", [0.0, 0.25, 3.0])
+def test_noise_loss_weight_matches_brute_force(noise_slot, weight):
+    torch.manual_seed(4)
+    estimates, targets = torch.randn(6, 120, 3), torch.randn(6, 120, 3)
+    pit = PITLoss(2, noise_slot=noise_slot, noise_loss_weight=weight)
+    loss, perm = pit(estimates, targets)
+    slots = 2 if noise_slot == "fixed" else None
+    want_loss, want_perm = weighted_brute_force(
+        estimates, targets, weight, slots
+    )
+    assert torch.allclose(loss, want_loss.float(), atol=1e-4)
+    assert torch.equal(perm, want_perm)
+
+
+@pytest.mark.parametrize("noise_slot", ["pit", "fixed"])
+def test_noise_loss_weight_one_is_the_paper_bit_for_bit(noise_slot):
+    torch.manual_seed(5)
+    estimates, targets = torch.randn(3, 100, 3), torch.randn(3, 100, 3)
+    default = PITLoss(2, noise_slot=noise_slot)(estimates, targets)
+    one = PITLoss(2, noise_slot=noise_slot, noise_loss_weight=1)(
+        estimates, targets
+    )
+    assert torch.equal(default[0], one[0]) and torch.equal(default[1], one[1])
+
+
+def test_noise_loss_weight_zero_ignores_the_noise_reference():
+    torch.manual_seed(6)
+    targets = torch.randn(2, 100, 3)
+    estimates = targets.clone()
+    estimates[:, :, 2] = torch.randn(2, 100)  # a useless noise estimate
+    loss, _ = PITLoss(2, noise_slot="fixed", noise_loss_weight=0)(
+        estimates, targets
+    )
+    loss_paper, _ = PITLoss(2, noise_slot="fixed")(estimates, targets)
+    speakers, _ = PITLoss(2, noise_output=False)(
+        estimates[:, :, :2], targets[:, :, :2]
+    )
+    assert torch.allclose(loss, speakers)
+    assert bool((loss < loss_paper - 20).all())
+
+
+@pytest.mark.parametrize("weight", [-0.5, float("nan"), float("inf")])
+def test_bad_noise_loss_weight_rejected(weight):
+    with pytest.raises(HparamsError, match="noise_loss_weight"):
+        PITLoss(2, noise_loss_weight=weight)
