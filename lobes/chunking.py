@@ -156,3 +156,75 @@ def check_chunking(chunk_seconds, overlap_seconds):
             f"overlap ({overlap_seconds} s) must be shorter than the chunk "
             f"({chunk_seconds} s): fix --overlap_seconds"
         )
+
+
+def minimum_length(process, limit=1 << 16):
+    """The fewest samples a model takes, found by running it on silence.
+
+    Convolutions, STFTs and dual-path chunking each need some least number
+    of samples (a kernel, a window); rather than knowing every backbone's
+    rule, this asks the model: it doubles the length of a silent input
+    until ``process`` accepts it, then bisects. The lengths that fail are
+    assumed to be those below the minimum.
+
+    Arguments
+    ---------
+    process : callable
+        Maps an input ``[L]`` to outputs; raises ``RuntimeError`` (or
+        ``ValueError``, ``IndexError``) on an input too short.
+    limit : int
+        The longest input tried.
+
+    Returns
+    -------
+    int or None
+        The minimum, or ``None`` when even ``limit`` samples fail (the
+        failure is then not about length).
+
+    Example
+    -------
+    >>> conv = torch.nn.Conv1d(1, 1, kernel_size=161)
+    >>> minimum_length(lambda x: conv(x[None, None]))
+    161
+    >>> minimum_length(lambda x: x)
+    1
+    """
+
+    def accepts(length):
+        try:
+            with torch.no_grad():
+                process(torch.zeros(length))
+        except (RuntimeError, ValueError, IndexError):
+            return False
+        return True
+
+    if accepts(1):
+        return 1
+    low, high = 1, 2  # low fails
+    while not accepts(high):
+        if high >= limit:
+            return None
+        low, high = high, min(2 * high, limit)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if accepts(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def pad_to_minimum(signal, minimum):
+    """``signal`` ``[T]`` padded with silence to ``minimum`` samples.
+
+    Example
+    -------
+    >>> pad_to_minimum(torch.ones(3), 5)
+    tensor([1., 1., 1., 0., 0.])
+    >>> pad_to_minimum(torch.ones(3), 2)
+    tensor([1., 1., 1.])
+    """
+    missing = int(minimum) - signal.shape[0]
+    if missing <= 0:
+        return signal
+    return torch.nn.functional.pad(signal, (0, missing))

@@ -26,7 +26,11 @@ import sys
 from tqdm import tqdm
 
 from lobes.errors import exit_on_user_error
-from lobes.inference_cli import check_inputs, inference_parser
+from lobes.inference_cli import (
+    check_inputs,
+    check_output_folder,
+    inference_parser,
+)
 from lobes.pretrained import ChunkedWaveformEnhancement
 
 
@@ -54,6 +58,7 @@ def main(argv=None):
     os.environ.setdefault("SB_LOG_LEVEL", "ERROR")  # SpeechBrain's INFO
     files = check_inputs(args.inputs, args.chunk_seconds,
                          args.overlap_seconds)
+    check_output_folder(args.out)
     model = ChunkedWaveformEnhancement.from_source(
         args.model, savedir=args.savedir, device=args.device,
         chunk_seconds=args.chunk_seconds,

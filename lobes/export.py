@@ -47,6 +47,7 @@ from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.tag import Tag
 
+from lobes.checkpoint_files import check_model_checkpoints
 from lobes.chunking import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_OVERLAP_SECONDS,
@@ -58,6 +59,7 @@ from lobes.custom_module import (
     package_modules,
 )
 from lobes.errors import ModelSourceError, UserError, exit_on_user_error
+from lobes.inference_cli import check_output_folder
 from lobes.model_card import (
     HUB_ORGANISATION,
     SPEECHBRAIN_CLASSES,
@@ -308,6 +310,8 @@ def export_run(run_folder, out_folder, hub_id_override=None,
     _check_out_folder(out_folder, overwrite)
     experiment = doc.get("experiment", doc)
     kind = _kind_of(experiment, run_folder)
+    check_model_checkpoints(run_folder, [TRAINED_MODULES[kind],
+                                         "noise_output_tracker"])
     chunking = {
         "chunk_seconds": float(chunk_seconds if chunk_seconds is not None
                                else DEFAULT_CHUNK_SECONDS),
@@ -419,6 +423,7 @@ def _check_out_folder(out_folder, overwrite):
             f"{out_folder}: not empty; pass an empty or new folder, or "
             "--overwrite to replace an earlier export"
         )
+    check_output_folder(out_folder, "the export")
 
 
 def _prepare_out_folder(out_folder):

@@ -10,6 +10,7 @@ Authors
 import argparse
 import glob
 import os
+import tempfile
 
 from lobes.chunking import (
     DEFAULT_CHUNK_SECONDS,
@@ -153,3 +154,58 @@ def check_inputs(inputs, chunk_seconds=None, overlap_seconds=None):
     for path in files:
         audio_info(path)
     return files
+
+
+def check_output_folder(folder, argument="--out"):
+    """Stop in one line unless ``folder`` can be written to (or created).
+
+    Checked before any work, so that nothing is written half-way: the
+    folder, or its nearest existing parent when it does not exist yet, must
+    take a file (tried with a temporary file, which also tells a read-only
+    file system from a folder without write permission, whoever runs it).
+
+    Arguments
+    ---------
+    folder : str
+        The output folder.
+    argument : str
+        How the command line names it, for the fix.
+
+    Raises
+    ------
+    UserError
+        One line naming the folder and the fix.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> check_output_folder(os.path.join(tempfile.mkdtemp(), "new", "out"))
+    >>> path = os.path.join(tempfile.mkdtemp(), "file")
+    >>> _ = open(path, "w").write("x")
+    >>> check_output_folder(os.path.join(path, "out"))
+    Traceback (most recent call last):
+    ...
+    lobes.errors.UserError: ...file/out: cannot create this folder: ...file \
+is a file, not a folder; pass --out a folder you can write to
+    """
+    folder = os.path.abspath(os.path.expanduser(str(folder)))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    what = "cannot write to this folder" if existing == folder else (
+        "cannot create this folder"
+    )
+    fix = f"pass {argument} a folder you can write to"
+    if not os.path.isdir(existing):
+        raise UserError(
+            f"{folder}: {what}: {existing} is a file, not a folder; {fix}"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserError(
+            f"{folder}: {what} ({reason}: {existing}); {fix}, or make it "
+            "writable"
+        ) from None

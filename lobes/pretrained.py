@@ -52,12 +52,15 @@ from speechbrain.inference.separation import SepformerSeparation
 from speechbrain.utils.data_utils import split_path
 from speechbrain.utils.fetching import fetch
 
+from lobes.checkpoint_files import check_model_checkpoints
 from lobes.chunking import (  # noqa: F401 (public here before the split)
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_OVERLAP_SECONDS,
     check_chunking,
     chunk_starts,
+    minimum_length,
     overlap_add,
+    pad_to_minimum,
 )
 from lobes.data.audio import audio_info, read_audio, write_audio
 from lobes.errors import ModelSourceError
@@ -190,6 +193,42 @@ class _LongRecordings:
         """A mono recording at the model's rate (see :func:`load_mono`)."""
         return load_mono(path, int(self.hparams.sample_rate), savedir)
 
+    @property
+    def minimum_samples(self):
+        """The fewest samples the model takes (:func:`minimum_length`).
+
+        Found once, by running the model on silence, the first time an
+        input shorter than a chunk comes.
+        """
+        if not hasattr(self, "_minimum_samples"):
+            self._minimum_samples = minimum_length(self._one_pass)
+        return self._minimum_samples
+
+    def _process(self, signal, name=None):
+        """Outputs ``[T, S]`` of a recording ``[T]``, chunk by chunk.
+
+        A recording shorter than :attr:`minimum_samples` is padded with
+        silence to that length, with a one-line notice on stderr, and its
+        outputs cut back to its length.
+        """
+        signal = torch.as_tensor(signal).float().reshape(-1)
+        length = signal.shape[0]
+        chunk, overlap = self._chunk_samples()
+        if length < chunk:
+            minimum = self.minimum_samples
+            if minimum is not None and length < minimum:
+                rate = int(self.hparams.sample_rate)
+                print(
+                    f"notice: {name or 'the input'} has {length} samples "
+                    f"({length / rate:.4f} s); the model needs at least "
+                    f"{minimum} ({minimum / rate:.4f} s at {rate} Hz): "
+                    f"padded with silence to {minimum} samples, outputs cut "
+                    f"back to {length}",
+                    file=sys.stderr,
+                )
+                signal = pad_to_minimum(signal, minimum)
+        return overlap_add(self._one_pass, signal, chunk, overlap)[:length]
+
 
 def _chunk_hparams(values, chunk_seconds, overlap_seconds):
     """Chunk settings: given ones first, then the source's, then defaults."""
@@ -265,6 +304,8 @@ class NoiseAwareSeparation(_LongRecordings, SepformerSeparation):
         ...
         lobes.errors.ModelSourceError: /no/such/run: no such folder; ...
         """
+        check_model_checkpoints(source, ["separator",
+                                         "noise_output_tracker"])
         run = load_trained_run(source, ["separator"], kind="separation",
                                savedir=savedir)
         separator = run.modules["separator"]
@@ -336,21 +377,20 @@ class NoiseAwareSeparation(_LongRecordings, SepformerSeparation):
             noise_output=self.noise_index is not None,
         )
 
+    def _one_pass(self, segment):
+        """All outputs ``[L, S]`` of one segment ``[L]``, on the CPU."""
+        return self.separate_batch(segment.unsqueeze(0))[0].float().cpu()
+
     @torch.no_grad()
-    def separate_outputs(self, mixture):
+    def separate_outputs(self, mixture, name=None):
         """All outputs ``[T, S]`` of a mixture ``[T]``, chunk by chunk.
 
         The outputs keep the order of the masking network (of the first
-        chunk, for a long recording).
+        chunk, for a long recording). A mixture shorter than the model's
+        minimum is padded (see :attr:`minimum_samples`); ``name`` is what
+        the notice calls it.
         """
-        mixture = torch.as_tensor(mixture).float().reshape(-1)
-        chunk, overlap = self._chunk_samples()
-
-        def one_pass(segment):
-            outputs = self.separate_batch(segment.unsqueeze(0))
-            return outputs[0].float().cpu()
-
-        return overlap_add(one_pass, mixture, chunk, overlap)
+        return self._process(mixture, name)
 
     def separate(self, mixture):
         """Separate a mixture: a tensor ``[T]`` at the model's rate, or a file.
@@ -361,9 +401,11 @@ class NoiseAwareSeparation(_LongRecordings, SepformerSeparation):
             ``speakers`` ``[T, N]``; ``noise`` ``[T]`` (``None`` for a
             baseline without noise output); ``sample_rate``.
         """
+        name = None
         if isinstance(mixture, (str, os.PathLike)):
-            mixture = self.load_audio(str(mixture))
-        outputs = self.separate_outputs(mixture)
+            name = str(mixture)
+            mixture = self.load_audio(name)
+        outputs = self.separate_outputs(mixture, name)
         order = self.output_order
         speakers = order[:self.num_speakers]
         return {
@@ -393,7 +435,7 @@ class NoiseAwareSeparation(_LongRecordings, SepformerSeparation):
             others are the speakers; :meth:`separate` returns them apart).
         """
         mixture = self.load_audio(path, savedir=savedir)
-        outputs = self.separate_outputs(mixture)
+        outputs = self.separate_outputs(mixture, str(path))
         peaks = outputs.abs().max(dim=0, keepdim=True)[0].clamp(min=1e-8)
         return (outputs / peaks).unsqueeze(0)
 
@@ -436,6 +478,7 @@ class ChunkedWaveformEnhancement(_LongRecordings, WaveformEnhancement):
         ...
         lobes.errors.ModelSourceError: /no/such/run: no such folder; ...
         """
+        check_model_checkpoints(source, ["enhance_model"])
         run = load_trained_run(source, ["enhance_model"],
                                kind="enhancement", savedir=savedir)
         sample_rate = run.experiment.get("sample_rate")
@@ -453,17 +496,19 @@ class ChunkedWaveformEnhancement(_LongRecordings, WaveformEnhancement):
         return cls(modules={"enhance_model": adapter}, hparams=hparams,
                    run_opts={"device": device})
 
+    def _one_pass(self, segment):
+        """The enhanced segment ``[L, 1]`` of one segment ``[L]``."""
+        enhanced = self.enhance_batch(segment.unsqueeze(0))
+        return enhanced.reshape(-1, 1).float().cpu()
+
     @torch.no_grad()
-    def enhance(self, noisy):
-        """Enhance a recording ``[T]`` at the model's rate, chunk by chunk."""
-        noisy = torch.as_tensor(noisy).float().reshape(-1)
-        chunk, overlap = self._chunk_samples()
+    def enhance(self, noisy, name=None):
+        """Enhance a recording ``[T]`` at the model's rate, chunk by chunk.
 
-        def one_pass(segment):
-            enhanced = self.enhance_batch(segment.unsqueeze(0))
-            return enhanced.reshape(-1, 1).float().cpu()
-
-        return overlap_add(one_pass, noisy, chunk, overlap)[:, 0]
+        A recording shorter than the model's minimum is padded (see
+        :attr:`minimum_samples`); ``name`` is what the notice calls it.
+        """
+        return self._process(noisy, name)[:, 0]
 
     def enhance_file(self, filename, output_filename=None, savedir=None):
         """Enhance a file, as SpeechBrain's ``enhance_file`` does.
@@ -482,7 +527,8 @@ class ChunkedWaveformEnhancement(_LongRecordings, WaveformEnhancement):
         torch.Tensor
             The enhanced waveform ``[T]``.
         """
-        enhanced = self.enhance(self.load_audio(filename, savedir=savedir))
+        enhanced = self.enhance(self.load_audio(filename, savedir=savedir),
+                                str(filename))
         if output_filename is not None:
             write_audio(output_filename, enhanced,
                         int(self.hparams.sample_rate))
