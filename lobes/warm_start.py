@@ -1,0 +1,207 @@
+"""Warm start: a separator's weights from a trained run (issue 21, build 3).
+
+A fork of a trained backbone starts from its weights: every tensor the
+fresh separator shares with the trained one is copied; with one output more
+(``N`` -> ``N + 1``, the backbone forked into a NASS arm), the masking
+projection's first ``N`` masks come from the run and the extra noise mask's
+rows keep their fresh initialisation (reproducible when the separator was
+built with ``init_seed``, see :func:`lobes.models.noise_aware.paired_init`).
+
+Wiring (one hparam and one call)::
+
+    # recipe YAML
+    init_from: null  # a trained run's output folder: start from its weights
+
+    # the Brain's on_fit_start, before SpeechBrain's own (which then
+    # recovers the run's own checkpoint, if any, over the warm start)
+    if self.hparams.init_from:
+        warm_start(self.modules.separator, self.hparams.init_from)
+
+The run's best checkpoint (lowest validation loss, as
+:func:`lobes.runs.best_checkpoint`) is read with ``torch.load(...,
+weights_only=True)``.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+from typing import NamedTuple
+
+import torch
+
+from lobes.errors import ModelSourceError
+from lobes.models.noise_aware import output_projection
+
+
+class WarmStart(NamedTuple):
+    """What :func:`warm_start` did.
+
+    Attributes
+    ----------
+    source : str
+        The file the weights came from.
+    copied : list of str
+        Tensors copied whole.
+    partly_copied : dict
+        Tensor name -> number of leading rows copied (the masking
+        projection's ``N`` masks); its other rows kept as initialised.
+
+    Example
+    -------
+    >>> WarmStart("m.ckpt", ["a"], {}).copied
+    ['a']
+    """
+
+    source: str
+    copied: list
+    partly_copied: dict
+
+    def summary(self):
+        """One line for the log.
+
+        Example
+        -------
+        >>> WarmStart("m.ckpt", ["a", "b"], {"w": 4}).summary()
+        'warm start from m.ckpt: 2 tensors copied, 1 partly (w: 4 rows)'
+        """
+        partly = ", ".join(
+            f"{name}: {rows} rows" for name, rows in self.partly_copied.items()
+        )
+        line = (
+            f"warm start from {self.source}: {len(self.copied)} tensors "
+            f"copied, {len(self.partly_copied)} partly"
+        )
+        return f"{line} ({partly})" if partly else line
+
+
+def load_shared_state(separator, state, source="<state>"):
+    """Copy a trained separator's state into a fresh one, shared rows only.
+
+    Arguments
+    ---------
+    separator : lobes.models.noise_aware.NoiseAwareSeparator
+        The fresh separator (``N`` or ``N + 1`` outputs), changed in place.
+    state : dict
+        The trained separator's state dict, ``N`` or the same number of
+        outputs.
+    source : str
+        Where ``state`` came from (for messages and the report).
+
+    Returns
+    -------
+    WarmStart
+        The tensors copied whole and those copied in part.
+
+    Raises
+    ------
+    ModelSourceError
+        One line, when the trained separator is not the same backbone
+        (other tensors, other shapes, or more outputs than the fresh one).
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
+    >>> from speechbrain.lobes.models.dual_path import Decoder, Encoder
+    >>> from lobes.models.noise_aware import NoiseAwareSeparator
+    >>> def build(noise):
+    ...     return NoiseAwareSeparator(
+    ...         Encoder(16, 8), MaskNet(8, 4, 4, 3, 1, 1, C=2 + noise),
+    ...         Decoder(8, 1, kernel_size=16, stride=8, bias=False), 2,
+    ...         noise_output=bool(noise), init_seed=1,
+    ...     )
+    >>> trained, fork = build(0), build(1)
+    >>> report = load_shared_state(fork, trained.state_dict())
+    >>> report.partly_copied
+    {'masknet.mask_conv1x1.conv.weight': 16}
+    """
+    own = separator.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state))
+    if unexpected or missing:
+        raise ModelSourceError(
+            f"{source}: not this separator's backbone (missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]}); warm-start from a "
+            "run of the same backbone and sizes"
+        )
+    projection = "masknet." + output_projection(separator.masknet)[0] + "."
+    copied, partly = [], {}
+    with torch.no_grad():
+        for name, tensor in own.items():
+            trained = state[name]
+            if trained.shape == tensor.shape:
+                tensor.copy_(trained)
+                copied.append(name)
+                continue
+            rows = tensor.shape[0] // separator.num_outputs
+            if (
+                name.startswith(projection)
+                and trained.shape[1:] == tensor.shape[1:]
+                and trained.shape[0] == rows * separator.num_spks
+            ):
+                tensor[: trained.shape[0]].copy_(trained)
+                partly[name] = int(trained.shape[0])
+                continue
+            raise ModelSourceError(
+                f"{source}: {name} is {tuple(trained.shape)}, the separator's "
+                f"{tuple(tensor.shape)}; warm-start from a run of the same "
+                f"backbone and sizes with {separator.num_spks} speakers (and "
+                "no more outputs than this separator)"
+            )
+    return WarmStart(str(source), copied, partly)
+
+
+def warm_start(separator, run_folder, module="separator"):
+    """Load a trained run's best separator weights into a fresh separator.
+
+    Arguments
+    ---------
+    separator : lobes.models.noise_aware.NoiseAwareSeparator
+        The fresh separator, ``N`` or ``N + 1`` outputs, changed in place.
+    run_folder : str
+        A training run's output folder (``save/CKPT+*``), ``N`` outputs or
+        as many as ``separator``.
+    module : str
+        The checkpointed module's name (``<module>.ckpt``).
+
+    Returns
+    -------
+    WarmStart
+        What was copied (see :func:`load_shared_state`).
+
+    Raises
+    ------
+    ModelSourceError
+        One line, when the folder has no checkpoint or it does not fit.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> from speechbrain.utils.checkpoints import Checkpointer
+    >>> from speechbrain.lobes.models.conv_tasnet import MaskNet
+    >>> from speechbrain.lobes.models.dual_path import Decoder, Encoder
+    >>> from lobes.models.noise_aware import NoiseAwareSeparator
+    >>> def build(noise):
+    ...     return NoiseAwareSeparator(
+    ...         Encoder(16, 8), MaskNet(8, 4, 4, 3, 1, 1, C=2 + noise),
+    ...         Decoder(8, 1, kernel_size=16, stride=8, bias=False), 2,
+    ...         noise_output=bool(noise), init_seed=1,
+    ...     )
+    >>> run = tempfile.mkdtemp()
+    >>> trained = build(0)
+    >>> _ = Checkpointer(os.path.join(run, "save"),
+    ...                  {"separator": trained}).save_checkpoint(
+    ...     meta={"loss": -3.0})
+    >>> report = warm_start(build(1), run)
+    >>> len(report.partly_copied), report.source.endswith("separator.ckpt")
+    (1, True)
+    """
+    from lobes.runs import best_checkpoint, read_state_file
+
+    checkpoint = best_checkpoint(run_folder)
+    path = checkpoint.paramfiles.get(module)
+    if path is None:
+        raise ModelSourceError(
+            f"{checkpoint.path}: no {module}.ckpt in this checkpoint; "
+            "init_from must name a separation run's output folder"
+        )
+    return load_shared_state(separator, read_state_file(path), str(path))
