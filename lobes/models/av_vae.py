@@ -20,7 +20,25 @@ speech, as in Sadeghi et al. (IEEE TASLP 2020) and Nguyen et al. (MLSP
 The encoder reads log-power spectra (``log(|x|^2 + eps)``), the decoder
 returns variances. :func:`is_elbo` is the training loss: the Itakura-Saito
 reconstruction ``sum_f [log sigma^2 + |s|^2 / sigma^2]`` plus
-``KL(q || p)``, per frame.
+``KL(q || p)``, per frame (:func:`frame_kl`).
+
+Against posterior collapse (a decoder that ignores ``z`` and regresses
+spectra from the lips), the two remedies of the authors' training code
+(``avse-vae/train_CVAE.py``), both off by default:
+
+- a second reconstruction term decoded from a sample of the prior
+  ``p(z | v)`` (``VAEOutput.prior_variance``), mixed in by
+  ``is_elbo(..., prior_reconstruction_weight=w)`` as
+  ``(1 - w) (recon + KL) + w recon_prior`` (the authors' ``beta = 1 - w``);
+- random freezing of the audio path (``AVCVAE(audio_freeze_prob=p)``):
+  in a training forward pass, with probability ``p``, the layers that read
+  the audio or the latent (the encoder's audio input, mean and
+  log-variance layers, the decoder's latent input) get no gradient, so the
+  batch trains only the visual trunk, the prior and the decoder's visual
+  and output layers (the authors' ``SwitchGradParam``, ``pgrad = 0.2``).
+
+:mod:`lobes.models.av_vae_diagnostics` measures collapse (KL per frame,
+the decoder's sensitivity to ``z`` and to the lips).
 
 :class:`SineSTFT` is the analysis/synthesis of the recipes (sine window,
 1024 samples at 16 kHz, hop 256: 62.5 frames a second) and
@@ -213,7 +231,28 @@ def lips_per_frame(lips, lips_frames, num_frames, hop_length, sample_rate,
 
 
 class VAEOutput(NamedTuple):
-    """What a VAE's ``forward`` returns (all ``[..., dim]``)."""
+    """What a VAE's ``forward`` returns (all ``[..., dim]``).
+
+    Attributes
+    ----------
+    variance : torch.Tensor
+        Decoder variances from the posterior sample ``z`` ``[..., F]``.
+    mu_q, logvar_q : torch.Tensor
+        Posterior ``q(z | x[, v])`` ``[..., D]``.
+    mu_p, logvar_p : torch.Tensor
+        Prior ``p(z[ | v])`` ``[..., D]``.
+    z : torch.Tensor
+        The posterior sample (or mean) decoded ``[..., D]``.
+    prior_variance : torch.Tensor or None
+        Decoder variances from a sample of the prior ``[..., F]`` (the
+        anti-collapse term of :func:`is_elbo`); ``None`` when not computed.
+
+    Example
+    -------
+    >>> z = torch.zeros(2, 3)
+    >>> VAEOutput(torch.ones(2, 4), z, z, z, z, z).prior_variance is None
+    True
+    """
 
     variance: torch.Tensor
     mu_q: torch.Tensor
@@ -221,6 +260,7 @@ class VAEOutput(NamedTuple):
     mu_p: torch.Tensor
     logvar_p: torch.Tensor
     z: torch.Tensor
+    prior_variance: torch.Tensor = None
 
 
 def _reparameterize(mu, logvar, sample):
@@ -231,6 +271,15 @@ def _reparameterize(mu, logvar, sample):
 
 def _variance(logits):
     return torch.exp(logits.clamp(*LOG_VAR_RANGE))
+
+
+def _linear(layer, inputs, frozen):
+    """``layer(inputs)``; with ``frozen`` its weights get no gradient (the
+    gradient still flows through it to ``inputs``)."""
+    if not frozen:
+        return layer(inputs)
+    bias = None if layer.bias is None else layer.bias.detach()
+    return nn.functional.linear(inputs, layer.weight.detach(), bias)
 
 
 class AudioVAE(nn.Module):
@@ -296,12 +345,19 @@ class AudioVAE(nn.Module):
         lips : None
             Unused (no video).
         sample : bool
-            Draw ``z`` from ``q``; otherwise use its mean.
+            Draw ``z`` from ``q`` (and a prior sample for
+            ``prior_variance``); otherwise use the means.
+
+        Returns
+        -------
+        VAEOutput
         """
         mu_q, logvar_q = self.encode(features)
         z = _reparameterize(mu_q, logvar_q, sample)
         mu_p, logvar_p = self.prior(like=mu_q)
-        return VAEOutput(self.decode(z), mu_q, logvar_q, mu_p, logvar_p, z)
+        z_p = _reparameterize(mu_p, logvar_p, sample)
+        return VAEOutput(self.decode(z), mu_q, logvar_q, mu_p, logvar_p, z,
+                         self.decode(z_p))  # fmt: skip
 
 
 class VisualTrunk(nn.Module):
@@ -348,6 +404,9 @@ class AVCVAE(nn.Module):
         Hidden units of the visual trunk.
     trunk_dim : int
         Size of the visual embedding.
+    audio_freeze_prob : float
+        Probability that a training forward pass freezes the audio path
+        (see the module docstring; the authors use 0.2); 0: never.
 
     Example
     -------
@@ -360,15 +419,28 @@ class AVCVAE(nn.Module):
     >>> emb = vae.embed(lips)
     >>> vae.decode(torch.randn(3, 4, 5, 2), emb[:, None]).shape  # broadcast
     torch.Size([3, 4, 5, 9])
+    >>> out = vae(torch.randn(3, 5, 9), lips, freeze_audio=True)
+    >>> out.variance.sum().backward()
+    >>> grads = vae.encoder_audio.weight.grad, vae.trunk.layers[0].weight.grad
+    >>> grads[0] is None, grads[1] is not None  # audio path frozen
+    (True, True)
     """
 
     uses_video = True
+    #: Layers of the audio path (encoder and latent input of the decoder).
+    AUDIO_PATH = ("encoder_audio", "encoder_mean", "encoder_logvar",
+                  "decoder_latent")  # fmt: skip
 
     def __init__(
         self, num_freqs=513, latent_dim=32, hidden_dim=128, visual_dim=1024,
-        trunk_hidden=512, trunk_dim=128,
+        trunk_hidden=512, trunk_dim=128, audio_freeze_prob=0.0,
     ):  # fmt: skip
         super().__init__()
+        if not 0.0 <= float(audio_freeze_prob) <= 1.0:
+            raise ValueError(
+                f"audio_freeze_prob={audio_freeze_prob} is not in [0, 1]"
+            )
+        self.audio_freeze_prob = float(audio_freeze_prob)
         self.num_freqs = int(num_freqs)
         self.latent_dim = int(latent_dim)
         self.trunk = VisualTrunk(visual_dim, trunk_hidden, trunk_dim)
@@ -387,26 +459,30 @@ class AVCVAE(nn.Module):
         """Visual embedding ``[..., trunk_dim]`` of ROIs ``[..., H*W]``."""
         return self.trunk(lips)
 
-    def encode(self, features, embedding):
-        """``q(z | x, v)``: mean and log-variance."""
+    def encode(self, features, embedding, frozen=False):
+        """``q(z | x, v)``: mean and log-variance (``frozen``: no gradient
+        to the audio path's weights)."""
         hidden = torch.tanh(
-            self.encoder_audio(features) + self.encoder_video(embedding)
+            _linear(self.encoder_audio, features, frozen)
+            + self.encoder_video(embedding)
         )
-        return self.encoder_mean(hidden), self.encoder_logvar(hidden)
+        return (_linear(self.encoder_mean, hidden, frozen),
+                _linear(self.encoder_logvar, hidden, frozen))  # fmt: skip
 
     def prior(self, embedding, like=None):
         """``p(z | v)``: mean and log-variance."""
         hidden = torch.tanh(self.prior_hidden(embedding))
         return self.prior_mean(hidden), self.prior_logvar(hidden)
 
-    def decode(self, z, embedding):
+    def decode(self, z, embedding, frozen=False):
         """``sigma^2(z, v)``; ``z`` and ``embedding`` broadcast."""
         hidden = torch.tanh(
-            self.decoder_latent(z) + self.decoder_video(embedding)
+            _linear(self.decoder_latent, z, frozen)
+            + self.decoder_video(embedding)
         )
         return _variance(self.decoder_output(hidden))
 
-    def forward(self, features, lips, sample=True):
+    def forward(self, features, lips, sample=True, freeze_audio=None):
         """Embed the lips, encode, draw ``z``, decode; also the prior.
 
         Arguments
@@ -416,31 +492,109 @@ class AVCVAE(nn.Module):
         lips : torch.Tensor
             Normalised lip ROIs of the same frames ``[..., H*W]``.
         sample : bool
-            Draw ``z`` from ``q``; otherwise use its mean.
+            Draw ``z`` from ``q`` (and a prior sample for
+            ``prior_variance``); otherwise use the means.
+        freeze_audio : bool, optional
+            Freeze the audio path in this pass; default: in training mode
+            with probability ``audio_freeze_prob`` (one draw per call, from
+            torch's global generator), never in eval mode.
+
+        Returns
+        -------
+        VAEOutput
         """
+        if freeze_audio is None:
+            freeze_audio = (
+                self.training and self.audio_freeze_prob > 0
+                and float(torch.rand(())) < self.audio_freeze_prob
+            )  # fmt: skip
+        frozen = bool(freeze_audio)
         embedding = self.embed(lips)
-        mu_q, logvar_q = self.encode(features, embedding)
+        mu_q, logvar_q = self.encode(features, embedding, frozen)
         z = _reparameterize(mu_q, logvar_q, sample)
         mu_p, logvar_p = self.prior(embedding)
-        variance = self.decode(z, embedding)
-        return VAEOutput(variance, mu_q, logvar_q, mu_p, logvar_p, z)
+        variance = self.decode(z, embedding, frozen)
+        z_p = _reparameterize(mu_p, logvar_p, sample)
+        prior_variance = self.decode(z_p, embedding, frozen)
+        return VAEOutput(variance, mu_q, logvar_q, mu_p, logvar_p, z,
+                         prior_variance)  # fmt: skip
 
 
 class ELBOTerms(NamedTuple):
-    """Negative ELBO per frame (mean over valid frames) and its parts."""
+    """Negative ELBO per frame (mean over valid frames) and its parts.
+
+    Attributes
+    ----------
+    loss : torch.Tensor
+        What to minimise (see :func:`is_elbo`).
+    reconstruction : torch.Tensor
+        IS reconstruction from the posterior sample, per frame.
+    kl : torch.Tensor
+        ``KL(q || p)`` in nat per frame.
+    prior_reconstruction : torch.Tensor or None
+        IS reconstruction from the prior sample, per frame (``None``
+        without ``VAEOutput.prior_variance``).
+
+    Example
+    -------
+    >>> ELBOTerms(*torch.ones(3)).prior_reconstruction is None
+    True
+    """
 
     loss: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
+    prior_reconstruction: torch.Tensor = None
 
 
-def is_elbo(power, output, mask=None):
+def frame_kl(output):
+    """``KL(q(z | x, v) || p(z | v))`` of every frame, summed over ``z``.
+
+    Arguments
+    ---------
+    output : VAEOutput
+        ``mu_q``, ``logvar_q``, ``mu_p``, ``logvar_p`` ``[..., D]``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[...]`` in nat.
+
+    Example
+    -------
+    >>> z = torch.zeros(2, 3)
+    >>> out = VAEOutput(z, z + 1.0, z, z, z, z)  # means 1 apart, unit vars
+    >>> frame_kl(out)
+    tensor([1.5000, 1.5000])
+    """
+    return 0.5 * (
+        output.logvar_p
+        - output.logvar_q
+        + (output.logvar_q.exp() + (output.mu_q - output.mu_p).pow(2))
+        / output.logvar_p.exp()
+        - 1.0
+    ).sum(-1)
+
+
+def _is_terms(power, variance):
+    variance = variance + EPS
+    return (torch.log(variance) + power / variance).sum(-1)
+
+
+def is_elbo(power, output, mask=None, prior_reconstruction_weight=0.0,
+            kl_weight=1.0):  # fmt: skip
     """Negative ELBO with the Itakura-Saito reconstruction term.
 
     ``sum_f [log sigma_f^2 + |s_f|^2 / sigma_f^2]`` (the complex Gaussian's
     negative log-likelihood up to ``F log pi``) plus
     ``KL(N(mu_q, var_q) || N(mu_p, var_p))`` summed over the latent
-    dimensions, averaged over the valid frames.
+    dimensions (:func:`frame_kl`), averaged over the valid frames. With a
+    ``prior_reconstruction_weight`` ``w > 0`` (the authors' anti-collapse
+    term, their ``beta = 1 - w``) the loss is
+    ``(1 - w) (recon + kl_weight KL) + w recon_prior``, ``recon_prior``
+    the same IS term for the decoder's variance from a sample of the prior
+    (``output.prior_variance``): the decoder must also explain the speech
+    from ``p(z | v)`` alone, which keeps the prior informative.
 
     Arguments
     ---------
@@ -450,6 +604,10 @@ def is_elbo(power, output, mask=None):
         The VAE's output for those frames.
     mask : torch.Tensor, optional
         Valid frames ``[...]`` (bool or 0/1).
+    prior_reconstruction_weight : float
+        ``w`` in [0, 1]; 0 (default): the plain ELBO.
+    kl_weight : float
+        Weight of the KL term (a warm-up); 1 by default.
 
     Returns
     -------
@@ -464,20 +622,35 @@ def is_elbo(power, output, mask=None):
     >>> round(float(terms.kl), 6), bool(torch.isclose(
     ...     terms.reconstruction, (power.log() + 1).sum(-1).mean()))
     (0.0, True)
+    >>> both = perfect._replace(prior_variance=2 * power)
+    >>> terms = is_elbo(power, both, prior_reconstruction_weight=0.5)
+    >>> bool(torch.isclose(terms.loss, 0.5 * terms.reconstruction
+    ...                    + 0.5 * terms.prior_reconstruction))
+    True
     """
-    variance = output.variance + EPS
-    recon = (torch.log(variance) + power / variance).sum(-1)
-    kl = 0.5 * (
-        output.logvar_p
-        - output.logvar_q
-        + (output.logvar_q.exp() + (output.mu_q - output.mu_p).pow(2))
-        / output.logvar_p.exp()
-        - 1.0
-    ).sum(-1)
+    weight = float(prior_reconstruction_weight)
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(
+            f"prior_reconstruction_weight={weight} is not in [0, 1]"
+        )
+    if weight > 0 and output.prior_variance is None:
+        raise ValueError(
+            "prior_reconstruction_weight > 0 needs the model's "
+            "prior_variance (VAEOutput from AudioVAE/AVCVAE.forward)"
+        )
+    recon = _is_terms(power, output.variance)
+    kl = frame_kl(output)
     if mask is None:
         mask = torch.ones_like(recon)
     mask = mask.to(recon.dtype)
     count = mask.sum().clamp(min=1.0)
     recon = (recon * mask).sum() / count
     kl = (kl * mask).sum() / count
-    return ELBOTerms(recon + kl, recon, kl)
+    prior_recon = None
+    if output.prior_variance is not None:
+        prior_recon = _is_terms(power, output.prior_variance)
+        prior_recon = (prior_recon * mask).sum() / count
+    loss = recon + float(kl_weight) * kl
+    if weight > 0:
+        loss = (1.0 - weight) * loss + weight * prior_recon
+    return ELBOTerms(loss, recon, kl, prior_recon)
