@@ -53,7 +53,19 @@ def parse_args(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    """Enhance each input into ``<out>/<stem>_enhanced.wav``."""
+    """Enhance each input into ``<out>/<stem>_enhanced.wav``.
+
+    Inputs, the output folder and the model are checked before any work;
+    a problem ends it with one line on stderr, status 2.
+
+    Example
+    -------
+    >>> try:
+    ...     main(["--model", "m", "/no/such.wav", "--out", "o"])
+    ... except SystemExit as err:
+    ...     print(err.code)
+    2
+    """
     args = parse_args(argv)
     os.environ.setdefault("SB_LOG_LEVEL", "ERROR")  # SpeechBrain's INFO
     files = check_inputs(args.inputs, args.chunk_seconds,

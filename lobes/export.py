@@ -8,21 +8,32 @@ SpeechBrain's pretrained layout (the layout of the hub's
 - ``hyperparams.yaml``: the inference modules only, copied from the run's
   own ``hyperparams.yaml`` (so they are built exactly as in training), a
   ``pretrainer``, ``modules``, ``sample_rate`` and the chunking settings of
-  :mod:`lobes.pretrained`. Separation: ``encoder``, ``masknet``, ``decoder``
+  :mod:`lobes.chunking`. Separation: ``encoder``, ``masknet``, ``decoder``
   and ``num_spks`` (the masking network's outputs: ``N + 1`` for NASS) with
   ``noise_index``, the noise output (``null`` for a baseline); only
   SpeechBrain classes, so ``SepformerSeparation.from_hparams`` needs
   nothing else. Enhancement: the recipe's ``enhancer`` and, as
-  ``enhance_model``, a :class:`lobes.pretrained.WaveformEnhancementAdapter`
-  around it for ``WaveformEnhancement.from_hparams`` (this package must be
-  installed). Training-only objects (PatchNCE, the SSL model of CR, data,
-  optimiser) are left out, and nothing of the training YAML is built.
+  ``enhance_model``, a :class:`lobes.waveform_adapter.
+  WaveformEnhancementAdapter` around it for SpeechBrain's
+  ``WaveformEnhancement``. Training-only objects (PatchNCE, the SSL model
+  of CR, data, optimiser) are left out, and nothing of the training YAML
+  is built.
 - one checkpoint per module: ``encoder.ckpt``, ``masknet.ckpt``,
   ``decoder.ckpt``, or ``enhance_model.ckpt``, plain state dicts from the
   run's best checkpoint (lowest validation loss);
+- ``custom.py``, when the YAML names classes of this package (every
+  enhancer): their module files, verbatim (:mod:`lobes.custom_module`),
+  so that SpeechBrain's ``foreign_class(source, pymodule_file="custom.py",
+  classname="WaveformEnhancement")`` loads the folder where this package
+  is not installed;
 - ``README.md``: a model card in the hub's convention (metadata header,
   what the model is, how to load it, its test results with their
-  provenance: corpus, sizes, epochs and steps, seed).
+  provenance: corpus, sizes, epochs and steps, seed), written by
+  :mod:`lobes.model_card`.
+
+The run's checkpoint files are checked first (a truncated one is named
+with the fix) and the output folder must be writable, so that nothing is
+written half-way.
 
 The export is then loaded back through :func:`lobes.runs.load_trained_run`
 (weights only, strict) before it is reported done.
@@ -93,6 +104,11 @@ class ExportedModel(NamedTuple):
         The hub id its model card is written for.
     files : list of str
         The files written, relative to ``folder``.
+
+    Example
+    -------
+    >>> ExportedModel("out", "enhancement", "me/model", ["README.md"]).kind
+    'enhancement'
     """
 
     folder: str
@@ -155,6 +171,20 @@ def read_run_yaml(run_folder):
     ------
     ModelSourceError
         One line, when the file is missing or not YAML.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(run, "hyperparams.yaml"), "w").write(
+    ...     "sample_rate: 8000\\nmodel: !new:torch.nn.Identity\\n")
+    >>> doc = read_run_yaml(run)
+    >>> doc["sample_rate"], _tag_of(doc["model"])
+    (8000, '!new:torch.nn.Identity')
+    >>> read_run_yaml("/no/such/run")
+    Traceback (most recent call last):
+    ...
+    lobes.errors.ModelSourceError: /no/such/run: no hyperparams.yaml; ...
     """
     path = os.path.join(run_folder, HPARAMS_FILE)
     if not os.path.isfile(path):
@@ -435,7 +465,14 @@ def _prepare_out_folder(out_folder):
 
 
 def parse_args(argv=None):
-    """Command-line arguments of ``python -m lobes.export``."""
+    """Command-line arguments of ``python -m lobes.export``.
+
+    Example
+    -------
+    >>> args = parse_args(["results/run", "exported/model"])
+    >>> args.run_folder, args.out_folder, args.overwrite
+    ('results/run', 'exported/model', False)
+    """
     parser = argparse.ArgumentParser(
         prog="python -m lobes.export",
         description="Export a trained recipe run to SpeechBrain's "
@@ -458,7 +495,18 @@ def parse_args(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    """Export a run; print the folder, its files and how to load it."""
+    """Export a run; print the folder, its files and how to load it.
+
+    Errors in the user's input end it with one line on stderr, status 2.
+
+    Example
+    -------
+    >>> try:
+    ...     main(["/no/such/run", "/tmp/lobes_export_doctest"])
+    ... except SystemExit as err:
+    ...     print(err.code)
+    2
+    """
     args = parse_args(argv)
     os.environ.setdefault("SB_LOG_LEVEL", "ERROR")
     exported = export_run(

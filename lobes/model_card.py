@@ -114,7 +114,13 @@ def hub_id(recipe, dataset, num_spks=2):
 
 
 class RunProvenance(NamedTuple):
-    """Where a run comes from and what it was trained on, for the card."""
+    """Where a run comes from and what it was trained on, for the card.
+
+    Example
+    -------
+    >>> _EXAMPLE_PROVENANCE.recipe, _EXAMPLE_PROVENANCE.dataset
+    ('convtasnet', 'Voicebank')
+    """
 
     recipe_path: str  # recipes/<Dataset>/<task>/hparams/<name>.yaml or ""
     dataset: str
@@ -143,7 +149,38 @@ def _read_text(path):
 
 
 def run_provenance(run_folder, doc, checkpoint):
-    """What the model card says about the run's origin and training."""
+    """What the model card says about the run's origin and training.
+
+    Arguments
+    ---------
+    run_folder : str
+        The run's output folder (its ``hyperparams.yaml`` names the recipe
+        in its header, as SpeechBrain writes it).
+    doc : dict
+        The run's ``hyperparams.yaml``, read (seed, data folder).
+    checkpoint : speechbrain.utils.checkpoints.Checkpoint
+        The checkpoint exported (epochs, optimizer steps, loss).
+
+    Returns
+    -------
+    RunProvenance
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from speechbrain.utils.checkpoints import Checkpoint
+    >>> run = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(run, "hyperparams.yaml"), "w").write(
+    ...     "# Generated from:\\n"
+    ...     "# /x/recipes/WHAM/separation/hparams/nass_sepformer.yaml\\n")
+    >>> provenance = run_provenance(
+    ...     run, {"seed": 1234, "data_folder": "/data/wham"},
+    ...     Checkpoint("save/CKPT+1", {"loss": 2.5}, {}))
+    >>> provenance.recipe, provenance.dataset, provenance.seed
+    ('nass_sepformer', 'WHAM', 1234)
+    >>> provenance.corpus, provenance.valid_loss, provenance.checkpoint
+    ('WHAM! (the real corpus)', 2.5, 'CKPT+1')
+    """
     with open(os.path.join(run_folder, HPARAMS_FILE), encoding="utf-8") as f:
         header = "".join(f.readline() for _ in range(4))
     match = _RECIPE_PATH.search(header)
@@ -198,6 +235,17 @@ def read_test_results(run_folder):
         Column -> mean over the utterances (``{}`` without the file).
     count : int
         Utterances tested.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(run, "test_results.csv"), "w").write(
+    ...     "snt_id,pesq,stoi\\na,2.0,0.8\\nb,3.0,0.9\\navg,9,9\\n")
+    >>> read_test_results(run)
+    ({'pesq': 2.5, 'stoi': 0.8500000000000001}, 2)
+    >>> read_test_results(tempfile.mkdtemp())
+    ({}, 0)
     """
     path = os.path.join(run_folder, "test_results.csv")
     if not os.path.isfile(path):
@@ -306,10 +354,38 @@ def model_card(kind, repo, provenance, outputs, parameters, sample_rate,
                averages, tested):
     """The ``README.md`` of an exported folder (hub model card).
 
+    Arguments
+    ---------
+    kind : str
+        ``"separation"`` or ``"enhancement"``.
+    repo : str
+        The hub id the card is written for.
+    provenance : RunProvenance
+        Where the run comes from (:func:`run_provenance`).
+    outputs : dict
+        Separation: ``num_spks`` (speakers) and ``noise_index``; both:
+        ``custom_module``, the shipped module's file name, if any.
+    parameters : int
+        Parameters of the model at inference.
+    sample_rate : int
+        The model's rate.
+    averages, tested :
+        What :func:`read_test_results` returns.
+
     Returns
     -------
     str
         Markdown with the hub's YAML metadata header.
+
+    Example
+    -------
+    >>> card = model_card("enhancement", "me/convtasnet", _EXAMPLE_PROVENANCE,
+    ...                   {"custom_module": "custom.py"}, 1000, 16000,
+    ...                   {"pesq": 2.5}, 10)
+    >>> card.splitlines()[0], "# Conv-TasNet enhancement on" in card
+    ('---', True)
+    >>> "foreign_class(" in card and "| 10 | 2.50 |" in card
+    True
     """
     dataset_name = CORPORA.get(provenance.dataset, provenance.dataset)
     dataset_name = dataset_name.format(num_spks=outputs.get("num_spks", 2))
@@ -482,3 +558,13 @@ trust.
 
 {references}
 """
+
+
+#: A provenance for the examples.
+_EXAMPLE_PROVENANCE = RunProvenance(
+    recipe_path="recipes/Voicebank/enhance/hparams/convtasnet.yaml",
+    dataset="Voicebank", recipe="convtasnet", seed=1986,
+    corpus="VoiceBank-DEMAND (the real corpus)", train_examples=11572,
+    epochs=100, optimizer_steps=None, valid_loss=None,
+    checkpoint="CKPT+1",
+)

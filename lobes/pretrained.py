@@ -23,10 +23,9 @@ models need on top:
   line; and ``from_source``, which loads a training run folder, an exported
   folder or a hub id alike through :func:`lobes.runs.load_trained_run`.
 
-Chunks: each chunk's outputs are put in the order of the previous chunk's by
-matching the overlapping parts (cosine similarity over all output
-permutations), then cross-faded. Neither SpeechBrain nor torch has an
-overlap-add that re-aligns permuted outputs, so it lives here, once.
+Chunks are stitched by :func:`lobes.chunking.overlap_add`; an input shorter
+than the model takes is padded to its minimum
+(:func:`lobes.chunking.minimum_length`) with a notice.
 
 Which output is the noise (``noise_index``): for NASS trained with
 ``noise_slot: fixed`` the last one; with ``noise_slot: pit`` the output that
@@ -118,7 +117,14 @@ def _is_remote(path):
 
 
 def noise_output_counts(checkpoint):
-    """How often each output was PIT's noise on validation, or ``None``."""
+    """How often each output was PIT's noise on validation, or ``None``.
+
+    Example
+    -------
+    >>> from speechbrain.utils.checkpoints import Checkpoint
+    >>> print(noise_output_counts(Checkpoint("CKPT", {}, {})))
+    None
+    """
     paramfiles = getattr(checkpoint, "paramfiles", None) or {}
     path = paramfiles.get("noise_output_tracker")
     if path is None or not os.path.isfile(path):

@@ -84,7 +84,14 @@ def write_separated(result, stem, out_dir):
 
 
 def parse_args(argv=None):
-    """Command-line arguments of ``python -m lobes.separate``."""
+    """Command-line arguments of ``python -m lobes.separate``.
+
+    Example
+    -------
+    >>> args = parse_args(["--model", "m", "a.wav", "b/", "--out", "o"])
+    >>> args.inputs, args.out
+    (['a.wav', 'b/'], 'o')
+    """
     parser = inference_parser(
         "python -m lobes.separate",
         "Separate speakers (and noise) with a trained model.",
@@ -95,7 +102,19 @@ def parse_args(argv=None):
 
 @exit_on_user_error
 def main(argv=None):
-    """Separate each input into ``<out>/<stem>_s<i>.wav`` (and noise)."""
+    """Separate each input into ``<out>/<stem>_s<i>.wav`` (and noise).
+
+    Inputs, the output folder and the model are checked before any work;
+    a problem ends it with one line on stderr, status 2.
+
+    Example
+    -------
+    >>> try:
+    ...     main(["--model", "m", "/no/such.wav", "--out", "o"])
+    ... except SystemExit as err:
+    ...     print(err.code)
+    2
+    """
     args = parse_args(argv)
     os.environ.setdefault("SB_LOG_LEVEL", "ERROR")  # SpeechBrain's INFO
     files = check_inputs(args.inputs, args.chunk_seconds,
