@@ -451,10 +451,11 @@ def model_card(kind, repo, provenance, outputs, parameters, sample_rate,
                 "`model.hparams.noise_index`) is the background noise, the "
                 f"other {outputs['num_spks']} are the speakers in no "
                 "particular order. `lobes.pretrained.NoiseAwareSeparation` "
-                "(same `from_hparams`) returns the same from "
-                "`separate_file`, in the same order; its `separate` returns "
-                "speakers and noise apart, and it cuts long recordings "
-                "into overlapping chunks."
+                "(same `from_hparams`) returns the same outputs from "
+                "`separate_file`, in the same order (a recording longer "
+                "than `chunk_seconds` is cut into overlapping chunks, "
+                "stitched in the first chunk's order); its `separate` "
+                "returns speakers and noise apart."
                 if outputs["noise_index"] is not None else
                 f", {outputs['num_spks']} speakers in no particular order."
             )

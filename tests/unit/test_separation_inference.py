@@ -12,9 +12,10 @@ import sys
 import pytest
 import torch
 
+from lobes.chunking import chunk_starts, overlap_add
 from lobes.data.audio import read_audio, write_audio
 from lobes.errors import ModelSourceError
-from lobes.pretrained import NoiseAwareSeparation, chunk_starts, overlap_add
+from lobes.pretrained import NoiseAwareSeparation
 from lobes.runs import load_trained_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
