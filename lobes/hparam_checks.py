@@ -1,0 +1,520 @@
+"""Validate before work: hparam ranges, the output folder, checkpoints.
+
+A run should stop before it builds a model, writes a folder or trains an
+epoch, in one line that names what is wrong and the fix
+(:class:`~lobes.errors.HparamsError` and its kin, which
+:func:`lobes.errors.exit_on_user_error` prints without a traceback):
+
+- :func:`check_override_values`: the command line's values, before the
+  YAML is loaded (a value such as ``--number_of_epochs=0`` otherwise fails
+  deep inside a constructor), against :data:`RULES` (positive integers,
+  non-negative integers, probabilities in [0, 1], positive rates), quoting
+  the recipe's effective default (:func:`effective_defaults`: the value the
+  recipe YAML gives, which may differ from its fragment's default);
+  :func:`check_hparams` applies the same rules to a loaded experiment;
+- :func:`check_writable`: the output folder can be written, before
+  anything is written;
+- :func:`check_checkpoints`: every checkpoint a resume or a test may load
+  is whole (each ``.ckpt`` written by ``torch.save`` loads weights-only,
+  each text one is readable and not empty, ``CKPT.yaml`` is a mapping);
+  otherwise one line names the file and says to delete its ``CKPT+``
+  folder (the run then resumes from the one before) or to use another
+  output folder.
+"""
+
+import os
+import tempfile
+
+import yaml
+
+from lobes.errors import HparamsError, UserError
+
+
+class OutputFolderError(UserError):
+    """The output folder cannot be written.
+
+    Example
+    -------
+    >>> isinstance(OutputFolderError("x"), UserError)
+    True
+    """
+
+
+class CheckpointError(UserError):
+    """A checkpoint file is truncated or corrupt.
+
+    Example
+    -------
+    >>> isinstance(CheckpointError("x"), UserError)
+    True
+    """
+
+
+#: The kinds of values and what the message says of each.
+KINDS = {
+    "positive_int": "a positive integer",
+    "nonneg_int": "an integer >= 0",
+    "positive": "a number > 0",
+    "nonneg": "a number >= 0",
+    "probability": "a number in [0, 1]",
+}
+
+#: hparam name -> kind. Names not here follow :data:`SUFFIX_RULES`.
+RULES = {
+    # the training loop
+    "batch_size": "positive_int",
+    "number_of_epochs": "positive_int",
+    "num_workers": "nonneg_int",
+    "n_audio_to_save": "nonneg_int",
+    "lr_patience": "nonneg_int",
+    "dont_halve_until_epoch": "nonneg_int",
+    "steps_per_epoch": "positive_int",
+    "batch_mixtures": "positive_int",
+    "lr": "positive",
+    "ssl_lr": "positive",
+    "max_grad_norm": "positive",
+    "weight_decay": "nonneg",
+    "warmup_fraction": "probability",
+    # the data
+    "sample_rate": "positive_int",
+    "input_sample_rate": "positive_int",
+    "num_spks": "positive_int",
+    "segment_seconds": "positive",
+    "crop_seconds": "positive",
+    "eval_max_seconds": "positive",
+    # model sizes
+    "encoder_channels": "positive_int",
+    "encoder_kernel_size": "positive_int",
+    "num_dual_path_blocks": "positive_int",
+    "num_transformer_layers": "positive_int",
+    "num_heads": "positive_int",
+    "d_ffn": "positive_int",
+    "chunk_size": "positive_int",
+    "bottleneck_channels": "positive_int",
+    "conv_channels": "positive_int",
+    "blocks_per_repeat": "positive_int",
+    "num_repeats": "positive_int",
+    "nce_num_patches": "positive_int",
+    "nce_embed_dim": "positive_int",
+    "nce_temperature": "positive",
+    "n_fft": "positive_int",
+    "hop_length": "positive_int",
+    "win_length": "positive_int",
+    "n_mels": "positive_int",
+    "latent_dim": "positive_int",
+    "hidden_dim": "positive_int",
+    # curricula and ramps
+    "cr_ramp_epochs": "positive_int",
+    "curriculum_ramp_epochs": "positive_int",
+    "kl_warmup_epochs": "nonneg_int",
+    "curriculum_uniform_mix": "probability",
+}
+
+#: Name endings -> kind, for names not in :data:`RULES`.
+SUFFIX_RULES = (
+    ("_prob", "probability"),
+    ("dropout", "probability"),
+    ("_weight", "nonneg"),
+)
+
+
+def rule_for(name):
+    """The kind of value ``name`` takes, or None when it is not checked.
+
+    Example
+    -------
+    >>> rule_for("batch_size"), rule_for("narrowband_prob"), rule_for("x")
+    ('positive_int', 'probability', None)
+    >>> rule_for("nce_weight"), rule_for("head_dropout")
+    ('nonneg', 'probability')
+    """
+    name = str(name)
+    if name in RULES:
+        return RULES[name]
+    for suffix, kind in SUFFIX_RULES:
+        if name.endswith(suffix):
+            return kind
+    return None
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def value_fits(kind, value):
+    """Whether ``value`` is of ``kind`` (see :data:`KINDS`).
+
+    Example
+    -------
+    >>> value_fits("positive_int", 4), value_fits("positive_int", 2.5)
+    (True, False)
+    >>> value_fits("positive_int", True), value_fits("probability", 1.5)
+    (False, False)
+    >>> value_fits("nonneg_int", 0), value_fits("positive", 1e-4)
+    (True, True)
+    """
+    if kind in ("positive_int", "nonneg_int"):
+        if not isinstance(value, int) or isinstance(value, bool):
+            return False
+        return value >= (1 if kind == "positive_int" else 0)
+    if not _is_number(value) or value != value:  # NaN
+        return False
+    if kind == "positive":
+        return value > 0 and value != float("inf")
+    if kind == "nonneg":
+        return value >= 0 and value != float("inf")
+    if kind == "probability":
+        return 0 <= value <= 1
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def _show(value):
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip().replace(
+        "\n...", ""
+    )
+
+
+def check_value(name, value, default=None, origin="--"):
+    """Raise a one-line :class:`HparamsError` if ``value`` breaks its rule.
+
+    Arguments
+    ---------
+    name : str
+        The hparam.
+    value : object
+        Its value (None is always accepted: "not set").
+    default : object, optional
+        The recipe's effective default, quoted in the message.
+    origin : str
+        ``"--"`` for a command-line value; otherwise the YAML it comes from.
+
+    Example
+    -------
+    >>> check_value("batch_size", 4, 4)
+    >>> check_value("batch_size", 2.5, 4)
+    Traceback (most recent call last):
+    ...
+    lobes.errors.HparamsError: --batch_size=2.5: batch_size must be a positive integer (this recipe's default: 4)
+    >>> check_value("lr", "abc", 0.001)
+    Traceback (most recent call last):
+    ...
+    lobes.errors.HparamsError: --lr=abc: lr must be a number > 0 (this recipe's default: 0.001)
+    >>> check_value("dropout", 2, 0.1, origin="h.yaml")
+    Traceback (most recent call last):
+    ...
+    lobes.errors.HparamsError: h.yaml: dropout: 2 must be a number in [0, 1] (this recipe's default: 0.1)
+    """  # noqa: E501
+    kind = rule_for(name)
+    if isinstance(value, str) and kind is not None:
+        try:
+            parsed = _yaml12(value)
+        except Exception:  # noqa: BLE001 - not YAML: stays a string
+            parsed = value
+        value = parsed if _is_number(parsed) else value
+    if kind is None or value is None or value_fits(kind, value):
+        return
+    given = (
+        f"--{name}={_show(value)}: {name}" if origin == "--"
+        else f"{origin}: {name}: {_show(value)}"
+    )
+    hint = ""
+    if default is not None:
+        hint = f" (this recipe's default: {_show(default)})"
+    raise HparamsError(f"{given} must be {KINDS[kind]}{hint}")
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """Reads plain values; tagged nodes (objects) become None."""
+
+
+_PlainLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+_PlainLoader.add_multi_constructor(
+    "tag:", lambda loader, suffix, node: None
+)
+
+
+def plain_values(tree):
+    """``{name: value}`` of the plain scalars of nested mappings.
+
+    Breadth-first: a name at the top level wins over the same name in an
+    included fragment.
+
+    Example
+    -------
+    >>> plain_values({"seed": 1, "training": {"lr": 0.1, "seed": 9},
+    ...               "model": object()})
+    {'seed': 1, 'lr': 0.1}
+    """
+    found = {}
+    level = [tree]
+    while level:
+        deeper = []
+        for mapping in level:
+            for name, value in mapping.items():
+                if isinstance(value, dict):
+                    deeper.append(value)
+                elif name not in found and (
+                    value is None or isinstance(value, (bool, int, float, str))
+                ):
+                    found[name] = value
+        level = deeper
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def effective_defaults(hparams_file):
+    """The plain values a recipe YAML gives, fragments included.
+
+    The recipe's own values win over its fragments' defaults (a recipe
+    that sets ``lr: 0.001`` in its ``training`` include has the default
+    0.001, not the fragment's). Nothing is built.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = open(f"{folder}/loop.yaml", "w").write("lr: 0.1\\nepochs: 2\\n")
+    >>> _ = open(f"{folder}/r.yaml", "w").write(
+    ...     "training: !include:loop.yaml\\n  lr: 0.001\\n"
+    ...     "model: !new:torch.nn.Linear [1, 1]\\n")
+    >>> effective_defaults(f"{folder}/r.yaml")
+    {'lr': 0.001, 'epochs': 2}
+    """
+    from lobes.recipe import resolved_experiment
+
+    text = resolved_experiment(hparams_file)
+    document = yaml.load(text, Loader=_PlainLoader)  # noqa: S506
+    return plain_values(document if isinstance(document, dict) else {})
+
+
+def _yaml12(text):
+    """``text`` read as YAML 1.2, as hyperpyyaml reads overrides
+    (``1e-4`` is a number there, a string for PyYAML)."""
+    import ruamel.yaml
+
+    return ruamel.yaml.YAML(typ="safe", pure=True).load(text)
+
+
+def _flat_overrides(overrides):
+    if isinstance(overrides, str):
+        try:
+            overrides = _yaml12(overrides) if overrides.strip() else {}
+        except Exception:  # noqa: BLE001 - lobes.recipe reports bad YAML
+            return {}
+    return dict(overrides or {})
+
+
+def check_override_values(hparams_file, overrides, defaults=None):
+    """Check command-line values before the YAML is loaded.
+
+    Arguments
+    ---------
+    hparams_file : str
+        The recipe YAML.
+    overrides : str or dict
+        As SpeechBrain's ``parse_arguments`` returns them (flat).
+    defaults : dict, optional
+        The effective defaults (default: :func:`effective_defaults`).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "r.yaml")
+    >>> _ = open(path, "w").write("batch_size: 4\\nnumber_of_epochs: 20\\n")
+    >>> check_override_values(path, "batch_size: 8")
+    >>> check_override_values(path, "number_of_epochs: 0")
+    Traceback (most recent call last):
+    ...
+    lobes.errors.HparamsError: --number_of_epochs=0: number_of_epochs must be a positive integer (this recipe's default: 20)
+    """  # noqa: E501
+    overrides = _flat_overrides(overrides)
+    if not any(rule_for(name) for name in overrides):
+        return
+    if defaults is None:
+        try:
+            defaults = effective_defaults(hparams_file)
+        except UserError:
+            defaults = {}  # lobes.recipe reports a broken YAML
+    for name, value in overrides.items():
+        check_value(name, value, defaults.get(name))
+
+
+def check_hparams(hparams, defaults=None, origin="hyperparams"):
+    """Check every plain value of a loaded experiment against the rules.
+
+    Nested mappings (included fragments, loader options) are checked too.
+
+    Example
+    -------
+    >>> check_hparams({"training": {"batch_size": 4, "lr": 0.1}})
+    >>> check_hparams({"train_dataloader_opts": {"batch_size": 0}},
+    ...               {"batch_size": 4}, origin="r.yaml")
+    Traceback (most recent call last):
+    ...
+    lobes.errors.HparamsError: r.yaml: batch_size: 0 must be a positive integer (this recipe's default: 4)
+    """  # noqa: E501
+    defaults = defaults or {}
+    level = [hparams]
+    while level:
+        deeper = []
+        for mapping in level:
+            for name, value in mapping.items():
+                if isinstance(value, dict):
+                    deeper.append(value)
+                elif value is None or isinstance(
+                    value, (bool, int, float, str)
+                ):
+                    check_value(name, value, defaults.get(name), origin)
+        level = deeper
+
+
+def check_writable(folder):
+    """Fail in one line unless ``folder`` can be written (or created).
+
+    Nothing is left behind: an existing folder gets a probe file, removed
+    at once; a missing one is probed in its nearest existing parent.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> check_writable(os.path.join(tempfile.mkdtemp(), "new", "run"))
+    >>> path = tempfile.mkstemp()[1]
+    >>> check_writable(os.path.join(path, "run"))
+    Traceback (most recent call last):
+    ...
+    lobes.hparam_checks.OutputFolderError: ...: output folder cannot be created: ... is a file...
+    """  # noqa: E501
+    folder = os.path.abspath(os.path.expanduser(str(folder)))
+    probe_in = folder
+    while not os.path.exists(probe_in):
+        parent = os.path.dirname(probe_in)
+        if parent == probe_in:
+            break
+        probe_in = parent
+    fix = (
+        "pass --output_folder=<a folder you can write to> or fix its "
+        "permissions"
+    )
+    if not os.path.isdir(probe_in):
+        raise OutputFolderError(
+            f"{folder}: output folder cannot be created: {probe_in} is a "
+            f"file; {fix}"
+        )
+    try:
+        if probe_in == folder:
+            fd, path = tempfile.mkstemp(prefix=".write_probe_", dir=folder)
+            os.close(fd)
+            os.unlink(path)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".write_probe_", dir=probe_in))
+    except OSError as err:
+        what = "is not writable" if probe_in == folder else (
+            f"cannot be created in {probe_in}"
+        )
+        reason = err.strerror or type(err).__name__
+        raise OutputFolderError(
+            f"{folder}: output folder {what} ({reason}); {fix}"
+        ) from None
+
+
+#: The first bytes of the files ``torch.save`` writes (zip; old pickle).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _check_file(path):
+    """The reason a checkpoint file is unusable, or None."""
+    import torch
+
+    try:
+        with open(path, "rb") as fin:
+            head = fin.read(4)
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    if not head:
+        return "empty file"
+    if any(head.startswith(magic) for magic in _TORCH_MAGIC):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises many kinds
+            text = " ".join(str(err).split())
+            if "Weights only load failed" in text:
+                return None  # whole, but not weights only: not ours to judge
+            return f"cannot be loaded: {text[:120]}"
+        return None
+    try:
+        with open(path, encoding="utf-8") as fin:
+            text = fin.read()
+    except UnicodeDecodeError:
+        return "neither a torch file nor text"
+    if os.path.basename(path) == "CKPT.yaml":
+        try:
+            meta = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return "not valid YAML"
+        if not isinstance(meta, dict):
+            return "not a YAML mapping"
+    return None
+
+
+def check_checkpoint(ckpt_dir):
+    """Fail in one line if a file of one ``CKPT+...`` folder is unusable.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> ckpt = os.path.join(tempfile.mkdtemp(), "CKPT+1")
+    >>> os.makedirs(ckpt)
+    >>> _ = open(os.path.join(ckpt, "CKPT.yaml"), "w").write("end-of-epoch: true\\n")
+    >>> torch.save({"w": torch.ones(3)}, os.path.join(ckpt, "model.ckpt"))
+    >>> check_checkpoint(ckpt)
+    >>> data = open(os.path.join(ckpt, "model.ckpt"), "rb").read()
+    >>> _ = open(os.path.join(ckpt, "model.ckpt"), "wb").write(data[:100])
+    >>> check_checkpoint(ckpt)
+    Traceback (most recent call last):
+    ...
+    lobes.hparam_checks.CheckpointError: .../CKPT+1/model.ckpt: truncated or corrupt checkpoint (cannot be loaded: ...); delete the folder .../CKPT+1 to resume from the checkpoint before it, or pass another --output_folder
+    """  # noqa: E501
+    ckpt_dir = str(ckpt_dir)
+    names = sorted(os.listdir(ckpt_dir))
+    if "CKPT.yaml" not in names:
+        raise CheckpointError(
+            f"{ckpt_dir}: checkpoint folder without CKPT.yaml (an unfinished "
+            f"save); delete the folder {ckpt_dir} to resume from the "
+            "checkpoint before it, or pass another --output_folder"
+        )
+    for name in names:
+        path = os.path.join(ckpt_dir, name)
+        if not os.path.isfile(path):
+            continue
+        reason = _check_file(path)
+        if reason is not None:
+            raise CheckpointError(
+                f"{path}: truncated or corrupt checkpoint ({reason}); "
+                f"delete the folder {ckpt_dir} to resume from the checkpoint "
+                "before it, or pass another --output_folder"
+            )
+
+
+def check_checkpoints(save_folder, prefix="CKPT+"):
+    """Check every checkpoint folder in ``save_folder`` (if any).
+
+    Returns the checked folders (oldest name first).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> check_checkpoints(os.path.join(tempfile.mkdtemp(), "none"))
+    []
+    """
+    save_folder = str(save_folder)
+    if not os.path.isdir(save_folder):
+        return []
+    folders = sorted(
+        os.path.join(save_folder, name) for name in os.listdir(save_folder)
+        if name.startswith(prefix)
+        and os.path.isdir(os.path.join(save_folder, name))
+    )
+    for folder in folders:
+        check_checkpoint(folder)
+    return folders
