@@ -207,6 +207,7 @@ def check_value(name, value, default=None, origin="--"):
     lobes.errors.HparamsError: h.yaml: dropout: 2 must be a number in [0, 1] (this recipe's default: 0.1)
     """  # noqa: E501
     kind = rule_for(name)
+    shown = _show(value)  # as the user wrote it
     if isinstance(value, str) and kind is not None:
         try:
             parsed = _yaml12(value)
@@ -216,8 +217,8 @@ def check_value(name, value, default=None, origin="--"):
     if kind is None or value is None or value_fits(kind, value):
         return
     given = (
-        f"--{name}={_show(value)}: {name}" if origin == "--"
-        else f"{origin}: {name}: {_show(value)}"
+        f"--{name}={shown}: {name}" if origin == "--"
+        else f"{origin}: {name}: {shown}"
     )
     hint = ""
     if default is not None:
