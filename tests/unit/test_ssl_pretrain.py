@@ -10,6 +10,9 @@ import json
 import os
 import pickle
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -380,6 +383,48 @@ def test_recipe_errors_are_one_line(tiny_corpus, tmp_path, capsys):
     assert err.startswith("error: ") and "_trainset_28spk" in err
     with pytest.raises(DataFolderError, match="manifest not found"):
         read_clean_noisy(str(tmp_path / "none.csv"))
+    with pytest.raises(SystemExit) as exit_info:
+        ssl_probe.main([str(tmp_path), "--data_folder", str(tmp_path / "no")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "data folder not found" in err
+
+
+def test_real_sigint_saves_prints_one_line_and_resumes(tiny_corpus,
+                                                       tmp_path):  # fmt: skip
+    """Ctrl-C on the command line: one line, exit 130, then a resume."""
+    out = str(tmp_path / "run")
+    argv = [
+        sys.executable, "train.py", os.path.relpath(YAML, RECIPE),
+        f"--output_folder={out}", f"--data_folder={tiny_corpus}",
+        "--num_clusters=8", "--number_of_epochs=1", "--steps_per_epoch=150",
+        "--noprogressbar", *[f"--{k}={v}" for k, v in TINY.items()],
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(argv, cwd=RECIPE, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            restore_signals=True)  # fmt: skip
+    log = os.path.join(out, "log.txt")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isfile(log) and "Going into epoch 1" in open(log).read():
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr + stdout
+    assert stderr.strip().splitlines()[-1].startswith("interrupted (SIGINT)")
+    assert "run the same command to resume" in stderr
+    assert glob.glob(os.path.join(out, "save", "CKPT*", "dataloader-TRAIN*"))
+    done = subprocess.run(argv, cwd=RECIPE, env=env, text=True,
+                          capture_output=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(os.path.join(out, "pretrain_log.json")) as fin:
+        assert json.load(fin)["config"]["steps"] == 150
 
 
 def test_probe_measures_on_hand_made_toys():
@@ -455,3 +500,6 @@ def test_evaluate_tables_every_feature_set(trained_folder, tiny_corpus):
     assert results["setup"]["pretraining"]["hubert"]["steps"] == 3
     table = ssl_probe.format_table(results)
     assert table.count("\n") == len(rows) + 2
+    # The probe is deterministic: the same folder, the same numbers.
+    again = ssl_probe.evaluate([folder], tiny_corpus, "tiny", per_side=1)
+    assert again["rows"] == rows
