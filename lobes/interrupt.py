@@ -111,7 +111,7 @@ def stop_message(signum, epoch, step=None, steps=None, saved_in=None):
     >>> stop_message(2, 2, 3, 8, "out/save")
     'stopped by SIGINT after step 3 of 8 of epoch 2; checkpoint saved in out/save; run the same command to resume from there'
     >>> stop_message(15, 2, saved_in="out/save")
-    'stopped by SIGTERM after epoch 2, its checkpoint saved in out/save; run the same command to resume with epoch 3'
+    'stopped by SIGTERM after epoch 2, its checkpoint saved in out/save; run the same command to resume from there'
     """  # noqa: E501
     name = signal_name(signum)
     if step is None:
@@ -123,8 +123,7 @@ def stop_message(signum, epoch, step=None, steps=None, saved_in=None):
             )
         return (
             f"stopped by {name} {where}, its checkpoint saved in "
-            f"{saved_in}; run the same command to resume with epoch "
-            f"{int(epoch) + 1}"
+            f"{saved_in}; run the same command to resume from there"
         )
     of = f" of {steps}" if steps else ""
     where = f"after step {step}{of} of epoch {epoch}"

@@ -246,3 +246,69 @@ def seed_loader_generator(generator, seed, epoch):
     """
     generator.manual_seed(loader_seed(seed, epoch))
     return generator
+
+
+@register_checkpoint_hooks
+class EpochStatistics:
+    """A recoverable for the statistics a Brain averages over an epoch.
+
+    A run resumed in the middle of an epoch gets back SpeechBrain's
+    ``avg_train_loss`` (the Brain's own recoverable) but not the other
+    statistics of the epoch's first steps (``RecipeBrain.stage_stats``, a
+    :class:`lobes.metrics.MetricAverager`): without them the epoch's
+    logged statistics would average only the steps after the resume. This
+    saves the averager's sums and counts in an intra-epoch checkpoint and
+    puts them back when resuming from one; an end-of-epoch checkpoint
+    restores nothing (the next epoch starts afresh). The Brain must then
+    keep them: its ``on_stage_start`` must not reset ``stage_stats`` when
+    a training stage starts with ``self.step > 0`` (a resumed epoch).
+
+    Arguments
+    ---------
+    brain : object
+        The Brain (or any object) holding the averager.
+    attribute : str
+        The averager's attribute (``stage_stats``).
+    fields : tuple of str
+        The averager's attributes to save.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> from types import SimpleNamespace
+    >>> from lobes.metrics import MetricAverager
+    >>> brain = SimpleNamespace(stage_stats=MetricAverager())
+    >>> brain.stage_stats.add("si_snr", 3.0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "epoch_statistics.ckpt")
+    >>> EpochStatistics(brain).save(path)
+    >>> brain.stage_stats = MetricAverager()
+    >>> EpochStatistics(brain).load(path, end_of_epoch=False)
+    >>> brain.stage_stats.summarize()
+    {'si_snr': 3.0}
+    """
+
+    def __init__(self, brain, attribute="stage_stats",
+                 fields=("sums", "counts", "nans", "utterances")):
+        self.brain = brain
+        self.attribute = attribute
+        self.fields = tuple(fields)
+
+    @mark_as_saver
+    def save(self, path):
+        """Write the averager's fields (numbers and str-keyed dicts)."""
+        averager = getattr(self.brain, self.attribute, None)
+        state = {
+            name: getattr(averager, name)
+            for name in self.fields if hasattr(averager, name)
+        }
+        torch.save(state, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch=True):
+        """Restore the fields from an intra-epoch checkpoint only."""
+        if end_of_epoch:
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        averager = getattr(self.brain, self.attribute)
+        for name, value in state.items():
+            setattr(averager, name, value)

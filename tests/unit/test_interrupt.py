@@ -106,7 +106,7 @@ def test_signal_during_validation_stops_after_the_epoch(sigint_ignored):
                 stop.stop_here(epoch, save=lambda: "ckpt")
     assert stream.getvalue().strip() == (
         "stopped by SIGINT after epoch 1, its checkpoint saved in ckpt; "
-        "run the same command to resume with epoch 2"
+        "run the same command to resume from there"
     )
 
 

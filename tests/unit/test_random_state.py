@@ -102,3 +102,25 @@ def test_cuda_state_restored(tmp_path):
     first = torch.rand(8, device="cuda")
     RandomState().load(path, end_of_epoch=True)
     assert torch.equal(torch.rand(8, device="cuda"), first)
+
+
+def test_epoch_statistics_only_from_intra_epoch(tmp_path):
+    from types import SimpleNamespace
+
+    from lobes.metrics import MetricAverager
+    from lobes.random_state import EpochStatistics
+
+    brain = SimpleNamespace(stage_stats=MetricAverager())
+    brain.stage_stats.append({"si_snr": 2.0, "pesq": float("nan")})
+    path = tmp_path / "stats.ckpt"
+    EpochStatistics(brain).save(path)
+    torch.load(path, weights_only=True)  # plain data
+    expected = brain.stage_stats.summarize()
+    brain.stage_stats = MetricAverager()
+    EpochStatistics(brain).load(path, end_of_epoch=True)
+    assert brain.stage_stats.summarize() == {}
+    EpochStatistics(brain).load(path, end_of_epoch=False)
+    assert brain.stage_stats.summarize() == expected
+    assert brain.stage_stats.failures() == {"si_snr": 0, "pesq": 1}
+    brain.stage_stats.add("si_snr", 4.0)  # accumulates on
+    assert brain.stage_stats.summarize()["si_snr"] == 3.0
