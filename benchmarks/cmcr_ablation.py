@@ -101,7 +101,7 @@ def parameters(arm):
                  if k not in ("lr", "branch_pull_weight")}
     path = os.path.join(RECIPE, "hparams", "cmcr_net_nocr.yaml")
     with torch.random.fork_rng(devices=[]):
-        experiment = load_hparams(path, overrides)["experiment"]
+        experiment = load_hparams(path, overrides)
     return sum(p.numel() for p in experiment["enhance_model"].parameters())
 
 

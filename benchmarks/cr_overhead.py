@@ -186,12 +186,12 @@ def step_child(spec):
             os.path.join(RECIPE_DIR, "hparams", RECIPES["baseline"]),
             {**spec["size"], "output_folder": spec["output_folder"]},
         )
-        reference = baseline["experiment"]["enhance_model"].eval()
+        reference = baseline["enhance_model"].eval()
         reference.requires_grad_(False)
-    experiment = hparams["experiment"]
+    experiment = hparams
     brain = EnhancementBrain(
         modules=experiment["modules"],
-        opt_class=experiment["training"]["opt_class"],
+        opt_class=experiment["opt_class"],
         hparams=experiment,
         run_opts={"device": "cpu"},
         checkpointer=None,
@@ -331,7 +331,7 @@ def inference_costs(args, work, tiny_ssl):
         hparams = load_hparams(
             os.path.join(RECIPE_DIR, "hparams", recipe), overrides
         )
-        model = hparams["experiment"]["enhance_model"].eval()
+        model = hparams["enhance_model"].eval()
         params = sum(p.numel() for p in model.parameters())
         times = []
         with torch.no_grad():

@@ -213,7 +213,7 @@ def build_model(recipe, overrides, work):
         from lobes.recipe import load_hparams
 
         path = os.path.join(RECIPE_HPARAMS, recipe)
-        return load_hparams(path, overrides)["experiment"]["enhance_model"]
+        return load_hparams(path, overrides)["enhance_model"]
 
 
 def measure(name, recipe, overrides, args, work):

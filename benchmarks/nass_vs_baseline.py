@@ -292,9 +292,7 @@ def parameter_overheads():
                 counts = {}
                 for stem in (backbone, f"nass_{backbone}"):
                     path = os.path.join(RECIPE, "hparams", f"{stem}.yaml")
-                    experiment = load_hparams(path, dict(overrides))[
-                        "experiment"
-                    ]
+                    experiment = load_hparams(path, dict(overrides))
                     counts[stem] = inference_parameter_count(
                         experiment["separator"]
                     )

@@ -1,23 +1,27 @@
 """What every recipe's ``train.py`` does before and around its Brain.
 
-How a recipe YAML is put together: its top level holds what is particular
-to the recipe (the corpus, the method switch, the output folder); the
-experiment it runs and the objects that build it come from the shared
-fragments under ``hparams/`` at the repository's top, which it pulls in
-with hyperpyyaml's ``!include:``, nested under a key::
+How a recipe YAML is put together, as SpeechBrain's are: it holds the
+experiment's wiring (its modules, objectives, optimiser, LR scheduler,
+epoch counter, loaders and checkpointer) and the corpus, and it includes
+parameter blocks (a backbone's sizes, the objectives' settings, the
+training examples, the training loop's numbers) from the fragments under
+``hparams/`` at the repository's top, one level deep, each nested under a
+key with hyperpyyaml's ``!include:``::
 
-    experiment: !include:<path to hparams/>/separation/sepformer_experiment.yaml
-      noise_aware: True
-      output_folder: !ref <output_folder>
+    backbone: !include:<path to hparams/>/separation/sepformer.yaml
+      num_outputs: !ref <num_spks> + <noise_aware>
 
-Each fragment declares its parameters with their defaults at its top, and
-may include further fragments the same way. hyperpyyaml applies
-command-line overrides to the top level only; :func:`route_overrides` makes
-every parameter of every included fragment reachable too: ``--lr=1e-4``
-goes to the one fragment that declares ``lr`` (here the training loop that
-the experiment includes), exactly as if it had been written in that
-fragment's include mapping. A misspelt name or a value of the wrong type
-fails in one line (:class:`lobes.errors.HparamsError`).
+A fragment declares its parameters with their defaults at its top and
+includes nothing. hyperpyyaml applies command-line overrides to the top
+level only; :func:`route_overrides` makes every parameter of every included
+fragment reachable too: ``--lr=1e-4`` goes to the one fragment that
+declares ``lr`` (the training loop's), exactly as if it had been written in
+that fragment's include mapping. A misspelt name or a value of the wrong
+type fails in one line (:class:`lobes.errors.HparamsError`).
+
+``python -m lobes.recipe show <yaml> [--overrides]`` prints the resolved
+experiment, as the run's ``hyperparams.yaml`` will hold it, without
+training (:func:`resolved_experiment`).
 
 ``resolve_data_folder`` implements the embedded default: with no
 ``--data_folder`` a recipe runs on the matching mini corpus, generated into
@@ -25,7 +29,9 @@ a cache folder the first time.
 """
 
 import difflib
+import io
 import os
+import re
 import sys
 import traceback
 
@@ -59,6 +65,14 @@ class FragmentTree:
         Top-level key -> :class:`FragmentTree` of the fragment it includes.
     mapped : set
         Keys whose ``!include:`` node carries a mapping of parameters.
+    tags : dict
+        Include key -> its tag as written (``!include:<path>``).
+    wired : dict
+        Include key -> the parameters its mapping sets with a ``!ref``
+        (the recipe wires them, e.g. ``ssl_source: !ref <ssl[ssl_source]>``).
+    aliases : dict
+        Top-level key -> the include key whose parameter of the same name it
+        repeats (``max_grad_norm: !ref <training[max_grad_norm]>``).
 
     Example
     -------
@@ -77,6 +91,9 @@ class FragmentTree:
         self.defaults = {}
         self.includes = {}
         self.mapped = set()
+        self.tags = {}
+        self.wired = {}
+        self.aliases = {}
         try:
             with open(path, encoding="utf-8") as fin:
                 document = ruamel.yaml.YAML().load(fin)
@@ -101,8 +118,19 @@ class FragmentTree:
                 if fragment in _seen:
                     raise HparamsError(f"{path}: includes itself ({fragment})")
                 self.includes[key] = FragmentTree(fragment, _seen + (path,))
+                self.tags[key] = tag
                 if isinstance(node, dict):
                     self.mapped.add(key)
+                    self.wired[key] = {
+                        name for name, value in node.items()
+                        if _tag(value) == "!ref"
+                    }
+        for key, node in document.items():
+            if _tag(node) == "!ref":
+                target = str(getattr(node, "value", node)).strip()
+                for name in self.includes:
+                    if target == f"<{name}[{key}]>":
+                        self.aliases[key] = name
 
     def all_keys(self):
         """Every key declared here or in any included fragment."""
@@ -137,12 +165,47 @@ class FragmentTree:
             ]
         return []
 
+    def routes(self, key):
+        """Where an override of ``key`` goes: :meth:`declarations`, less
+        the fragments whose include mapping wires ``key`` with a ``!ref``
+        when several declare it, or the fragment a top-level alias repeats.
+
+        Example
+        -------
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = open(f"{folder}/f.yaml", "w").write("src: a\\nclip: 5\\n")
+        >>> _ = open(f"{folder}/m.yaml", "w").write(
+        ...     "a: !include:f.yaml\\n  clip: 1\\n"
+        ...     "b: !include:f.yaml\\n  src: !ref <a[src]>\\n"
+        ...     "clip: !ref <a[clip]>\\n")
+        >>> tree = FragmentTree(f"{folder}/m.yaml")
+        >>> tree.routes("src"), tree.routes("clip")
+        ([('a',)], [('a',)])
+        """
+        paths = self.declarations(key)
+        if paths == [()] and key in self.aliases:
+            return [(self.aliases[key],)]
+        if len(paths) > 1:
+            unwired = [
+                path for path in paths
+                if key not in self.at(path[:-1]).wired.get(path[-1], ())
+            ]
+            if len(unwired) == 1:
+                return unwired
+        return paths
+
     def at(self, path):
         """The tree reached by following ``path`` through the includes."""
         tree = self
         for name in path:
             tree = tree.includes[name]
         return tree
+
+
+def _tag(node):
+    """A ruamel node's tag (``"!ref"``, ``"!include:x.yaml"``) or ``""``."""
+    return getattr(getattr(node, "tag", None), "value", None) or ""
 
 
 def _plain(node):
@@ -211,11 +274,14 @@ def _check_type(hparams_file, key, default, value):
 def route_overrides(hparams_file, overrides):
     """Check command-line overrides and nest each into its fragment.
 
-    A key declared at the YAML's top level is kept there; any other key
-    must be declared by exactly one included fragment (the shallowest one
-    when fragments include fragments), and is nested along the include
-    keys, e.g. ``{"lr": 1e-4}`` -> ``{"experiment": {"training": {"lr":
-    1e-4}}}``.
+    A key declared at the YAML's top level is kept there, unless it only
+    repeats a fragment's parameter of its name (``max_grad_norm: !ref
+    <training[max_grad_norm]>``: it goes to the fragment); any other key must
+    be declared by exactly one included fragment, not counting fragments
+    whose include mapping sets it with a ``!ref`` (the shallowest one when
+    fragments include fragments), and is nested under its include key,
+    e.g. ``{"lr": 1e-4}`` -> ``{"training": {"lr": 1e-4}}``
+    (:meth:`FragmentTree.routes`).
 
     Arguments
     ---------
@@ -258,7 +324,7 @@ def route_overrides(hparams_file, overrides):
     tree = FragmentTree(hparams_file)
     routed = {}
     for key, value in overrides.items():
-        paths = tree.declarations(key)
+        paths = tree.routes(key)
         if not paths:
             known = sorted(tree.all_keys())
             close = difflib.get_close_matches(str(key), known, n=1)
@@ -278,7 +344,8 @@ def route_overrides(hparams_file, overrides):
         target = routed
         for depth, name in enumerate(path):
             parent = tree.at(path[:depth])
-            if name not in parent.mapped:
+            # The recipe's own includes need no mapping (recipe_source).
+            if depth and name not in parent.mapped:
                 raise HparamsError(
                     f"{parent.path}: `{name}: !include:...` needs a mapping "
                     f"of parameters for --{key} to reach it; add one, e.g. "
@@ -287,6 +354,74 @@ def route_overrides(hparams_file, overrides):
             target = target.setdefault(name, {})
         target[key] = value
     return routed
+
+
+class _NamedText(io.StringIO):
+    """YAML text that hyperpyyaml reads as the file ``name`` (whose folder
+    its ``!include:`` paths are relative to)."""
+
+    def __init__(self, text, name):
+        super().__init__(text)
+        self.name = name
+
+
+def recipe_source(hparams_file, routed):
+    """The recipe's text and the overrides hyperpyyaml is to apply to it.
+
+    hyperpyyaml merges an override into an ``!include:`` node's mapping of
+    parameters, but cannot reach an include written without one
+    (``spectra: !include:stft.yaml``). Overrides of such an include are
+    written into the text as its mapping, as if the YAML had them.
+
+    Arguments
+    ---------
+    hparams_file : str
+        The recipe YAML.
+    routed : dict
+        As :func:`route_overrides` returns them.
+
+    Returns
+    -------
+    stream : io.StringIO
+        The text, named after ``hparams_file``.
+    overrides : dict
+        The other overrides.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = open(f"{folder}/f.yaml", "w").write("n: 1\\nm: !ref <n> + 1\\n")
+    >>> _ = open(f"{folder}/r.yaml", "w").write("a: 1\\nf: !include:f.yaml\\n")
+    >>> routed = route_overrides(f"{folder}/r.yaml", {"n": 4, "a": 2})
+    >>> stream, rest = recipe_source(f"{folder}/r.yaml", routed)
+    >>> print(stream.getvalue(), end=""); rest
+    a: 1
+    f: !include:f.yaml
+      n: 4
+    {'a': 2}
+    >>> load_hparams(f"{folder}/r.yaml", {"n": 4})["f"]["m"]
+    5
+    """
+    tree = FragmentTree(hparams_file)
+    with open(hparams_file, encoding="utf-8") as fin:
+        lines = fin.read().splitlines(keepends=True)
+    rest = dict(routed)
+    for key in [k for k in routed if k in tree.tags and k not in tree.mapped]:
+        line = re.compile(
+            rf"^{re.escape(str(key))}\s*:\s*{re.escape(tree.tags[key])}"
+            r"\s*(#.*)?$"
+        )
+        index = next(
+            i for i, text in enumerate(lines) if line.match(text.rstrip())
+        )
+        body = yaml.safe_dump(rest.pop(key), sort_keys=False)
+        if not lines[index].endswith("\n"):
+            lines[index] += "\n"
+        lines[index + 1:index + 1] = [
+            f"  {text}\n" for text in body.splitlines()
+        ]
+    return _NamedText("".join(lines), hparams_file), rest
 
 
 def check_overrides(hparams_file, overrides):
@@ -374,10 +509,11 @@ def load_hparams(hparams_file, overrides=None):
             f"{hparams_file}: no such hparams file; pass a YAML from the "
             "recipe's hparams/ folder"
         )
-    routed = route_overrides(hparams_file, overrides or {})
+    stream, routed = recipe_source(
+        hparams_file, route_overrides(hparams_file, overrides or {})
+    )
     try:
-        with open(hparams_file, encoding="utf-8") as fin:
-            return load_hyperpyyaml(fin, routed, overrides_must_match=False)
+        return load_hyperpyyaml(stream, routed, overrides_must_match=False)
     except Exception as err:
         if isinstance(err, UserError) or not _is_users_mistake(err):
             raise
@@ -513,8 +649,9 @@ def start_experiment(argv=None):
 def setup_experiment(hparams, hparams_file, run_opts, overrides):
     """SpeechBrain's ``ddp_init_group`` and ``create_experiment_directory``.
 
-    The latter writes the YAML, its fragments inlined and the overrides
-    applied, as ``<output_folder>/hyperparams.yaml``. Recipes that check
+    Then ``<output_folder>/hyperparams.yaml``: the YAML, its fragments
+    inlined and the (routed) overrides applied, what
+    :func:`resolved_experiment` prints. Recipes that check
     something first (so that a failed check leaves no folder behind) call
     :func:`load_recipe`, check, then this.
     """
@@ -523,9 +660,11 @@ def setup_experiment(hparams, hparams_file, run_opts, overrides):
     sb.utils.distributed.ddp_init_group(run_opts)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
     )
+    if sb.utils.distributed.if_main_process():
+        path = os.path.join(hparams["output_folder"], "hyperparams.yaml")
+        with open(path, "w", encoding="utf-8") as fout:
+            fout.write(_resolved(hparams_file, overrides))
 
 
 def prepare_corpus(prepare, hparams, corpus, **options):
@@ -565,31 +704,131 @@ def prepare_corpus(prepare, hparams, corpus, **options):
     )
 
 
-def fit_and_test(brain, datasets, experiment):
+def fit_and_test(brain, datasets, hparams):
     """Train on ``datasets["train"]``, then test the best checkpoint.
 
     The best checkpoint is the one with the lowest validation ``loss``; the
-    epoch counter and loader options come from the experiment's training
-    loop (``experiment["training"]``, ``hparams/training/*.yaml``). Under
+    epoch counter and loader options are the recipe YAML's
+    (``epoch_counter``, ``{train,valid,test}_dataloader_opts``). Under
     torchrun, every process then leaves the process group together, so
     that none exits while gloo's threads still run (which aborts it).
     """
     import torch.distributed as dist
 
-    training = experiment["training"]
     brain.fit(
-        training["epoch_counter"],
+        hparams["epoch_counter"],
         datasets["train"],
         datasets["valid"],
-        train_loader_kwargs=training["train_dataloader_opts"],
-        valid_loader_kwargs=training["valid_dataloader_opts"],
+        train_loader_kwargs=hparams["train_dataloader_opts"],
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
     brain.evaluate(
         datasets["test"],
         min_key="loss",
-        test_loader_kwargs=training["test_dataloader_opts"],
+        test_loader_kwargs=hparams["test_dataloader_opts"],
     )
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
     return brain
+
+
+def resolved_experiment(hparams_file, overrides=None):
+    """The resolved experiment, as the run's ``hyperparams.yaml`` holds it.
+
+    The recipe YAML with its fragments inlined, its references resolved and
+    the command-line overrides routed (:func:`route_overrides`) and applied:
+    the text SpeechBrain's ``create_experiment_directory`` writes, with the
+    same three header lines. Nothing is built or trained.
+
+    Arguments
+    ---------
+    hparams_file : str
+        The recipe YAML.
+    overrides : str or dict, optional
+        Command-line overrides, as for :func:`load_hparams`.
+
+    Returns
+    -------
+    str
+        The YAML text.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = open(f"{folder}/loop.yaml", "w").write("lr: 0.1\\n")
+    >>> _ = open(f"{folder}/r.yaml", "w").write(
+    ...     "training: !include:loop.yaml\\n  lr: 0.2\\n"
+    ...     "opt: !name:torch.optim.Adam\\n  lr: !ref <training[lr]>\\n")
+    >>> print(resolved_experiment(f"{folder}/r.yaml", {"lr": 0.3})
+    ...       .split("disable\\n")[1])
+    training:
+      lr: 0.3
+    opt: !name:torch.optim.Adam
+      lr: 0.3
+    <BLANKLINE>
+    """
+    if not os.path.isfile(hparams_file):
+        raise HparamsError(f"{hparams_file}: no such hparams file")
+    return _resolved(
+        hparams_file, route_overrides(hparams_file, overrides or {})
+    )
+
+
+def _resolved(hparams_file, routed):
+    """:func:`resolved_experiment` of overrides already routed."""
+    from datetime import date
+
+    from hyperpyyaml import resolve_references
+
+    stream, routed = recipe_source(hparams_file, routed)
+    try:
+        resolved = resolve_references(stream, routed).getvalue()
+    except Exception as err:
+        if isinstance(err, UserError) or not _is_users_mistake(err):
+            raise
+        reason = _one(f"{type(err).__name__}: {err}")
+        raise HparamsError(f"{hparams_file}: {reason}") from None
+    return (
+        f"# Generated {date.today()} from:\n"
+        f"# {os.path.abspath(hparams_file)}\n"
+        "# yamllint disable\n" + resolved
+    )
+
+
+def main(argv=None):
+    """``python -m lobes.recipe show <yaml> [--overrides]``.
+
+    Prints the resolved experiment (:func:`resolved_experiment`); SpeechBrain
+    run options (``--device``, ``--debug``...) are accepted and ignored, as
+    they are not part of ``hyperparams.yaml``.
+
+    Example
+    -------
+    >>> main(["list"])
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
+    import speechbrain as sb
+
+    from lobes.errors import exit_on_user_error
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+
+    @exit_on_user_error
+    def run():
+        if len(argv) < 2 or argv[0] != "show" or argv[1].startswith("-"):
+            raise HparamsError(
+                "usage: python -m lobes.recipe show <hparams.yaml> "
+                "[--name=value ...]"
+            )
+        hparams_file, _, overrides = sb.parse_arguments(argv[1:])
+        sys.stdout.write(resolved_experiment(hparams_file, overrides))
+
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -50,8 +50,9 @@ class TrainedRun(NamedTuple):
     hparams : dict
         The whole ``hyperparams.yaml``.
     experiment : dict
-        Its ``experiment`` namespace (the hparams themselves for a YAML
-        without one).
+        The hparams themselves (a recipe YAML wires its experiment at its
+        top level); for a run made before that, its ``experiment``
+        namespace.
     modules : dict
         Name -> module with the checkpoint's weights, in eval mode.
     checkpoint : speechbrain.utils.checkpoints.Checkpoint

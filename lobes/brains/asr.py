@@ -2,7 +2,7 @@
 
 :class:`ASRBrain` trains a CTC recogniser of characters
 (:class:`lobes.models.asr.CTCRecognizer`) behind a front end
-(``hparams/asr/ctc_experiment.yaml``):
+(a ``recipes/Voicebank/ASR`` recipe YAML):
 
 - ``none``: the recogniser hears the noisy or the clean speech
   (``input_signal``);
@@ -51,7 +51,7 @@ INPUT_SIGNALS = ("noisy", "clean")
 class ASRBrain(EnhancementBrain):
     """CTC training behind a front end, with WER and CER.
 
-    Hparams it reads (the experiment of ``hparams/asr/ctc_experiment.yaml``)
+    Hparams it reads (a ``recipes/Voicebank/ASR`` recipe YAML)
     besides those of :class:`EnhancementBrain`: ``front_end``,
     ``input_signal``, ``enhancement_weight``, ``test_wer_file``,
     ``test_cer_file`` and the ``recognizer`` namespace (``label_encoder``,

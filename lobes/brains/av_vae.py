@@ -21,18 +21,18 @@ clean speech with their lips (:func:`lobes.data.av_prepare.av_datasets`):
 In validation and test the encoder's mean is decoded (no sampling) and the
 on-the-fly mixtures come from a generator seeded by ``seed`` at the start
 of each stage, so validation losses of different epochs are comparable.
-With an ``EpochCounterWithStopper`` as the training loop's
-``epoch_counter`` (``hparams/av/training.yaml``) training stops early when
-the validation loss stops improving.
+With an ``EpochCounterWithStopper`` as the recipe's ``epoch_counter``
+(wired from ``hparams/av/training.yaml``) training stops early when the
+validation loss stops improving.
 
 An optional KL warm-up (``kl_warmup_epochs``) weighs the KL term by
 ``epoch / kl_warmup_epochs`` in the first epochs of training, a common
 remedy against posterior collapse (not in the paper; 0 turns it off).
 
-Hparams read: ``vae``, ``stft``, ``sample_rate``, ``encoder_input``,
-``interferer_gain_db``, ``noise_snr_db``, ``seed``, ``kl_warmup_epochs``
-(and those of
-:class:`lobes.brains.base.RecipeBrain`).
+Hparams read: ``vae``, ``stft``, ``sample_rate``, ``seed``, the
+``vae_training`` namespace (``hparams/av/vae_training.yaml``:
+``encoder_input``, ``interferer_gain_db``, ``noise_snr_db``,
+``kl_warmup_epochs``) and those of :class:`lobes.brains.base.RecipeBrain`.
 
 ``MixtureSeparatorBrain`` trains the supervised baseline of the AV recipes:
 a mask-based separator (:class:`lobes.models.noise_aware.
@@ -122,9 +122,10 @@ class AVVAEBrain(RecipeBrain):
     >>> vae = AVCVAE(num_freqs=65, latent_dim=2, hidden_dim=8,
     ...              visual_dim=16, trunk_hidden=8, trunk_dim=4)
     >>> hparams = {"vae": vae, "stft": SineSTFT(128, 32),
-    ...            "sample_rate": 16000, "encoder_input": "mixture",
-    ...            "interferer_gain_db": [-5, 5], "noise_snr_db": [0, 20],
-    ...            "seed": 1}
+    ...            "sample_rate": 16000, "seed": 1, "vae_training": {
+    ...                "encoder_input": "mixture",
+    ...                "interferer_gain_db": [-5, 5],
+    ...                "noise_snr_db": [0, 20]}}
     >>> brain = AVVAEBrain({"vae": vae}, lambda p: torch.optim.Adam(p, 1e-3),
     ...                    hparams, run_opts={"device": "cpu"})
     >>> items = [{"id": f"u{i}", "wav_sig": torch.randn(1600 + 160 * i),
@@ -139,13 +140,18 @@ class AVVAEBrain(RecipeBrain):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        choice = self.hparams.encoder_input
+        choice = self.settings["encoder_input"]
         if choice not in ENCODER_INPUTS:
             raise HparamsError(
                 f"encoder_input={choice!r} is not one of "
                 f"{', '.join(ENCODER_INPUTS)}"
             )
         self.eval_generator = None
+
+    @property
+    def settings(self):
+        """The recipe's ``vae_training`` namespace."""
+        return self.hparams.vae_training
 
     @property
     def vae(self):
@@ -178,10 +184,10 @@ class AVVAEBrain(RecipeBrain):
             lengths[:, None] // stft.hop_length + 1
         )
         source = power
-        if self.hparams.encoder_input == "mixture":
+        if self.settings["encoder_input"] == "mixture":
             mix = training_mixture(
-                wav, mask, self.hparams.interferer_gain_db,
-                self.hparams.noise_snr_db, self.eval_generator,
+                wav, mask, self.settings["interferer_gain_db"],
+                self.settings["noise_snr_db"], self.eval_generator,
             )  # fmt: skip
             source = stft(mix).abs().pow(2).transpose(1, 2)
         frames_lips = None
@@ -209,7 +215,7 @@ class AVVAEBrain(RecipeBrain):
         """Weight of the KL term: 1, or during the first
         ``kl_warmup_epochs`` training epochs ``epoch / kl_warmup_epochs``
         (validation and test always use the full ELBO)."""
-        warmup = float(getattr(self.hparams, "kl_warmup_epochs", 0) or 0)
+        warmup = float(self.settings.get("kl_warmup_epochs") or 0)
         counter = self.training_loop.get("epoch_counter")
         if stage != Stage.TRAIN or warmup <= 0 or counter is None:
             return 1.0

@@ -8,10 +8,10 @@ training steps, one log line with the device and the estimated time per
 epoch. Subclasses write ``compute_forward``/``compute_objectives`` and what
 is truly theirs.
 
-The training loop's objects (``hparams/training/*.yaml``) come from the
-experiment's ``training`` namespace: ``lr_scheduler`` (a SpeechBrain
-``ReduceLROnPlateau``-like annealer called with the validation loss),
-``train_logger`` and ``epoch_counter``.
+The training loop's objects are the recipe YAML's own (wired at its top
+level from the parameters of its ``training`` fragment): ``lr_scheduler``
+(a SpeechBrain ``ReduceLROnPlateau``-like annealer called with the
+validation loss), ``train_logger`` and ``epoch_counter``.
 """
 
 import csv
@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 #: Training steps timed before the time-per-epoch estimate is logged.
 TIMED_STEPS = 5
+
+#: The training loop's objects a recipe YAML wires at its top level.
+LOOP_OBJECTS = ("lr_scheduler", "train_logger", "epoch_counter")
 
 
 def _duration(seconds):
@@ -83,9 +86,20 @@ class RecipeBrain(sb.Brain):
 
     @property
     def training_loop(self):
-        """The experiment's training-loop objects (``training`` namespace)."""
+        """The recipe's training-loop objects that it has, by name.
+
+        Example
+        -------
+        >>> brain = RecipeBrain({"m": torch.nn.Linear(1, 1)},
+        ...                     hparams={"epoch_counter": range(2)})
+        >>> brain.training_loop
+        {'epoch_counter': range(0, 2)}
+        """
         hparams = getattr(self, "hparams", None)
-        return dict(getattr(hparams, "training", None) or {})
+        values = vars(hparams) if hparams is not None else {}
+        return {
+            name: values[name] for name in LOOP_OBJECTS if name in values
+        }
 
     # ------------------------------------------------------------------
     # Statistics

@@ -164,15 +164,18 @@ def reference_model_for(experiment, hparams_file="this recipe", seed=None):
 class EnhancementBrain(RecipeBrain):
     """Enhancement training with an optional (curricular) CR term.
 
-    Hparams it reads (the experiment of
-    ``hparams/enhancement/*_experiment.yaml``): ``sample_rate``,
-    ``valid_metrics``, ``test_metrics``, ``n_audio_to_save``,
-    ``audio_results_folder``, ``test_results_file``, ``segment_length``,
-    ``crop_seed``, ``max_grad_norm``; the ``objectives`` namespace
-    (``compute_waveform_loss``, ``cr_weight``, ``cr_negatives``,
-    ``contrastive_regularization``, ``negative_curriculum``,
-    ``curriculum_quality_metric``, ``feature_cache``, ``feature_store``,
-    ``reference_model``) and the ``training`` loop.
+    Hparams it reads (an enhancement recipe YAML): ``sample_rate``,
+    ``audio_results_folder``, ``test_results_file``, ``max_grad_norm``,
+    ``branch_pull`` and ``branch_pull_weight`` (CMCR-Net), the
+    ``reference_hparams`` named in CCR's advice; the ``training`` namespace
+    (``hparams/enhancement/training.yaml``: ``valid_metrics``,
+    ``test_metrics``, ``n_audio_to_save``, ``segment_length``,
+    ``crop_seed``); the ``objectives`` namespace
+    (``hparams/enhancement/cr.yaml``: ``compute_waveform_loss``,
+    ``cr_weight``, ``cr_negatives``, ``contrastive_regularization``,
+    ``negative_curriculum``, ``curriculum_quality_metric``,
+    ``feature_cache``, ``feature_store``, ``reference_model``) and the
+    loop's ``lr_scheduler``, ``train_logger`` and ``epoch_counter``.
 
     Arguments
     ---------
@@ -198,8 +201,8 @@ class EnhancementBrain(RecipeBrain):
     >>> objectives = {"compute_waveform_loss": mse_loss, "cr_weight": 0.0}
     >>> brain = EnhancementBrain({"enhance_model": Wrap()},
     ...     lambda p: torch.optim.Adam(p, 1e-3),
-    ...     hparams={"sample_rate": 16000, "valid_metrics": [],
-    ...              "objectives": objectives})
+    ...     hparams={"sample_rate": 16000, "objectives": objectives,
+    ...              "training": {"valid_metrics": []}})
     >>> clean = torch.randn(160)
     >>> data = DynamicItemDataset(
     ...     {"a": {"noisy_sig": clean + 0.1, "clean_sig": clean}},
@@ -238,8 +241,23 @@ class EnhancementBrain(RecipeBrain):
 
     @property
     def objectives(self):
-        """The experiment's ``objectives`` namespace."""
+        """The recipe's ``objectives`` namespace."""
         return self.hparams.objectives
+
+    @property
+    def training(self):
+        """The recipe's ``training`` namespace (an empty one if none).
+
+        Example
+        -------
+        >>> brain = EnhancementBrain(
+        ...     {"enhance_model": torch.nn.Identity()}, hparams={
+        ...         "sample_rate": 16000, "training": {"crop_seed": 3},
+        ...         "objectives": {"compute_waveform_loss": None}})
+        >>> brain.training.get("crop_seed"), brain.training.get("x")
+        (3, None)
+        """
+        return getattr(self.hparams, "training", None) or {}
 
     # ------------------------------------------------------------------
     # Set-up
@@ -289,7 +307,6 @@ class EnhancementBrain(RecipeBrain):
 
     def _cache_settings(self, train_set):
         """Everything the cached features depend on (for the cache folder)."""
-        hp = self.hparams
         dtype = self.feature_cache.dtype
         reference = None
         if self.reference_model is not None:
@@ -302,8 +319,8 @@ class EnhancementBrain(RecipeBrain):
             "ssl_normalize_waveform": self.ssl.normalize_waveform,
             "ssl_layer_groups": self.ssl.layer_groups,
             "sample_rate": self.sample_rate,
-            "segment_length": getattr(hp, "segment_length", None),
-            "crop_seed": getattr(hp, "crop_seed", None),
+            "segment_length": self.training.get("segment_length"),
+            "crop_seed": self.training.get("crop_seed"),
             "reference_model": reference,
             "dtype": str(dtype).replace("torch.", "") if dtype else None,
         }
@@ -322,7 +339,7 @@ class EnhancementBrain(RecipeBrain):
         from lobes.metrics import ENHANCEMENT_METRICS
 
         for key in ("valid_metrics", "test_metrics"):
-            names = list(getattr(self.hparams, key, None) or [])
+            names = list(self.training.get(key) or [])
             unknown = [n for n in names if n not in ENHANCEMENT_METRICS]
             if unknown:
                 raise HparamsError(
@@ -331,7 +348,7 @@ class EnhancementBrain(RecipeBrain):
                 )
 
     def _valid_metrics(self):
-        return list(getattr(self.hparams, "valid_metrics", None) or [])
+        return list(self.training.get("valid_metrics") or [])
 
     # ------------------------------------------------------------------
     # Forward and losses
@@ -595,8 +612,8 @@ class EnhancementBrain(RecipeBrain):
 
     def _test_metrics(self, enhanced, noisy, clean, lengths, ids):
         """Per-utterance test metrics and example wavs."""
-        metrics = list(getattr(self.hparams, "test_metrics", None) or [])
-        n_save = int(getattr(self.hparams, "n_audio_to_save", 0) or 0)
+        metrics = list(self.training.get("test_metrics") or [])
+        n_save = int(self.training.get("n_audio_to_save") or 0)
         folder = getattr(self.hparams, "audio_results_folder", None)
         for utt_id, (enh, cln, nsy) in zip(
             ids, self._per_utterance([enhanced, clean, noisy], lengths)

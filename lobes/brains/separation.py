@@ -24,12 +24,14 @@ si-snr, si-snr_i`` over the speakers plus ``noise_si-snr`` (for a baseline
 without noise output: the SI-SNR of the residual ``mix - sum(speakers)``
 against the true noise). A few test utterances are saved as wav files.
 
-Hparams read (the experiment of ``hparams/separation/*_experiment.yaml``,
-besides SpeechBrain's run options): ``num_spks``, ``sample_rate``,
-``noise_aware``, ``nce_weight``, ``threshold``, ``output_folder``,
-``save_audio``, ``n_audio_to_save``, ``max_grad_norm``, the
-``objectives`` namespace (``pit_loss``, ``contrastive_loss``,
-``noise_tracker``) and the ``training`` loop.
+Hparams read (a separation recipe YAML, besides SpeechBrain's run
+options): ``num_spks``, ``sample_rate``, ``noise_aware``,
+``output_folder``, ``max_grad_norm``, the ``objectives`` namespace
+(``hparams/separation/nass.yaml``: ``pit_loss``, ``contrastive_loss``,
+``noise_tracker``, ``nce_weight``, ``threshold``), the ``training``
+namespace (``hparams/separation/training.yaml``: ``save_audio``,
+``n_audio_to_save``) and the loop's ``lr_scheduler``, ``train_logger`` and
+``epoch_counter``.
 
 Authors
  * noise-robust-sb contributors 2025
@@ -140,9 +142,9 @@ class SeparationBrain(RecipeBrain):
     >>> nce = NoiseAwareContrastiveLoss(
     ...     PatchNCELoss(num_patches=8, embed_dim=4, channels=8), 2)
     >>> objectives = {"pit_loss": PITLoss(2), "contrastive_loss": nce,
-    ...               "noise_tracker": NoiseOutputTracker(3)}
+    ...               "noise_tracker": NoiseOutputTracker(3),
+    ...               "nce_weight": 2.0, "threshold": -30.0}
     >>> hparams = {"num_spks": 2, "sample_rate": 8000, "noise_aware": True,
-    ...            "nce_weight": 2.0, "threshold": -30.0,
     ...            "objectives": objectives}
     >>> brain = SeparationBrain(
     ...     {"separator": separator, "contrastive_loss": nce},
@@ -199,7 +201,7 @@ class SeparationBrain(RecipeBrain):
         if stage != sb.Stage.TRAIN or not self.noise_output:
             return False
         return bool(self.hparams.noise_aware) and float(
-            self.hparams.nce_weight
+            self.objectives["nce_weight"]
         ) > 0
 
     # ------------------------------------------------------------------
@@ -318,7 +320,7 @@ class SeparationBrain(RecipeBrain):
         if stage != sb.Stage.TRAIN:
             return speaker_loss(estimates, targets, perm, n).mean()
 
-        keep = per_item > float(self.hparams.threshold)
+        keep = per_item > float(self.objectives["threshold"])
         self._batch_status = "step" if bool(keep.any()) else "nothing_kept"
         if not keep.any():  # zero weights keep every parameter in the graph
             keep = torch.ones_like(keep)
@@ -328,7 +330,8 @@ class SeparationBrain(RecipeBrain):
         loss = (per_item * weights).sum() / keep.sum().clamp(min=1)
         if self.contrastive_active(stage):
             nce = self._contrastive_loss(predictions, perm, keep)
-            weighted = float(self.hparams.nce_weight) * nce * weights.max()
+            nce_weight = float(self.objectives["nce_weight"])
+            weighted = nce_weight * nce * weights.max()
             self._log_contrastive(predictions, loss, nce, weighted)
             loss = loss + weighted
         return loss
@@ -430,10 +433,10 @@ class SeparationBrain(RecipeBrain):
 
     def _save_example(self, utt_id, est, refs, mix, noise):
         """Save mixture, references and estimates of the first utterances."""
-        hparams = self.hparams.__dict__
-        if not hparams.get("save_audio") or not if_main_process():
+        outputs = getattr(self.hparams, "training", None) or {}
+        if not outputs.get("save_audio") or not if_main_process():
             return
-        if self.saved_examples >= int(hparams["n_audio_to_save"]):
+        if self.saved_examples >= int(outputs["n_audio_to_save"]):
             return
         self.saved_examples += 1
         n = self.num_spks

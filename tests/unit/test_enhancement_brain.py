@@ -30,6 +30,9 @@ from lobes.ssl_features import FrozenSSLFeatures, save_tiny_ssl_model
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 RECIPE = os.path.join(REPO, "recipes", "Voicebank", "enhance")
 CR_FRAGMENT = os.path.join(REPO, "hparams", "enhancement", "cr.yaml")
+TRAINING_FRAGMENT = os.path.join(
+    REPO, "hparams", "enhancement", "training.yaml"
+)
 SEGMENT = 3200  # 0.2 s at 16 kHz
 
 
@@ -84,15 +87,20 @@ def make_brain(folder, tmp_path, reference=None, enhancer=None,
         cr_negatives=["noisy"] + (["reference"] if reference else []),
         **{k: v for k, v in overrides.items() if k in fragment_keys},
     )
+    training_keys = set(FragmentTree(TRAINING_FRAGMENT).defaults)
+    training = {"valid_metrics": ["si_sdr"], "test_metrics": ["si_sdr"]}
+    training.update(
+        {k: v for k, v in overrides.items() if k in training_keys}
+    )
     hparams = {
         "sample_rate": 16000,
-        "valid_metrics": ["si_sdr"],
-        "test_metrics": ["si_sdr"],
         "output_folder": str(tmp_path),
         "objectives": objectives,
+        "training": training,
     }
     hparams.update(
-        {k: v for k, v in overrides.items() if k not in fragment_keys}
+        {k: v for k, v in overrides.items()
+         if k not in fragment_keys | training_keys}
     )
     return EnhancementBrain(
         modules={"enhance_model": enhancer},

@@ -98,17 +98,15 @@ def test_command_line_reaches_an_included_fragment(recipe_yaml):
 
 
 def test_encoder_channels_reach_the_recipes_included_backbone():
-    """--encoder_channels=16 reaches hparams/separation/sepformer.yaml
-    through the experiment fragment, and everything built from it."""
+    """--encoder_channels=16 reaches hparams/separation/sepformer.yaml,
+    the recipe's backbone, and everything built from it."""
     sizes = {"num_transformer_layers": 1, "d_ffn": 16, "num_heads": 2,
              "nce_num_patches": 4, "nce_embed_dim": 4}
-    experiment = load_hparams(
-        WHAM_YAML, {"encoder_channels": 16, **sizes}
-    )["experiment"]
-    separator = experiment["separator"]
+    hparams = load_hparams(WHAM_YAML, {"encoder_channels": 16, **sizes})
+    separator = hparams["separator"]
     assert separator.encoder.conv1d.out_channels == 16
-    assert experiment["backbone"]["encoder_channels"] == 16
-    assert experiment["objectives"]["patch_nce"].channels == 16
+    assert hparams["backbone"]["encoder_channels"] == 16
+    assert hparams["objectives"]["patch_nce"].channels == 16
     assert separator.num_outputs == 3  # noise_aware: N + 1
 
 
@@ -119,11 +117,9 @@ def test_routing_goes_to_the_shallowest_declaration():
          "data_folder": "x"},
     )
     assert routed == {
-        "experiment": {
-            "training": {"lr": 0.01},
-            "backbone": {"encoder_channels": 8},
-            "objectives": {"cr_weight": 0.5},
-        },
+        "training": {"lr": 0.01},
+        "backbone": {"encoder_channels": 8},
+        "objectives": {"cr_weight": 0.5},
         "data_folder": "x",
     }
 

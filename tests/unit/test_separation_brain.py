@@ -49,28 +49,26 @@ def make_brain(folder, manifests, yaml="nass_sepformer", brain_class=None,
     if yaml.startswith("nass"):
         values = {**NCE, **values}
     hparams = load_hparams(os.path.join(HPARAMS, f"{yaml}.yaml"), values)
-    experiment = hparams["experiment"]
     datasets = separation_datasets(
-        manifests, experiment, hparams["seed"], hparams["mixture"]
+        manifests, hparams, hparams["seed"], hparams["mixture"]
     )
     brain = (brain_class or SeparationBrain)(
-        modules=experiment["modules"],
-        opt_class=experiment["training"]["opt_class"],
-        hparams=experiment,
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
         run_opts={"device": "cpu", "noprogressbar": True},
-        checkpointer=experiment["checkpointer"],
+        checkpointer=hparams["checkpointer"],
     )
-    return brain, experiment, datasets
+    return brain, hparams, datasets
 
 
-def fit(brain, experiment, datasets):
-    loop = experiment["training"]
+def fit(brain, hparams, datasets):
     brain.fit(
-        loop["epoch_counter"],
+        hparams["epoch_counter"],
         datasets["train"],
         datasets["valid"],
-        train_loader_kwargs=loop["train_dataloader_opts"],
-        valid_loader_kwargs=loop["valid_dataloader_opts"],
+        train_loader_kwargs=hparams["train_dataloader_opts"],
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
 
 
@@ -126,7 +124,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(
     }
     fit(brain2, hparams2, datasets2)
     assert brain2.epochs == [2, 3], "resumes at epoch 2, not 1"
-    assert hparams2["training"]["epoch_counter"].current == 3
+    assert hparams2["epoch_counter"].current == 3
     for key, value in trained.items():
         assert torch.equal(brain2.recovered[key], value), key
     assert any(
@@ -151,7 +149,7 @@ def test_training_and_test_at_batch_sizes(manifests, tmp_path, batch_size):
     assert {"si-snr", "noise_si-snr", "nce", "seconds"} <= set(stats)
     brain.evaluate(
         datasets["test"], min_key="loss",
-        test_loader_kwargs=hparams["training"]["test_dataloader_opts"],
+        test_loader_kwargs=hparams["test_dataloader_opts"],
     )
     with open(os.path.join(tmp_path, "test_results.csv")) as fin:
         rows = list(csv.DictReader(fin))
@@ -242,7 +240,7 @@ def test_baseline_reports_the_residual_as_noise(manifests, tmp_path):
     fit(brain, hparams, datasets)
     brain.evaluate(
         datasets["test"], min_key="loss",
-        test_loader_kwargs=hparams["training"]["test_dataloader_opts"],
+        test_loader_kwargs=hparams["test_dataloader_opts"],
     )
     with open(os.path.join(tmp_path, "test_results.csv")) as fin:
         rows = list(csv.DictReader(fin))

@@ -12,8 +12,8 @@ Carlo EM, without having seen a mixture in training:
     python train.py hparams/av_vae.yaml --data_folder=/path/to/ntcd-timit
     python train.py hparams/av_vae.yaml --speaker_dependent=True
 
-A YAML that includes the VAE experiment (``hparams/av/vae_experiment.yaml``)
-trains the A-VAE or AV-VAE on clean utterances
+A YAML that wires a ``vae`` (``av_vae.yaml``, ``a_vae.yaml``) trains the
+A-VAE or AV-VAE on clean utterances
 (``lobes.brains.av_vae.AVVAEBrain``); ``supervised.yaml`` trains the
 supervised mask-based baseline on the corpus's mixtures
 (``lobes.brains.av_vae.MixtureSeparatorBrain``).
@@ -58,30 +58,23 @@ def prepare(hparams, save_folder):
 def main(argv=None):
     """Prepare the corpus, train, then test the best checkpoint."""
     hparams, _, run_opts = start_experiment(argv)
-    if "experiment" in hparams:  # a VAE (hparams/av/vae_experiment.yaml)
-        experiment = hparams["experiment"]
-        manifests = prepare(hparams, experiment["save_folder"])
-        datasets = av_datasets(experiment, manifests)
-        brain = AVVAEBrain(
-            modules=experiment["modules"],
-            opt_class=experiment["training"]["opt_class"],
-            hparams=experiment,
-            run_opts=run_opts,
-            checkpointer=experiment["checkpointer"],
-        )
+    manifests = prepare(hparams, hparams["save_folder"])
+    if "vae" in hparams:  # a VAE (av_vae.yaml, a_vae.yaml)
+        datasets = av_datasets(hparams["vae_training"], manifests)
+        brain_class = AVVAEBrain
     else:  # the supervised baseline
-        experiment = hparams
-        manifests = prepare(hparams, hparams["save_folder"])
         datasets = mixture_datasets(hparams, manifests)
-        brain = MixtureSeparatorBrain(
-            modules=hparams["modules"],
-            opt_class=hparams["training"]["opt_class"],
-            hparams=hparams,
-            run_opts=run_opts,
-            checkpointer=hparams["checkpointer"],
-        )
+        brain_class = MixtureSeparatorBrain
+    brain = brain_class(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    if "vae" not in hparams:
         brain.train_items = datasets["train"].mixture_items
-    return fit_and_test(brain, datasets, experiment)
+    return fit_and_test(brain, datasets, hparams)
 
 
 if __name__ == "__main__":

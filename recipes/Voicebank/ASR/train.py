@@ -15,8 +15,9 @@ the recogniser:
     python train.py hparams/ctc_noisy.yaml --data_folder=/path/to/voicebank
 
 All the training logic lives in ``lobes.brains.asr.ASRBrain``; the
-experiment (recogniser, front end, objectives, training loop) is the YAML's
-``experiment`` namespace (``hparams/asr/ctc_experiment.yaml``) and CR's
+experiment (recogniser, front end, objectives, optimiser, training loop) is
+wired in the YAML itself, from the parameter blocks of ``hparams/`` (the
+recogniser, CR's settings, the training loop), and CR's
 feature space its ``ssl`` namespace (``hparams/ssl/*.yaml``). The test
 writes ``wer_test.txt`` and ``cer_test.txt`` to the output folder.
 
@@ -37,26 +38,25 @@ from lobes.recipe import fit_and_test, prepare_corpus, start_experiment
 def main(argv=None):
     """Prepare VoiceBank-DEMAND, train, then test the best checkpoint."""
     hparams, _, run_opts = start_experiment(argv)
-    experiment = hparams["experiment"]
     manifests = prepare_corpus(
         prepare_voicebank, hparams, "voicebank",
         valid_speakers=hparams["valid_speakers"],
     )
     datasets = asr_datasets(
         manifests,
-        label_encoder=experiment["recognizer"]["label_encoder"],
-        sample_rate=experiment["sample_rate"],
+        label_encoder=hparams["recognizer"]["label_encoder"],
+        sample_rate=hparams["sample_rate"],
     )
 
     brain = ASRBrain(
-        modules=experiment["modules"],
-        opt_class=experiment["training"]["opt_class"],
-        hparams=experiment,
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
         run_opts=run_opts,
-        checkpointer=experiment["checkpointer"],
+        checkpointer=hparams["checkpointer"],
         ssl_features=hparams.get("ssl", {}).get("ssl_features"),
     )
-    return fit_and_test(brain, datasets, experiment)
+    return fit_and_test(brain, datasets, hparams)
 
 
 if __name__ == "__main__":

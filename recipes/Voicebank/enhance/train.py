@@ -14,9 +14,9 @@ baseline trained first (CCR):
         --data_folder=/path/to/VoiceBank-DEMAND-16k
 
 All the training logic lives in ``lobes.brains.enhancement.EnhancementBrain``;
-the experiment (model, objectives, training loop) is the YAML's
-``experiment`` namespace (``hparams/enhancement/*_experiment.yaml``) and CR's
-feature space its ``ssl`` namespace (``hparams/ssl/*.yaml``).
+the experiment (enhancer, objectives, optimiser, training loop) is wired in
+the YAML itself, from the parameter blocks of ``hparams/enhancement/``, and
+CR's feature space is its ``ssl`` namespace (``hparams/ssl/*.yaml``).
 
 Authors
  * noise-robust-sb contributors 2025
@@ -41,10 +41,9 @@ from lobes.recipe import (
 def main(argv=None):
     """Prepare VoiceBank-DEMAND, train, then test the best checkpoint."""
     hparams, hparams_file, run_opts, overrides = load_recipe(argv)
-    experiment = hparams["experiment"]
     # CCR: load the frozen baseline now, or stop in one line saying how.
     reference_model = reference_model_for(
-        experiment, os.path.join("hparams", os.path.basename(hparams_file)),
+        hparams, os.path.join("hparams", os.path.basename(hparams_file)),
         hparams["seed"],
     )
     setup_experiment(hparams, hparams_file, run_opts, overrides)
@@ -54,21 +53,21 @@ def main(argv=None):
     )
     datasets = enhancement_datasets(
         manifests,
-        sample_rate=experiment["sample_rate"],
-        segment_length=experiment["segment_length"],
-        crop_seed=experiment["crop_seed"],
+        sample_rate=hparams["sample_rate"],
+        segment_length=hparams["training"]["segment_length"],
+        crop_seed=hparams["training"]["crop_seed"],
     )
 
     brain = EnhancementBrain(
-        modules=experiment["modules"],
-        opt_class=experiment["training"]["opt_class"],
-        hparams=experiment,
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
         run_opts=run_opts,
-        checkpointer=experiment["checkpointer"],
+        checkpointer=hparams["checkpointer"],
         ssl_features=hparams.get("ssl", {}).get("ssl_features"),
         reference_model=reference_model,
     )
-    return fit_and_test(brain, datasets, experiment)
+    return fit_and_test(brain, datasets, hparams)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ patch-wise contrastive loss) or the plain backbone, depending on the YAML:
         --data_folder=/path/to/wham
 
 All the training logic lives in ``lobes.brains.separation.SeparationBrain``;
-the experiment (model, objectives, training loop) is the YAML's
-``experiment`` namespace (``hparams/separation/*_experiment.yaml``).
+the experiment (separator, objectives, optimiser, training loop) is wired
+in the YAML itself, from the parameter blocks of ``hparams/separation/``.
 
 Authors
  * noise-robust-sb contributors 2025
@@ -30,7 +30,6 @@ from lobes.recipe import fit_and_test, prepare_corpus, start_experiment
 def main(argv=None):
     """Prepare WHAM!, train, then test the best checkpoint."""
     hparams, _, run_opts = start_experiment(argv)
-    experiment = hparams["experiment"]
     manifests = prepare_corpus(
         prepare_wham, hparams, "wham",
         sample_rate=hparams["sample_rate"],
@@ -38,17 +37,17 @@ def main(argv=None):
         mixture=hparams["mixture"],
     )
     datasets = separation_datasets(
-        manifests, experiment, hparams["seed"], hparams["mixture"]
+        manifests, hparams, hparams["seed"], hparams["mixture"]
     )
 
     brain = SeparationBrain(
-        modules=experiment["modules"],
-        opt_class=experiment["training"]["opt_class"],
-        hparams=experiment,
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
         run_opts=run_opts,
-        checkpointer=experiment["checkpointer"],
+        checkpointer=hparams["checkpointer"],
     )
-    return fit_and_test(brain, datasets, experiment)
+    return fit_and_test(brain, datasets, hparams)
 
 
 if __name__ == "__main__":
