@@ -158,3 +158,25 @@ def test_choose_and_cpu_workers():
         choose("c", {"a": 1, "b": 2})
     assert cpu_workers(0) == 0
     assert cpu_workers(10**6) == len(os.sched_getaffinity(0))
+
+
+def test_wired_and_aliased_parameters_route_to_their_fragment():
+    """A parameter that a recipe wires from another fragment (``!ref``) or
+    repeats at its top has one route, and the value reaches every use."""
+    recipes = os.path.join(REPO, "recipes")
+    joint = os.path.join(recipes, "Voicebank", "ASR", "hparams",
+                         "ctc_joint.yaml")
+    assert route_overrides(joint, {"ssl_source": "x"}) == {
+        "ssl": {"ssl_source": "x"}
+    }
+    av = os.path.join(recipes, "NTCD-TIMIT", "av_separation", "hparams",
+                      "av_vae.yaml")
+    hparams = load_hparams(av, {"latent_dim": 3, "n_fft": 64})
+    assert hparams["audio_model"]["vae"].latent_dim == 3
+    assert hparams["visual_model"]["vae"].latent_dim == 3
+    assert hparams["num_freqs"] == 33
+    cmcr = os.path.join(recipes, "Voicebank", "enhance", "hparams",
+                        "cmcr_net.yaml")
+    assert route_overrides(cmcr, {"branch_pull_weight": 0.5}) == {
+        "backbone": {"branch_pull_weight": 0.5}
+    }
