@@ -298,11 +298,14 @@ def _yaml12(text):
 
 
 def _flat_overrides(overrides):
+    """Overrides as ``lobes.recipe`` reads them (a flag given twice: the
+    last one; a number such as ``1e-4`` stays a string here and is read
+    as YAML 1.2 by :func:`check_value`)."""
     if isinstance(overrides, str):
         try:
-            overrides = _yaml12(overrides) if overrides.strip() else {}
-        except Exception:  # noqa: BLE001 - lobes.recipe reports bad YAML
-            return {}
+            overrides = yaml.safe_load(overrides) if overrides else {}
+        except yaml.YAMLError:
+            return {}  # lobes.recipe reports malformed overrides
     return dict(overrides or {})
 
 

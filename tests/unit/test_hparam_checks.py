@@ -82,6 +82,12 @@ def test_probabilities_and_weights():
         check_value("lr", float("nan"))
 
 
+def test_a_flag_given_twice_is_checked_as_the_last():
+    with pytest.raises(HparamsError, match="--batch_size=2.5: "):
+        check_override_values(SEPFORMER, "batch_size: 1\nbatch_size: 2.5")
+    check_override_values(SEPFORMER, "batch_size: 2.5\nbatch_size: 1")
+
+
 def test_good_overrides_and_unknown_names_pass():
     check_override_values(SEPFORMER, "batch_size: 4\nlr: 1e-4")
     check_override_values(SEPFORMER, {"lerning_rate": -1})  # not ours
