@@ -24,6 +24,35 @@ Initialisation: ``z`` from the encoder's mean given the mixture (and each
 speaker's lips), ``W`` and ``H`` uniform at random then scaled to
 ``noise_init`` times the mixture's mean power, ``g = 1``.
 
+**Fallback to an audio-only model** (``fallback=`` an A-VAE; after
+Sadeghi and Alameda-Pineda, "Robust unsupervised audio-visual speech
+enhancement using a mixture of variational autoencoders", ICASSP 2020):
+each speaker's frame comes from the audio-visual model or from the
+audio-only one, a per-frame switch ``a_jn`` with prior
+``P(a = AV) = switch_prior``; each model has its own gains. The posterior
+is approximated by ``q(a) q(z_AV) q(z_A)``: each model's MH chains sample
+its own posterior as if it produced the frame (the other speakers counted
+with their switch-weighted variances), and after each E-step
+``logit q(a_jn = AV) = logit switch_prior + E[log p(x_n | z_AV)]
+- E[log p(x_n | z_A)]``, the expectations over each model's kept samples
+(a plug-in comparison of how well each model explains the frame; the
+first switch comes from the encoders' initial latents). The samples the
+M-step and the Wiener filters average draw the switch from ``q(a)``, and
+each model's gains are updated from its own samples: frames where the lips
+do not explain the mixture are modelled by the audio-only VAE.
+``MCEMResult.switch`` holds ``q(a = AV)`` per speaker and frame.
+(Likelihood tempering by ``q(a)``, the exact mean-field update, was
+tried and dropped: with two equally good models it halves the
+likelihood and cost about 1 dB on the tests' toy models.)
+
+**Noise run-away stop** (``max_noise_growth``): after each M-step the ratio
+of the noise model's energy to the speech models' (valid bins, speech
+averaged over the samples) is compared with the first iteration's; a
+mixture whose ratio grew more than ``max_noise_growth`` times (the NMF
+noise swallowing the speech) keeps the parameters of the iteration before
+and takes no more updates (``MCEMResult.stopped``, its iteration in
+``iterations``).
+
 :class:`MCEM` is batched tensor code over ``(mixtures, speakers, samples,
 frames, freqs)``: the only Python loops are over EM iterations, MH steps
 and speakers (each speaker's update depends on the others'); several
@@ -60,8 +89,21 @@ class MCEMResult(NamedTuple):
     acceptance : torch.Tensor
         MH acceptance rate per mixture and speaker ``[B, J]``.
     iterations : torch.Tensor
-        EM iterations until each mixture met the tolerance ``[B]`` (the
-        maximum when it did not).
+        EM iterations until each mixture met the tolerance or was stopped
+        ``[B]`` (the maximum when neither).
+    noise_ratio : torch.Tensor or None
+        Noise-to-speech energy ratio after each M-step ``[iterations, B]``.
+    stopped : torch.Tensor or None
+        Mixtures stopped because that ratio ran away ``[B]`` (bool).
+    switch : torch.Tensor or None
+        With a fallback model: ``q(a = AV)`` per speaker and frame
+        ``[B, J, N]`` (the last E-step's).
+
+    Example
+    -------
+    >>> t = torch.zeros(1)
+    >>> MCEMResult(t, t, t, t, t, t).switch is None
+    True
     """
 
     sources: torch.Tensor
@@ -70,6 +112,9 @@ class MCEMResult(NamedTuple):
     costs_before: torch.Tensor
     acceptance: torch.Tensor
     iterations: torch.Tensor
+    noise_ratio: torch.Tensor = None
+    stopped: torch.Tensor = None
+    switch: torch.Tensor = None
 
 
 class _Draws:
@@ -114,6 +159,19 @@ def _prepare(model, mixture, num_speakers, lips, frame_mask):
     mu_q, _ = model.encode(features, embedding)  # [B, J, N, D]
     mu_p, logvar_p = model.prior(embedding, like=mu_q)
     return power, frame_mask, embedding, mu_q, mu_p, logvar_p
+
+
+class _Chains:
+    """One speech model's MH state: ``z [B, J, S, N, D]``, variances
+    ``sigma [B, J, S, N, F]``, embedding and prior per speaker."""
+
+    def __init__(self, model, z0, embedding, mu_p, logvar_p, chains):
+        self.model = model
+        self.z = z0[:, :, None].expand(-1, -1, chains, -1, -1).contiguous()
+        self.emb = None if embedding is None else embedding[:, :, None]
+        self.sigma = model.decode(self.z, self.emb)
+        self.prior_mean = mu_p[:, :, None]
+        self.prior_var = logvar_p.exp()[:, :, None]
 
 
 def _init_noise(draws, power, mask, rank, share):
@@ -170,6 +228,12 @@ class MCEM:
         Independent MH chains per speaker (samples are pooled).
     noise_init : float
         Initial noise variance as a share of the mixture's mean power.
+    switch_prior : float
+        With a fallback model, the prior probability that a frame comes
+        from the audio-visual model.
+    max_noise_growth : float, optional
+        Stop a mixture whose noise-to-speech energy ratio grew more than
+        this many times over the first iteration's (``None``: never).
 
     Example
     -------
@@ -187,15 +251,29 @@ class MCEM:
     >>> rebuilt = result.sources.sum(1) + result.noise  # Wiener: sums to x
     >>> bool(torch.allclose(rebuilt, mix, atol=1e-4))
     True
+    >>> with_fallback = mcem(vae, mix, 2, fallback=AudioVAE(9, 2, 4).eval(),
+    ...                      generator=torch.Generator().manual_seed(1))
+    >>> with_fallback.switch.shape
+    torch.Size([3, 2, 7])
     """
 
     def __init__(
         self, num_iterations=100, num_mh_steps=40, burn_in=30,
         proposal_variance=0.01, noise_rank=10, tolerance=1e-5, num_chains=1,
-        noise_init=0.1,
+        noise_init=0.1, switch_prior=0.5, max_noise_growth=None,
     ):  # fmt: skip
         if not 0 <= burn_in < num_mh_steps:
             raise ValueError("need 0 <= burn_in < num_mh_steps")
+        if not 0.0 < float(switch_prior) < 1.0:
+            raise ValueError(f"switch_prior={switch_prior} is not in (0, 1)")
+        if max_noise_growth is not None and float(max_noise_growth) <= 1.0:
+            raise ValueError(
+                f"max_noise_growth={max_noise_growth} must be above 1"
+            )
+        self.switch_prior = float(switch_prior)
+        self.max_noise_growth = (
+            None if max_noise_growth is None else float(max_noise_growth)
+        )
         self.num_iterations = int(num_iterations)
         self.num_mh_steps = int(num_mh_steps)
         self.burn_in = int(burn_in)
@@ -207,7 +285,7 @@ class MCEM:
 
     @torch.no_grad()
     def __call__(self, model, mixture, num_speakers, lips=None,
-                 frame_mask=None, generator=None):  # fmt: skip
+                 frame_mask=None, generator=None, fallback=None):  # fmt: skip
         """Separate a batch of mixtures.
 
         Arguments
@@ -227,6 +305,10 @@ class MCEM:
             Valid frames ``[B, N]`` (padded mixtures).
         generator : torch.Generator, optional
             Source of every random draw (on the mixture's device).
+        fallback : AudioVAE, optional
+            An audio-only model that takes the frames where ``model``
+            (with its lips) does not explain the mixture (the switch of
+            the module docstring).
 
         Returns
         -------
@@ -236,34 +318,64 @@ class MCEM:
             model, mixture, num_speakers, lips, frame_mask
         )
         real = power.dtype
+        batch, frames = power.shape[:2]
         draws = _Draws(generator, power.device, real)
         w, h = _init_noise(draws, power, mask, self.noise_rank, self.noise_init)
         chains = self.num_chains
-        # [B, J, S, N, D] latents, [B, J, S, N, F] variances
-        z = z0[:, :, None].expand(-1, -1, chains, -1, -1).contiguous()
-        emb = None if embedding is None else embedding[:, :, None]
-        sigma = model.decode(z, emb)
-        gain = torch.ones(power.shape[0], num_speakers, power.shape[1],
+        states = [_Chains(model, z0, embedding, mu_p, logvar_p, chains)]
+        switch = None
+        if fallback is not None:
+            if getattr(fallback, "uses_video", False):
+                raise ValueError("the fallback must be an audio-only model")
+            _, _, _, z1, mu1, logvar1 = _prepare(
+                fallback, mixture, num_speakers, None, frame_mask
+            )
+            states.append(_Chains(fallback, z1, None, mu1, logvar1, chains))
+            switch = torch.full((batch, num_speakers, frames),
+                                self.switch_prior, dtype=real,
+                                device=power.device)  # fmt: skip
+        # one gain per model [M, B, J, N] (the fallback has its own)
+        gain = torch.ones(len(states), batch, num_speakers, frames,
                           dtype=real, device=power.device)  # fmt: skip
-        prior_mean = mu_p[:, :, None]
-        prior_var = logvar_p.exp()[:, :, None]
-        accepted = torch.zeros(power.shape[0], num_speakers, dtype=real,
+        if switch is not None:  # start from the encoders' initial latents
+            noise = torch.einsum("bfk,bkn->bnf", w, h)[:, None]
+            switch = self._update_switch(
+                power, noise, gain[:, :, :, None, :, None],
+                [[state.sigma for state in states]], switch,
+            )  # fmt: skip
+        accepted = torch.zeros(batch, num_speakers, dtype=real,
                                device=power.device)  # fmt: skip
         proposals = 0
-        costs, costs_before = [], []
-        done = torch.full((power.shape[0],), self.num_iterations,
-                          dtype=torch.long, device=power.device)  # fmt: skip
+        costs, costs_before, ratios = [], [], []
+        done = torch.full((batch,), self.num_iterations, dtype=torch.long,
+                          device=power.device)  # fmt: skip
+        stopped = torch.zeros(batch, dtype=torch.bool, device=power.device)
+        first_ratio = None
         for iteration in range(self.num_iterations):
-            samples, z, sigma, acc = self._e_step(
-                draws, power, mask, z, sigma, gain, w, h, emb, prior_mean,
-                prior_var, model,
-            )  # fmt: skip
+            samples, pick, switch, acc = self._e_step(
+                draws, power, mask, states, gain, w, h, switch
+            )
             accepted += acc
             proposals += self.num_mh_steps
+            old = (w, h, gain)
             w, h, gain, before, after = _m_step(power, samples, gain, w, h,
-                                                mask)  # fmt: skip
+                                                mask, pick)  # fmt: skip
+            ratio = _noise_ratio(samples, gain, w, h, mask, pick)
+            if self.max_noise_growth is not None:
+                if first_ratio is None:
+                    first_ratio = ratio
+                runaway = (ratio > self.max_noise_growth * first_ratio)
+                newly = runaway & ~stopped
+                keep = stopped | newly  # these keep their old parameters
+                w = torch.where(keep[:, None, None], old[0], w)
+                h = torch.where(keep[:, None, None], old[1], h)
+                gain = torch.where(keep[None, :, None, None], old[2], gain)
+                done = torch.where(newly & (done == self.num_iterations),
+                                   torch.full_like(done, iteration), done)
+                stopped = keep
             costs_before.append(before)
             costs.append(after)
+            ratios.append(ratio)
             if iteration > 0:
                 change = (costs[-2] - after).abs()
                 change = change / costs[-2].abs().clamp(min=1e-12)
@@ -273,87 +385,165 @@ class MCEM:
                                    done)  # fmt: skip
                 if bool((done < self.num_iterations).all()):
                     break
-        samples, z, sigma, acc = self._e_step(
-            draws, power, mask, z, sigma, gain, w, h, emb, prior_mean,
-            prior_var, model,
-        )  # fmt: skip
+        samples, pick, switch, acc = self._e_step(draws, power, mask, states,
+                                                  gain, w, h, switch)
         accepted += acc
         proposals += self.num_mh_steps
-        sources, noise = _wiener(mixture, samples, gain, w, h)
+        sources, noise = _wiener(mixture, samples, gain, w, h, pick)
         valid = mask.sum(1, keepdim=True).clamp(min=1).to(real)
         return MCEMResult(
             sources=sources,
             noise=noise,
             costs=torch.stack(costs),
             costs_before=torch.stack(costs_before),
-            acceptance=accepted / (proposals * chains * valid),
+            acceptance=accepted / (proposals * chains * valid * len(states)),
             iterations=done,
+            noise_ratio=torch.stack(ratios),
+            stopped=stopped,
+            switch=switch,
         )
 
-    def _e_step(self, draws, power, mask, z, sigma, gain, w, h, emb,
-                prior_mean, prior_var, model):  # fmt: skip
-        """MH over every speaker in turn; the kept variances ``[B,J,R,N,F]``.
+    def _e_step(self, draws, power, mask, states, gain, w, h, switch):
+        """MH over every speaker (and model) in turn.
 
-        Also returns the chains' last state and the accepted counts per
-        mixture and speaker (summed over chains and frames).
+        Returns the samples the M-step averages ``[B, J, R, N, F]`` (with a
+        fallback: each drawn from the model the switch draws), which model
+        each comes from (``[B, J, R, N]`` indices into ``states``; ``None``
+        without a fallback), the updated switch ``q(a = AV)`` (``None``
+        without a fallback) and the accepted counts per mixture and
+        speaker (summed over chains, frames and models). Updates the
+        chains in ``states`` in place.
         """
-        num_speakers = z.shape[1]
+        num_speakers = gain.shape[2]
         noise = torch.einsum("bfk,bkn->bnf", w, h)[:, None]  # [B, 1, N, F]
         scale = math.sqrt(self.proposal_variance)
         kept = []
-        accepted = torch.zeros(z.shape[0], num_speakers, dtype=power.dtype,
+        accepted = torch.zeros(gain.shape[1], num_speakers, dtype=power.dtype,
                                device=power.device)  # fmt: skip
         target = power[:, None]  # [B, 1, N, F]
-        g = gain[:, :, None, :, None]  # [B, J, 1, N, 1]
-        z = z.clone()
-        sigma = sigma.clone()
+        gains = gain[:, :, :, None, :, None]  # [M, B, J, 1, N, 1]
+        if switch is None:
+            weights = [None]
+        else:
+            weights = [switch[:, :, None, :], 1.0 - switch[:, :, None, :]]
+
+        def mixed():
+            """Each speaker's scaled variance as the others see it
+            ``[B, J, S, N, F]``."""
+            if switch is None:
+                return gains[0] * states[0].sigma
+            return (weights[0][..., None] * gains[0] * states[0].sigma
+                    + weights[1][..., None] * gains[1] * states[1].sigma)
+
         for step in range(self.num_mh_steps):
             for j in range(num_speakers):
-                eps = draws.normal(z[:, j].shape)
-                log_u = torch.log(draws.uniform(z[:, j].shape[:-1]))
-                proposal = z[:, j] + scale * eps
-                emb_j = None if emb is None else emb[:, j]
-                sigma_new = model.decode(proposal, emb_j)
                 others = [k for k in range(num_speakers) if k != j]
-                rest = noise + EPS
-                if others:
-                    rest = rest + (g[:, others] * sigma[:, others]).sum(1)
-                current = rest + g[:, j] * sigma[:, j]
-                ratio = current / (rest + g[:, j] * sigma_new)
-                # log(V / V') + P (1 / V - 1 / V'), with one log
-                log_ratio = (
-                    torch.log(ratio) + target * (1.0 - ratio) / current
-                ).sum(-1)
-                log_ratio = log_ratio + 0.5 * (
-                    (z[:, j] - prior_mean[:, j]).pow(2)
-                    - (proposal - prior_mean[:, j]).pow(2)
-                ).div(prior_var[:, j]).sum(-1)
-                accept = log_u < log_ratio  # [B, S, N]
-                z[:, j] = torch.where(accept[..., None], proposal, z[:, j])
-                sigma[:, j] = torch.where(accept[..., None], sigma_new,
-                                          sigma[:, j])  # fmt: skip
-                counted = accept & mask[:, None]
-                accepted[:, j] += counted.to(power.dtype).sum((1, 2))
+                for state, g in zip(states, gains):
+                    eps = draws.normal(state.z[:, j].shape)
+                    log_u = torch.log(draws.uniform(state.z[:, j].shape[:-1]))
+                    proposal = state.z[:, j] + scale * eps
+                    emb_j = None if state.emb is None else state.emb[:, j]
+                    sigma_new = state.model.decode(proposal, emb_j)
+                    rest = noise + EPS
+                    if others:
+                        rest = rest + mixed()[:, others].sum(1)
+                    current = rest + g[:, j] * state.sigma[:, j]
+                    ratio = current / (rest + g[:, j] * sigma_new)
+                    # log(V / V') + P (1 / V - 1 / V'), with one log
+                    log_ratio = (
+                        torch.log(ratio) + target * (1.0 - ratio) / current
+                    ).sum(-1)
+                    log_ratio = log_ratio + 0.5 * (
+                        (state.z[:, j] - state.prior_mean[:, j]).pow(2)
+                        - (proposal - state.prior_mean[:, j]).pow(2)
+                    ).div(state.prior_var[:, j]).sum(-1)
+                    accept = log_u < log_ratio  # [B, S, N]
+                    state.z[:, j] = torch.where(accept[..., None], proposal,
+                                                state.z[:, j])  # fmt: skip
+                    state.sigma[:, j] = torch.where(
+                        accept[..., None], sigma_new, state.sigma[:, j]
+                    )
+                    counted = accept & mask[:, None]
+                    accepted[:, j] += counted.to(power.dtype).sum((1, 2))
             if step >= self.burn_in:
-                kept.append(sigma.clone())
-        samples = torch.stack(kept, dim=3)  # [B, J, S, K, N, F]
-        shape = samples.shape
-        samples = samples.reshape(shape[0], shape[1], -1, *shape[-2:])
-        return samples, z, sigma, accepted
+                kept.append([state.sigma.clone() for state in states])
+        if switch is None:
+            samples = torch.stack([k[0] for k in kept], dim=3)
+            shape = samples.shape  # [B, J, S, K, N, F]
+            return (samples.reshape(shape[0], shape[1], -1, *shape[-2:]),
+                    None, None, accepted)  # fmt: skip
+        switch = self._update_switch(power, noise, gains, kept, switch)
+        main = torch.stack([k[0] for k in kept], dim=3)
+        other = torch.stack([k[1] for k in kept], dim=3)
+        shape = main.shape
+        main = main.reshape(shape[0], shape[1], -1, *shape[-2:])
+        other = other.reshape(shape[0], shape[1], -1, *shape[-2:])
+        chosen = draws.uniform(main.shape[:-1]) < switch[:, :, None]
+        samples = torch.where(chosen[..., None], main, other)
+        return samples, (~chosen).long(), switch, accepted
+
+    def _update_switch(self, power, noise, gains, kept, switch):
+        """``q(a = AV)`` from the models' expected log-likelihoods."""
+        num_speakers = switch.shape[1]
+        main = torch.stack([k[0] for k in kept], dim=2)  # [B,J,S,K,N,F]
+        other = torch.stack([k[1] for k in kept], dim=2)
+        main = gains[0] * main.flatten(2, 3)  # scaled variances
+        other = gains[1] * other.flatten(2, 3)
+        weight = switch[:, :, None, :, None]
+        mixed = weight * main + (1.0 - weight) * other
+        target = power[:, None]
+        logit = math.log(self.switch_prior / (1.0 - self.switch_prior))
+        updated = torch.empty_like(switch)
+        for j in range(num_speakers):
+            rest = noise + EPS
+            others = [k for k in range(num_speakers) if k != j]
+            if others:
+                rest = rest + mixed[:, others].sum(1)
+            difference = (_loglik(target, rest + main[:, j])
+                          - _loglik(target, rest + other[:, j]))
+            updated[:, j] = torch.sigmoid(logit + difference)
+        return updated
 
 
-def _variances(samples, gain, w, h):
+def _loglik(power, total):
+    """``-sum_f (log V + P / V)`` averaged over the samples ``[B, N]``."""
+    return -(torch.log(total) + power / total).sum(-1).mean(1)
+
+
+def _noise_ratio(samples, gain, w, h, mask, pick=None):
+    """Noise-to-speech energy ratio over the valid bins ``[B]``."""
+    speech, noise, _ = _variances(samples, gain, w, h, pick)
+    valid = mask.to(noise.dtype)
+    noise_energy = (noise.sum(-1) * valid).sum(1)
+    speech_energy = (speech.mean(2).sum((1, 3)) * valid).sum(1)
+    return noise_energy / speech_energy.clamp(min=EPS)
+
+
+def _sample_gain(gain, pick):
+    """The gain of every sample ``[B, J, R or 1, N, 1]`` from the gains of
+    the models ``[M, B, J, N]`` and the model of each sample."""
+    if pick is None:
+        return gain[0][:, :, None, :, None]
+    expanded = gain[:, :, :, None].expand(-1, -1, -1, pick.shape[2], -1)
+    return torch.gather(expanded, 0, pick[None])[0][..., None]
+
+
+def _variances(samples, gain, w, h, pick=None):
     """Speech ``[B, J, R, N, F]``, noise ``[B, N, F]``, total ``[B,R,N,F]``."""
-    speech = gain[:, :, None, :, None] * samples
+    speech = _sample_gain(gain, pick) * samples
     noise = torch.einsum("bfk,bkn->bnf", w, h)
     total = speech.sum(1) + noise[:, None] + EPS
     return speech, noise, total
 
 
-def _m_step(power, samples, gain, w, h, mask):
-    """Multiplicative updates of W, H, g; the cost before and after."""
+def _m_step(power, samples, gain, w, h, mask, pick=None):
+    """Multiplicative updates of W, H, g; the cost before and after.
+
+    With ``pick`` (the model of each sample), each model's gains are
+    updated from its own samples (unchanged where it has none).
+    """
     valid = mask[:, :, None].to(power.dtype)  # [B, N, 1]
-    _, _, total = _variances(samples, gain, w, h)
+    _, _, total = _variances(samples, gain, w, h, pick)
     before = _cost(power, total, mask)
 
     def weights(total):
@@ -367,28 +557,34 @@ def _m_step(power, samples, gain, w, h, mask):
         torch.einsum("bnf,bkn->bfk", numerator, h),
         torch.einsum("bnf,bkn->bfk", denominator, h),
     )
-    _, _, total = _variances(samples, gain, w, h)
+    _, _, total = _variances(samples, gain, w, h, pick)
     numerator, denominator = weights(total)
     h = h * _ratio(
         torch.einsum("bnf,bfk->bkn", numerator, w),
         torch.einsum("bnf,bfk->bkn", denominator, w),
     )
-    _, _, total = _variances(samples, gain, w, h)
+    _, _, total = _variances(samples, gain, w, h, pick)
     inverse = total.reciprocal()[:, None]  # [B, 1, R, N, F]
-    numerator = (samples * power[:, None, None] * inverse.pow(2)).mean(2)
-    denominator = (samples * inverse).mean(2)
-    gain = gain * _ratio(
-        (numerator.sum(-1) * valid[..., 0][:, None]),
-        (denominator.sum(-1) * valid[..., 0][:, None]),
-    )
-    _, _, total = _variances(samples, gain, w, h)
+    frames = valid[..., 0][:, None]
+    updated = []
+    for model in range(gain.shape[0]):
+        chosen = samples
+        if pick is not None:
+            chosen = samples * (pick == model)[..., None].to(samples.dtype)
+        numerator = (chosen * power[:, None, None] * inverse.pow(2)).mean(2)
+        denominator = (chosen * inverse).mean(2)
+        updated.append(gain[model] * _ratio(
+            numerator.sum(-1) * frames, denominator.sum(-1) * frames
+        ))  # fmt: skip
+    gain = torch.stack(updated)
+    _, _, total = _variances(samples, gain, w, h, pick)
     after = _cost(power, total, mask)
     return w, h, gain, before, after
 
 
-def _wiener(mixture, samples, gain, w, h):
+def _wiener(mixture, samples, gain, w, h, pick=None):
     """Posterior-mean estimates averaged over the samples."""
-    speech, noise, total = _variances(samples, gain, w, h)
+    speech, noise, total = _variances(samples, gain, w, h, pick)
     masks = (speech / total[:, None]).mean(2)  # [B, J, N, F]
     noise_mask = (noise[:, None] / total).mean(1)  # [B, N, F]
     sources = masks.transpose(-1, -2) * mixture[:, None]
@@ -403,7 +599,9 @@ def mcem_reference(mcem, model, mixture, num_speakers, lips=None,
                    frame_mask=None, generator=None):  # fmt: skip
     """The same algorithm as :class:`MCEM`, one frame at a time.
 
-    A straightforward transcription: the decoder runs on one frame's latent
+    Without the fallback model and the run-away stop (``max_noise_growth``
+    must be ``None``). A straightforward transcription: the decoder runs on
+    one frame's latent
     at a time, acceptance, M-step sums and Wiener masks are computed frame
     by frame in Python loops. With a generator in the same state it draws
     the same random numbers as :class:`MCEM`; the benchmark and the tests
@@ -433,6 +631,10 @@ def mcem_reference(mcem, model, mixture, num_speakers, lips=None,
     >>> bool(torch.allclose(fast.sources, slow.sources))
     True
     """
+    if mcem.max_noise_growth is not None:
+        raise ValueError(
+            "mcem_reference has no run-away stop: set max_noise_growth=None"
+        )
     power, mask, embedding, z0, mu_p, logvar_p = _prepare(
         model, mixture, num_speakers, lips, frame_mask
     )
