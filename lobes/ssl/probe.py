@@ -44,8 +44,8 @@ import time
 import numpy as np
 import torch
 
-from lobes.errors import exit_on_user_error
-from lobes.recipe import resolve_data_folder
+from lobes.data.mini_corpora import ensure_mini_corpus
+from lobes.errors import DataFolderError, exit_on_user_error
 from lobes.ssl.probe_data import (
     NOISY_PROBE_SNR_DB,
     PROBE_WORDS,
@@ -488,11 +488,18 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     for folder in args.folders:
         _warn_other_corpus(folder, args.data_folder, args.mini_corpus_size)
+    if args.data_folder == "mini":
+        data_folder = ensure_mini_corpus("voicebank", args.mini_corpus_size)
+    else:
+        data_folder = os.path.expanduser(args.data_folder)
+        if not os.path.isdir(data_folder):
+            raise DataFolderError(
+                f"{data_folder}: data folder not found; pass --data_folder="
+                "<a VoiceBank-DEMAND root> or leave it out for the mini corpus"
+            )
     results = evaluate(
         args.folders,
-        data_folder=resolve_data_folder(
-            args.data_folder, "voicebank", args.mini_corpus_size
-        ),
+        data_folder=data_folder,
         corpus_size=args.mini_corpus_size,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
