@@ -5,7 +5,10 @@ one (single-speaker enhancement, ``J = 1``)
 (``recipes/NTCD-TIMIT/av_separation/separate.py``):
 
 - ``av_vae``: Monte Carlo EM (:class:`lobes.models.mcem.MCEM`) with a
-  trained AV-VAE and each speaker's lips;
+  trained AV-VAE and each speaker's lips; with ``lips_fallback`` and an
+  A-VAE, frames the lips do not explain fall back to the A-VAE (a
+  per-frame switch inferred in the EM; one notice line per mixture whose
+  lips explain fewer than half of a speaker's frames);
 - ``a_vae``: the same with the audio-only VAE (no lips: the speakers differ
   only through the random draws);
 - ``nmf``: NMF-only separation (:class:`lobes.models.nmf.NMFSeparator`)
@@ -257,9 +260,57 @@ def _to_waveforms(spec, stft, items, scales):
 # ---------------------------------------------------------------- methods
 
 
+def _notices(items, result, mask, mcem, log):
+    """One line per mixture whose lips were distrusted or whose MCEM
+    stopped on a noise run-away."""
+    for b, item in enumerate(items):
+        valid = mask[b].to(result.sources.real.dtype)
+        if result.switch is not None:
+            trusted = (result.switch[b] * valid).sum(-1) / valid.sum()
+            if bool((trusted < 0.5).any()):
+                shares = ", ".join(
+                    f"speaker {j + 1}: {100 * float(t):.0f} %"
+                    for j, t in enumerate(trusted)
+                )
+                log(f"notice: {item.id}: the lips explain few frames "
+                    f"({shares}); the audio-only model takes the rest")
+        if result.stopped is not None and bool(result.stopped[b]):
+            log(f"notice: {item.id}: MCEM stopped at iteration "
+                f"{int(result.iterations[b])}: the noise model's energy grew "
+                f"more than {mcem.max_noise_growth:g} times relative to the "
+                "speech's; estimates from the iteration before")
+
+
 def separate_vae(vae, mcem, items, stft, sample_rate, generator,
-                 device="cpu"):  # fmt: skip
+                 device="cpu", fallback=None, log=print):  # fmt: skip
     """MCEM with a trained (AV-)VAE: ``[J, T]`` estimates per mixture.
+
+    Arguments
+    ---------
+    vae : lobes.models.av_vae.AudioVAE or lobes.models.av_vae.AVCVAE
+        The trained speech model.
+    mcem : lobes.models.mcem.MCEM
+        The EM settings.
+    items : list of AVMixture
+        Mixtures with the same number of speakers.
+    stft : lobes.models.av_vae.SineSTFT
+        The model's STFT.
+    sample_rate : int
+        Audio rate.
+    generator : torch.Generator
+        Source of the random draws.
+    device : str
+        Torch device.
+    fallback : lobes.models.av_vae.AudioVAE, optional
+        An audio-only model for the frames the lips do not explain
+        (:class:`lobes.models.mcem.MCEM`'s switch).
+    log : callable
+        Prints the notices (lips distrusted, MCEM stopped).
+
+    Returns
+    -------
+    list of torch.Tensor
+        ``[J, T]`` per item.
 
     Example
     -------
@@ -277,6 +328,14 @@ def separate_vae(vae, mcem, items, stft, sample_rate, generator,
     >>> separate_vae(vae, mcem, one, SineSTFT(128, 32), 16000,
     ...              torch.Generator().manual_seed(0))[0].shape
     torch.Size([1, 1600])
+    >>> from lobes.models.av_vae import AudioVAE
+    >>> notices = []
+    >>> out = separate_vae(vae, mcem, one, SineSTFT(128, 32), 16000,
+    ...                    torch.Generator().manual_seed(0),
+    ...                    fallback=AudioVAE(65, 2, 4).eval(),
+    ...                    log=notices.append)
+    >>> out[0].shape, all(n.startswith("notice: m:") for n in notices)
+    (torch.Size([1, 1600]), True)
     """
     num_speakers = len(items[0].lips)
     lips = None
@@ -290,8 +349,16 @@ def separate_vae(vae, mcem, items, stft, sample_rate, generator,
     spec, mask, scales = stft_batch([i.mixture for i in items], stft, device)
     if getattr(vae, "uses_video", False):
         lips = lips_batch(items, spec.shape[-1], stft, sample_rate, device)
+    if fallback is not None and int(fallback.num_freqs) != int(vae.num_freqs):
+        raise ModelSourceError(
+            f"the audio-only fallback has {fallback.num_freqs} frequency "
+            f"bins, the AV-VAE {vae.num_freqs}; train both with one STFT"
+        )
+    if fallback is not None and not getattr(vae, "uses_video", False):
+        fallback = None  # nothing to fall back from
     result = mcem(vae, spec, num_speakers, lips=lips, frame_mask=mask,
-                  generator=generator)  # fmt: skip
+                  generator=generator, fallback=fallback)  # fmt: skip
+    _notices(items, result, mask, mcem, log)
     return _to_waveforms(result.sources, stft, items, scales)
 
 
@@ -478,15 +545,26 @@ class Separators:
         ``separate.yaml``: ``methods``, ``av_vae_folder``, ``a_vae_folder``,
         ``supervised_folder``, ``mcem``, ``nmf``, ``stft``, ``sample_rate``,
         ``seed``, ``av_vae_iterations`` and ``a_vae_iterations`` (EM
-        iterations of one method, ``None``: the MCEM's), and for the NMF
-        dictionary ``nmf_settings``
+        iterations of one method, ``None``: the MCEM's), optionally
+        ``lips_fallback`` (AV-VAE falls back to the A-VAE of
+        ``a_vae_folder`` on frames its lips do not explain; default
+        False), and for the NMF dictionary ``nmf_settings``
         (``speech_rank``, ``dictionary_iterations``, ``dictionary_frames``).
     train_wavs : list of str
         Clean training utterances for the NMF speech dictionary.
     device : str
         Torch device.
     log : callable
-        Prints notices (lips resized to a model's ROI size).
+        Prints notices (lips resized to a model's ROI size, lips
+        distrusted, MCEM stopped).
+
+    Example
+    -------
+    >>> from lobes.models.av_vae import SineSTFT
+    >>> separators = Separators({"methods": ["mixture", "av_vae"],
+    ...     "sample_rate": 16000, "stft": SineSTFT(128, 32)}, [])
+    >>> separators.methods, separators.skipped
+    (['mixture'], ['av_vae'])
     """
 
     def __init__(self, hparams, train_wavs, device="cpu", log=print):
@@ -533,6 +611,20 @@ class Separators:
                 int(settings["dictionary_frames"]), generator,
             ).to(device)  # fmt: skip
             self.nmf = nmf
+        self.fallback = None
+        if hparams.get("lips_fallback") and "av_vae" in self.models:
+            loaded = self.models.get("a_vae")
+            if loaded is None and hparams.get("a_vae_folder"):
+                loaded = (load_trained(hparams["a_vae_folder"], "vae",
+                                       device)[0], None)  # fmt: skip
+            if loaded is None:
+                from lobes.errors import HparamsError
+
+                raise HparamsError(
+                    "lips_fallback: True needs an A-VAE to fall back to; "
+                    "pass --a_vae_folder=<A-VAE training run>"
+                )
+            self.fallback = loaded[0]
 
     def _generator(self, method):
         offset = METHODS.index(method)
@@ -560,6 +652,8 @@ class Separators:
         return separate_vae(
             module, mcem, items, stft.to(self.device), self.sample_rate,
             self._generator(method), self.device,
+            fallback=self.fallback if method == "av_vae" else None,
+            log=self.log,
         )  # fmt: skip
 
 

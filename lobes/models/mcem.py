@@ -29,7 +29,10 @@ Sadeghi and Alameda-Pineda, "Robust unsupervised audio-visual speech
 enhancement using a mixture of variational autoencoders", ICASSP 2020):
 each speaker's frame comes from the audio-visual model or from the
 audio-only one, a per-frame switch ``a_jn`` with prior
-``P(a = AV) = switch_prior``; each model has its own gains. The posterior
+``P(a = AV) = switch_prior``; each model has its own gains, which start
+at the scale that matches its initial variances to the mixture's mean
+power (so that neither is preferred for its scale alone) and are fitted
+to all of that model's samples as if it produced the frames. The posterior
 is approximated by ``q(a) q(z_AV) q(z_A)``: each model's MH chains sample
 its own posterior as if it produced the frame (the other speakers counted
 with their switch-weighted variances), and after each E-step
@@ -37,9 +40,9 @@ with their switch-weighted variances), and after each E-step
 - E[log p(x_n | z_A)]``, the expectations over each model's kept samples
 (a plug-in comparison of how well each model explains the frame; the
 first switch comes from the encoders' initial latents). The samples the
-M-step and the Wiener filters average draw the switch from ``q(a)``, and
-each model's gains are updated from its own samples: frames where the lips
-do not explain the mixture are modelled by the audio-only VAE.
+M-step (``W``, ``H``) and the Wiener filters average draw the switch from
+``q(a)``: frames where the lips do not explain the mixture are modelled
+by the audio-only VAE.
 ``MCEMResult.switch`` holds ``q(a = AV)`` per speaker and frame.
 (Likelihood tempering by ``q(a)``, the exact mean-field update, was
 tried and dropped: with two equally good models it halves the
@@ -337,7 +340,15 @@ class MCEM:
         # one gain per model [M, B, J, N] (the fallback has its own)
         gain = torch.ones(len(states), batch, num_speakers, frames,
                           dtype=real, device=power.device)  # fmt: skip
-        if switch is not None:  # start from the encoders' initial latents
+        if switch is not None:
+            # each model starts at the mixture's scale (not preferred for
+            # its scale alone), the switch from the encoders' latents
+            valid = mask[:, None, None, :, None].to(real)
+            level = (power[:, None, None] * valid).sum((2, 3, 4))
+            for m, state in enumerate(states):
+                own = (state.sigma * valid).sum((2, 3, 4)) / chains
+                gain[m] = (level / (num_speakers * own).clamp(min=EPS))[
+                    ..., None].expand(-1, -1, frames)  # fmt: skip
             noise = torch.einsum("bfk,bkn->bnf", w, h)[:, None]
             switch = self._update_switch(
                 power, noise, gain[:, :, :, None, :, None],
@@ -408,8 +419,8 @@ class MCEM:
 
         Returns the samples the M-step averages ``[B, J, R, N, F]`` (with a
         fallback: each drawn from the model the switch draws), which model
-        each comes from (``[B, J, R, N]`` indices into ``states``; ``None``
-        without a fallback), the updated switch ``q(a = AV)`` (``None``
+        each comes from (a :class:`_Pick`; ``None`` without a fallback),
+        the updated switch ``q(a = AV)`` (``None``
         without a fallback) and the accepted counts per mixture and
         speaker (summed over chains, frames and models). Updates the
         chains in ``states`` in place.
@@ -480,7 +491,7 @@ class MCEM:
         other = other.reshape(shape[0], shape[1], -1, *shape[-2:])
         chosen = draws.uniform(main.shape[:-1]) < switch[:, :, None]
         samples = torch.where(chosen[..., None], main, other)
-        return samples, (~chosen).long(), switch, accepted
+        return samples, _Pick((~chosen).long(), (main, other)), switch, accepted
 
     def _update_switch(self, power, noise, gains, kept, switch):
         """``q(a = AV)`` from the models' expected log-likelihoods."""
@@ -519,13 +530,22 @@ def _noise_ratio(samples, gain, w, h, mask, pick=None):
     return noise_energy / speech_energy.clamp(min=EPS)
 
 
+class _Pick(NamedTuple):
+    """With a fallback: the model of each sample ``index [B, J, R, N]``
+    and every model's own samples (``[B, J, R, N, F]`` each)."""
+
+    index: torch.Tensor
+    per_model: tuple
+
+
 def _sample_gain(gain, pick):
     """The gain of every sample ``[B, J, R or 1, N, 1]`` from the gains of
     the models ``[M, B, J, N]`` and the model of each sample."""
     if pick is None:
         return gain[0][:, :, None, :, None]
-    expanded = gain[:, :, :, None].expand(-1, -1, -1, pick.shape[2], -1)
-    return torch.gather(expanded, 0, pick[None])[0][..., None]
+    index = pick.index
+    expanded = gain[:, :, :, None].expand(-1, -1, -1, index.shape[2], -1)
+    return torch.gather(expanded, 0, index[None])[0][..., None]
 
 
 def _variances(samples, gain, w, h, pick=None):
@@ -539,8 +559,11 @@ def _variances(samples, gain, w, h, pick=None):
 def _m_step(power, samples, gain, w, h, mask, pick=None):
     """Multiplicative updates of W, H, g; the cost before and after.
 
-    With ``pick`` (the model of each sample), each model's gains are
-    updated from its own samples (unchanged where it has none).
+    With ``pick`` (a :class:`_Pick`), ``W`` and ``H`` see the picked
+    samples, and each model's gains are fitted to all of its own samples
+    as if that model produced its speaker's frames (the rest of the
+    mixture as picked), so the model the switch does not pick keeps a
+    gain at the mixture's scale.
     """
     valid = mask[:, :, None].to(power.dtype)  # [B, N, 1]
     _, _, total = _variances(samples, gain, w, h, pick)
@@ -563,20 +586,27 @@ def _m_step(power, samples, gain, w, h, mask, pick=None):
         torch.einsum("bnf,bfk->bkn", numerator, w),
         torch.einsum("bnf,bfk->bkn", denominator, w),
     )
-    _, _, total = _variances(samples, gain, w, h, pick)
-    inverse = total.reciprocal()[:, None]  # [B, 1, R, N, F]
+    speech, _, total = _variances(samples, gain, w, h, pick)
     frames = valid[..., 0][:, None]
-    updated = []
-    for model in range(gain.shape[0]):
-        chosen = samples
-        if pick is not None:
-            chosen = samples * (pick == model)[..., None].to(samples.dtype)
-        numerator = (chosen * power[:, None, None] * inverse.pow(2)).mean(2)
-        denominator = (chosen * inverse).mean(2)
-        updated.append(gain[model] * _ratio(
+    if pick is None:
+        inverse = total.reciprocal()[:, None]  # [B, 1, R, N, F]
+        numerator = (samples * power[:, None, None] * inverse.pow(2)).mean(2)
+        denominator = (samples * inverse).mean(2)
+        gain = gain * _ratio(
             numerator.sum(-1) * frames, denominator.sum(-1) * frames
-        ))  # fmt: skip
-    gain = torch.stack(updated)
+        )[None]  # fmt: skip
+    else:
+        updated = []
+        rest = total[:, None] - speech  # [B, J, R, N, F] all but speaker j
+        for model, own in enumerate(pick.per_model):
+            inverse = (rest + gain[model][:, :, None, :, None] * own)
+            inverse = inverse.reciprocal()
+            numerator = (own * power[:, None, None] * inverse.pow(2)).mean(2)
+            denominator = (own * inverse).mean(2)
+            updated.append(gain[model] * _ratio(
+                numerator.sum(-1) * frames, denominator.sum(-1) * frames
+            ))  # fmt: skip
+        gain = torch.stack(updated)
     _, _, total = _variances(samples, gain, w, h, pick)
     after = _cost(power, total, mask)
     return w, h, gain, before, after

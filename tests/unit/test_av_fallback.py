@@ -241,3 +241,4 @@ def test_reference_refuses_what_it_does_not_implement():
     with pytest.raises(ValueError, match="max_noise_growth"):
         mcem_reference(mcem, audio, mixture, 1)
 
+

@@ -229,3 +229,96 @@ def test_separate_wrong_model_size_is_one_line(tiny, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "lips of 32x32 = 1024 pixels" in lines[0]
     assert "takes 1000" in lines[0] and "mat1" not in proc.stderr
+
+
+def _audio_model_run(folder):
+    """A finished-run folder with a tiny A-VAE (the fallback)."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from lobes.models.av_vae import AudioVAE
+
+    folder.mkdir(parents=True)
+    (folder / "hyperparams.yaml").write_text(
+        "vae: !new:lobes.models.av_vae.AudioVAE\n"
+        "  num_freqs: 513\n  latent_dim: 4\n  hidden_dim: 16\n"
+        "stft: !new:lobes.models.av_vae.SineSTFT\n"
+        "  n_fft: 1024\n  hop_length: 256\n"
+    )
+    torch.manual_seed(1)
+    Checkpointer(str(folder / "save"),
+                 {"vae": AudioVAE(513, 4, 16)}).save_checkpoint(
+        meta={"loss": 1.0})  # fmt: skip
+    return str(folder)
+
+
+def _separators(tmp_path, **extra):
+    from lobes.models.av_vae import SineSTFT
+    from lobes.models.mcem import MCEM
+
+    hparams = {
+        "methods": ["av_vae"], "sample_rate": 16000, "seed": 0,
+        "stft": SineSTFT(1024, 256),
+        "av_vae_folder": _tiny_model_run(tmp_path / "av"),
+        "mcem": MCEM(num_iterations=2, num_mh_steps=3, burn_in=1,
+                     noise_rank=2),
+        **extra,
+    }  # fmt: skip
+    lines = []
+    return Separators(hparams, [], log=lines.append), lines
+
+
+def test_lips_fallback_needs_an_audio_model(tmp_path):
+    with pytest.raises(HparamsError, match="a_vae_folder"):
+        _separators(tmp_path, lips_fallback=True)
+    separators, _ = _separators(tmp_path / "other", lips_fallback=False)
+    assert separators.fallback is None
+
+
+def test_distrusted_lips_print_one_line_and_fall_back(tmp_path):
+    """An AV-VAE whose spectra cannot fit a white mixture (log-variances
+    alternating +-10 across bins, which no gain fixes) loses every frame
+    to a flat A-VAE, and one notice line says so."""
+    from lobes.separation_mcem import AVMixture
+
+    separators, lines = _separators(
+        tmp_path, lips_fallback=True,
+        a_vae_folder=_audio_model_run(tmp_path / "a"),
+    )  # fmt: skip
+    vae = separators.models["av_vae"][0]
+    with torch.no_grad():
+        vae.decoder_output.bias.copy_(10.0 * (-1.0) ** torch.arange(513))
+        vae.decoder_output.weight.zero_()
+        # an A-VAE of flat variances: the white mixture's spectral shape
+        separators.fallback.decoder_output.bias.zero_()
+        separators.fallback.decoder_output.weight.zero_()
+    generator = torch.Generator().manual_seed(0)
+    item = AVMixture("m1", torch.randn(8000, generator=generator),
+                     [torch.rand(16, 32, 32, generator=generator)], 30.0)
+    estimates = separators.run("av_vae", [item])[0]
+    assert estimates.shape == (1, 8000) and torch.isfinite(estimates).all()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("notice: m1: the lips explain few frames")
+    assert "speaker 1: 0 %" in lines[0]
+
+
+def test_noise_runaway_notice():
+    from lobes.models.mcem import MCEM, MCEMResult
+    from lobes.separation_mcem import AVMixture, _notices
+
+    items = [AVMixture(f"m{i}", torch.zeros(10), [], 30.0) for i in range(2)]
+    t = torch.zeros(2, 1, 3, 4, dtype=torch.cfloat)
+    result = MCEMResult(
+        t, t[:, 0], torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(2, 1),
+        torch.tensor([3, 7]), None, torch.tensor([False, True]),
+        torch.tensor([[[0.9, 0.9, 0.9, 0.0]], [[0.1, 0.2, 0.9, 0.9]]]),
+    )  # fmt: skip
+    mask = torch.tensor([[True, True, True, False]] * 2)
+    lines = []
+    _notices(items, result, mask, MCEM(max_noise_growth=8.0), lines.append)
+    assert lines == [
+        "notice: m1: the lips explain few frames (speaker 1: 40 %); the "
+        "audio-only model takes the rest",
+        "notice: m1: MCEM stopped at iteration 7: the noise model's energy "
+        "grew more than 8 times relative to the speech's; estimates from "
+        "the iteration before",
+    ]

@@ -31,7 +31,13 @@ whose first dimension is a perfect square larger than its second), uint8
 or float in [0, 1]; it is resized to the model's ROI, converted to the
 STFT's frame rate, and refused in one line when its duration is more than
 0.5 s (or 10 % of the audio) from the mixture's
-(``lobes.data.lip_input``). The logic is in ``lobes.separation_mcem``.
+(``lobes.data.lip_input``). With ``lips_fallback: True`` in the YAML and
+an ``--a_vae_folder``, AV-VAE falls back to the A-VAE on the frames its
+lips do not explain (a per-frame switch in the MCEM) and prints one line
+per mixture whose lips explain fewer than half of a speaker's frames; an
+MCEM with ``max_noise_growth`` prints one line per mixture it stopped
+because the noise model swallowed the speech. The logic is in
+``lobes.separation_mcem``.
 
 Authors
  * noise-robust-sb contributors 2025
@@ -153,10 +159,10 @@ def main(argv=None):
         n_audio=int(hparams["n_audio_to_save"]),
     )  # fmt: skip
     summary["settings"] = {
-        key: hparams[key]
+        key: hparams.get(key)
         for key in ("seed", "av_vae_folder", "a_vae_folder",
                     "supervised_folder", "max_test_mixtures", "eval_split",
-                    "av_vae_iterations", "a_vae_iterations")
+                    "av_vae_iterations", "a_vae_iterations", "lips_fallback")
     }  # fmt: skip
     with open(os.path.join(output, "summary.json"), "w") as fout:
         json.dump(summary, fout, indent=2, sort_keys=True)
