@@ -37,9 +37,18 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from lobes.errors import DataFolderError, ModelSourceError
+from lobes.data.audio import read_audio, write_audio
+from lobes.data.av_data import load_lips, read_rows
+from lobes.data.lip_input import (
+    check_duration,
+    check_frame_size,
+    model_roi_size,
+    resize_frames,
+)
+from lobes.errors import DataFolderError, HparamsError, ModelSourceError
 from lobes.metrics import enhancement_metrics, separation_metrics
 from lobes.models.av_vae import lips_per_frame
+from lobes.models.nmf import learn_dictionary
 
 #: Methods :func:`separate_all` knows, in report order.
 METHODS = ("mixture", "av_vae", "a_vae", "nmf", "supervised")
@@ -211,8 +220,6 @@ def lips_batch(items, num_frames, stft, sample_rate, device="cpu"):
     ...
     lobes.errors.DataFolderError: m, lips of speaker 1: 3 lip frames ...
     """
-    from lobes.data.lip_input import check_duration
-
     rows = []
     for item in items:
         seconds = item.mixture.numel() / float(sample_rate)
@@ -340,8 +347,6 @@ def separate_vae(vae, mcem, items, stft, sample_rate, generator,
     num_speakers = len(items[0].lips)
     lips = None
     if getattr(vae, "uses_video", False):
-        from lobes.data.lip_input import check_frame_size
-
         for item in items:
             for j, frames in enumerate(item.lips):
                 check_frame_size(f"{item.id}, lips of speaker {j + 1}",
@@ -398,8 +403,6 @@ def fit_lips_to_model(items, vae, log=print):
     notice: lips of 67x67 resized to 4x4, the model's ROI size
     torch.Size([5, 4, 4])
     """
-    from lobes.data.lip_input import model_roi_size, resize_frames
-
     size = model_roi_size(vae)
     if size is None:
         return items
@@ -425,9 +428,6 @@ def fit_lips_to_model(items, vae, log=print):
 def learn_speech_dictionary(wav_paths, stft, rank, num_iterations,
                             max_frames, generator):  # fmt: skip
     """An NMF speech dictionary from clean utterances (unit-RMS each)."""
-    from lobes.data.audio import read_audio
-    from lobes.models.nmf import learn_dictionary
-
     columns, total = [], 0
     for path in wav_paths:
         wav = read_audio(path)
@@ -524,8 +524,6 @@ def evaluate(estimates, references, mixture, sample_rate=16000,
 
 def _write_wavs(folder, name, estimates, sample_rate):
     """``<folder>/<name>_s<j>.wav`` for ``[J, T]``, one gain for all."""
-    from lobes.data.audio import write_audio
-
     peak = float(estimates.abs().max()) if estimates.numel() else 0.0
     scale = 0.99 / peak if peak > 0.99 else 1.0
     paths = []
@@ -585,8 +583,6 @@ class Separators:
         }
         unknown = [m for m in hparams["methods"] if m not in METHODS]
         if unknown:
-            from lobes.errors import HparamsError
-
             raise HparamsError(
                 f"methods: unknown {unknown}; choose from {', '.join(METHODS)}"
             )
@@ -618,9 +614,7 @@ class Separators:
                 loaded = (load_trained(hparams["a_vae_folder"], "vae",
                                        device)[0], None)  # fmt: skip
             if loaded is None:
-                from lobes.errors import HparamsError
-
-                raise HparamsError(
+                    raise HparamsError(
                     "lips_fallback: True needs an A-VAE to fall back to; "
                     "pass --a_vae_folder=<A-VAE training run>"
                 )
@@ -659,9 +653,6 @@ class Separators:
 
 def load_test_mixtures(manifest, limit=None):
     """The mixtures of an ``avmix_*.csv`` manifest as :class:`AVMixture`."""
-    from lobes.data.audio import read_audio
-    from lobes.data.av_prepare import load_lips, read_rows
-
     items = []
     for row in read_rows(manifest)[: limit or None]:
         refs = torch.stack([read_audio(row["s1_wav"]),

@@ -52,13 +52,12 @@ PCM so that ``mix = s1 + s2 + noise`` holds sample by sample.
 Command line (mini corpus, or mixtures for a converted real corpus)::
 
     python -m lobes.data.mini_corpora --corpus av --out DIR --size tiny
-    python -m lobes.data.av_corpus mix --root DIR --split test --count 100
+    python -m lobes.data.av_prepare mix --root DIR --split test --count 100
 
 Authors
  * noise-robust-sb contributors 2025
 """
 
-import argparse
 import csv
 import json
 import os
@@ -70,7 +69,7 @@ from lobes.data import lips, tts
 from lobes.data.audio import read_audio
 from lobes.data.grid_grammar import grid_text
 from lobes.data.noises import NoisePool
-from lobes.errors import DataFolderError, exit_on_user_error
+from lobes.errors import DataFolderError
 
 SAMPLE_RATE = 16000
 #: Video rate and ROI size of the mini corpus (TCD-TIMIT's camera is 30 fps).
@@ -444,43 +443,3 @@ def _babble_speech(text, speaker):
     wav = tts.synthesize(text, speaker, SAMPLE_RATE).numpy()
     rms = _rms(wav)
     return (wav / rms if rms > 0 else wav).astype(np.float32)
-
-
-# ---------------------------------------------------------------- CLI
-
-
-@exit_on_user_error
-def main(argv=None):
-    """``python -m lobes.data.av_corpus mix``: mixtures for a real corpus."""
-    from lobes.data.av_prepare import corpus_utterances
-
-    parser = argparse.ArgumentParser(
-        description="Write fixed two-speaker noisy mixtures for a "
-        "converted NTCD-TIMIT or GRID folder (see lobes.data.av_corpus)."
-    )
-    parser.add_argument("command", choices=["mix"])
-    parser.add_argument("--root", required=True, help="corpus root")
-    parser.add_argument("--layout", choices=["ntcd-timit", "grid"],
-                        default="ntcd-timit")
-    parser.add_argument("--split", choices=SPLITS, default="test")
-    parser.add_argument("--count", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    table = corpus_utterances(args.root, args.layout)
-    utts = [u for u in table["utterances"] if u["split"] == args.split]
-    noise_dir = os.path.join(args.root, "noise", args.split)
-    noise_files = sorted(
-        os.path.join(noise_dir, n)
-        for n in (os.listdir(noise_dir) if os.path.isdir(noise_dir) else [])
-        if n.lower().endswith(".wav")
-    )
-    out = os.path.join(args.root, "mixtures", args.split)
-    path = write_mixtures(
-        utts, noise_files, out, args.count, seed=args.seed,
-        unique=args.split == "test",
-    )
-    print(f"{args.count} mixtures listed in {path}")
-
-
-if __name__ == "__main__":
-    main()

@@ -10,15 +10,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lobes.data import av_corpus, mini_corpora
-from lobes.data.av_prepare import (
+from lobes.data import av_corpus, av_prepare, mini_corpora
+from lobes.data.av_data import (
     av_datasets,
-    corpus_utterances,
     mixture_datasets,
-    prepare_grid,
-    prepare_ntcd_timit,
     read_rows,
     select_utterances,
+)
+from lobes.data.av_prepare import (
+    corpus_utterances,
+    prepare_grid,
+    prepare_ntcd_timit,
 )
 from lobes.errors import AudioFileError, DataFolderError, UserError
 
@@ -249,7 +251,7 @@ def test_missing_folder_and_wrong_layout(tmp_path):
 
 def test_mixing_cli_for_a_converted_corpus(corpus, tmp_path, capsys):
     grid = _grid_copy(corpus[0], tmp_path / "grid")
-    av_corpus.main(["mix", "--root", grid, "--layout", "grid", "--split",
+    av_prepare.main(["mix", "--root", grid, "--layout", "grid", "--split",
                     "test", "--count", "2"])  # fmt: skip
     assert "2 mixtures" in capsys.readouterr().out
     out = prepare_grid(grid, str(tmp_path / "save"))
@@ -263,3 +265,24 @@ def test_mini_corpora_cli_registers_av(tmp_path, capsys):
     assert "written to" in capsys.readouterr().out
     with open(tmp_path / "av_corpus.json") as fin:
         assert json.load(fin)["seed"] == 2
+
+
+def test_preparation_and_datasets_are_separate_modules():
+    """av_data does not import the preparation; av_prepare keeps the old
+    dataset names importable for now; av_corpus imports neither."""
+    import ast
+    import inspect
+
+    from lobes.data import av_data
+
+    for module, banned in ((av_data, ("av_prepare", "av_corpus")),
+                           (av_corpus, ("av_prepare", "av_data"))):
+        tree = ast.parse(inspect.getsource(module))
+        names = [node.module for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom)]  # fmt: skip
+        names += [alias.name for node in ast.walk(tree)
+                  if isinstance(node, ast.Import) for alias in node.names]
+        assert not [n for n in names if n and n.endswith(banned)], names
+    for name in ("av_datasets", "mixture_datasets", "read_rows", "load_lips",
+                 "select_utterances", "check_lips"):
+        assert getattr(av_prepare, name) is getattr(av_data, name)

@@ -51,7 +51,7 @@ import torch
 from train import prepare
 
 from lobes.data.audio import read_audio
-from lobes.data.av_prepare import read_rows
+from lobes.data.av_data import read_rows
 from lobes.data.lip_input import load_lips
 from lobes.errors import DataFolderError, HparamsError, exit_on_user_error
 from lobes.recipe import load_recipe, setup_experiment
