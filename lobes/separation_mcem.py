@@ -73,6 +73,13 @@ class AVMixture(NamedTuple):
         Video rate.
     references : torch.Tensor or None
         Clean speakers ``[J, T]`` in the order of ``lips``.
+
+    Example
+    -------
+    >>> lips = [torch.zeros(30, 4, 4, dtype=torch.uint8)] * 2
+    >>> item = AVMixture("m1", torch.zeros(16000), lips, 30.0)
+    >>> item.id, len(item.lips), item.references is None
+    ('m1', 2, True)
     """
 
     id: str
@@ -368,7 +375,37 @@ def separate_vae(vae, mcem, items, stft, sample_rate, generator,
 
 
 def separate_nmf(nmf, items, stft, generator, device="cpu"):
-    """NMF-only separation: ``[J, T]`` estimates per mixture."""
+    """NMF-only separation: ``[J, T]`` estimates per mixture.
+
+    Arguments
+    ---------
+    nmf : lobes.models.nmf.NMFSeparator
+        The separator (with its speech dictionary, if any).
+    items : list of AVMixture
+        Mixtures with the same number of speakers (the lips are unused but
+        count the speakers).
+    stft : lobes.models.av_vae.SineSTFT
+        Analysis and synthesis.
+    generator : torch.Generator
+        Source of the random start.
+    device : str
+        Torch device.
+
+    Returns
+    -------
+    list of torch.Tensor
+        ``[J, T]`` per item.
+
+    Example
+    -------
+    >>> from lobes.models.av_vae import SineSTFT
+    >>> from lobes.models.nmf import NMFSeparator
+    >>> item = AVMixture("m", torch.randn(1600), [None, None], 30.0)
+    >>> out = separate_nmf(NMFSeparator(4, 2, 5), [item], SineSTFT(128, 32),
+    ...                    torch.Generator().manual_seed(0))
+    >>> out[0].shape
+    torch.Size([2, 1600])
+    """
     num_speakers = len(items[0].lips)
     spec, mask, scales = stft_batch([i.mixture for i in items], stft, device)
     result = nmf(spec, num_speakers, frame_mask=mask, generator=generator)
@@ -377,7 +414,36 @@ def separate_nmf(nmf, items, stft, generator, device="cpu"):
 
 @torch.no_grad()
 def separate_supervised(separator, items, device="cpu"):
-    """The supervised separator, one mixture at a time: ``[J, T]`` each."""
+    """The supervised separator, one mixture at a time: ``[J, T]`` each.
+
+    Arguments
+    ---------
+    separator : torch.nn.Module
+        Returns an object with ``waveforms [1, T, outputs]`` for a
+        ``[1, T]`` mixture and has ``num_spks``: the speakers are its first
+        ``num_spks`` outputs.
+    items : list of AVMixture
+        The mixtures.
+    device : str
+        Torch device.
+
+    Returns
+    -------
+    list of torch.Tensor
+        ``[num_spks, T]`` per item.
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> class Halves(torch.nn.Module):
+    ...     num_spks = 2
+    ...     def forward(self, mix):
+    ...         out = torch.stack([mix / 2, mix / 2, 0 * mix], -1)
+    ...         return SimpleNamespace(waveforms=out)
+    >>> item = AVMixture("m", torch.ones(800), [None, None], 30.0)
+    >>> separate_supervised(Halves(), [item])[0][:, 0]
+    tensor([0.5000, 0.5000])
+    """
     estimates = []
     for item in items:
         mix = item.mixture.to(device).float()[None]
@@ -427,7 +493,39 @@ def fit_lips_to_model(items, vae, log=print):
 
 def learn_speech_dictionary(wav_paths, stft, rank, num_iterations,
                             max_frames, generator):  # fmt: skip
-    """An NMF speech dictionary from clean utterances (unit-RMS each)."""
+    """An NMF speech dictionary from clean utterances (unit-RMS each).
+
+    Arguments
+    ---------
+    wav_paths : list of str
+        Clean 16 kHz utterances, read in order until ``max_frames``.
+    stft : lobes.models.av_vae.SineSTFT
+        Analysis.
+    rank : int
+        Dictionary atoms.
+    num_iterations : int
+        IS-NMF updates.
+    max_frames : int
+        STFT frames used at most.
+    generator : torch.Generator
+        Source of the random start.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[F, rank]`` float, columns of unit mean.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from lobes.data.audio import write_audio
+    >>> from lobes.models.av_vae import SineSTFT
+    >>> path = tempfile.mkdtemp() + "/a.wav"
+    >>> write_audio(path, torch.randn(3200) * 0.1, 16000)
+    >>> learn_speech_dictionary([path], SineSTFT(128, 32), 3, 5, 50,
+    ...                         torch.Generator().manual_seed(0)).shape
+    torch.Size([65, 3])
+    """
     columns, total = [], 0
     for path in wav_paths:
         wav = read_audio(path)
@@ -652,7 +750,36 @@ class Separators:
 
 
 def load_test_mixtures(manifest, limit=None):
-    """The mixtures of an ``avmix_*.csv`` manifest as :class:`AVMixture`."""
+    """The mixtures of an ``avmix_*.csv`` manifest as :class:`AVMixture`.
+
+    Arguments
+    ---------
+    manifest : str
+        ``avmix_<split>.csv`` (:mod:`lobes.data.av_prepare`).
+    limit : int, optional
+        Keep the first ``limit`` mixtures (``None`` or 0: all).
+
+    Returns
+    -------
+    list of AVMixture
+        With both speakers' lips and references.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from lobes.data.audio import write_audio
+    >>> folder = tempfile.mkdtemp()
+    >>> for name in ("mix", "s1", "s2"):
+    ...     write_audio(f"{folder}/{name}.wav", torch.zeros(1600), 16000)
+    >>> np.save(f"{folder}/l.npy", np.zeros((3, 4, 4), np.uint8))
+    >>> _ = open(f"{folder}/avmix_test.csv", "w").write(
+    ...     "ID,mix_wav,s1_wav,s2_wav,s1_lips,s2_lips,fps\\n"
+    ...     f"m1,{folder}/mix.wav,{folder}/s1.wav,{folder}/s2.wav,"
+    ...     f"{folder}/l.npy,{folder}/l.npy,30\\n")
+    >>> item = load_test_mixtures(f"{folder}/avmix_test.csv")[0]
+    >>> item.id, item.references.shape, item.lips[1].shape
+    ('m1', torch.Size([2, 1600]), torch.Size([3, 4, 4]))
+    """
     items = []
     for row in read_rows(manifest)[: limit or None]:
         refs = torch.stack([read_audio(row["s1_wav"]),
@@ -678,10 +805,40 @@ def evaluate_methods(separators, items, output_folder, batch_size=16,
     ``output_folder``, and the estimates of the first ``n_audio`` mixtures
     into ``output_folder/audio``.
 
+    Arguments
+    ---------
+    separators : Separators
+        The methods.
+    items : list of AVMixture
+        Mixtures with references.
+    output_folder : str
+        Where the files go.
+    batch_size : int
+        Mixtures per MCEM/NMF batch.
+    quality : bool
+        Also PESQ and STOI.
+    n_audio : int
+        Mixtures whose estimates are written as wavs.
+    log : callable
+        Prints one line of means per method.
+
     Returns
     -------
     dict
         The summary.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from lobes.models.av_vae import SineSTFT
+    >>> separators = Separators({"methods": ["mixture"], "sample_rate":
+    ...                          16000, "stft": SineSTFT(128, 32)}, [])
+    >>> refs = torch.randn(2, 8000)
+    >>> item = AVMixture("m", refs.sum(0), [None, None], 30.0, refs)
+    >>> summary = evaluate_methods(separators, [item], tempfile.mkdtemp(),
+    ...                            quality=False, log=lambda line: None)
+    >>> round(summary["methods"]["mixture"]["sdr_i"], 3)
+    0.0
     """
     import json
     import time

@@ -240,6 +240,23 @@ def av_datasets(hparams, manifests):
     dict
         ``{"train", "valid", "test"}`` DynamicItemDatasets with output keys
         ``id``, ``wav_sig``, ``lips_sig``, ``fps``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from lobes.data.audio import write_audio
+    >>> folder = tempfile.mkdtemp()
+    >>> write_audio(f"{folder}/a.wav", torch.zeros(1600), 16000)
+    >>> np.save(f"{folder}/a.npy", np.zeros((3, 4, 4), np.uint8))
+    >>> header = "ID,duration,wav,lips,spk_id,lips_frames,fps,in_mixture\\n"
+    >>> row = f"a_1,0.1,{folder}/a.wav,{folder}/a.npy,a,3,30,0"
+    >>> manifests = {}
+    >>> for split in SPLITS:
+    ...     manifests[split] = f"{folder}/{split}.csv"
+    ...     _ = open(manifests[split], "w").write(header + row)
+    >>> item = av_datasets({}, manifests)["train"][0]
+    >>> item["id"], item["wav_sig"].shape, item["lips_sig"].shape, item["fps"]
+    ('a_1', torch.Size([1600]), torch.Size([3, 4, 4]), 30.0)
     """
     from speechbrain.dataio.dataset import DynamicItemDataset
 
@@ -371,6 +388,24 @@ def mixture_datasets(hparams, manifests):
     dict
         ``{"train", "valid", "test"}`` DynamicItemDatasets with output keys
         ``id``, ``mix_sig``, ``sources_sig``, ``noise_sig``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from lobes.data.audio import write_audio
+    >>> folder = tempfile.mkdtemp()
+    >>> for name in ("mix", "s1", "s2", "noise"):
+    ...     write_audio(f"{folder}/{name}.wav", torch.zeros(1600), 16000)
+    >>> header = "ID,duration,mix_wav,s1_wav,s2_wav,noise_wav\\n"
+    >>> row = "m1,0.1," + ",".join(
+    ...     f"{folder}/{n}.wav" for n in ("mix", "s1", "s2", "noise"))
+    >>> manifests = {}
+    >>> for split in SPLITS:
+    ...     manifests[f"mix_{split}"] = f"{folder}/mix_{split}.csv"
+    ...     _ = open(manifests[f"mix_{split}"], "w").write(header + row)
+    >>> item = mixture_datasets({}, manifests)["test"][0]
+    >>> item["id"], item["mix_sig"].shape, item["sources_sig"].shape
+    ('m1', torch.Size([1600]), torch.Size([1600, 2]))
     """
     from speechbrain.dataio.dataset import DynamicItemDataset
 

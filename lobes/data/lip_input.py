@@ -65,6 +65,11 @@ class Lips(NamedTuple):
         ``[T, H, W]`` float32 in [0, 1].
     fps : float
         Their rate (frames per second).
+
+    Example
+    -------
+    >>> Lips(torch.zeros(3, 4, 4), 30.0).fps
+    30.0
     """
 
     frames: torch.Tensor

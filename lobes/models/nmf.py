@@ -32,7 +32,23 @@ EPS = 1e-8
 
 
 class NMFResult(NamedTuple):
-    """Speaker STFTs ``[B, J, F, N]``, noise ``[B, F, N]``, costs ``[I, B]``."""
+    """What :class:`NMFSeparator` returns.
+
+    Attributes
+    ----------
+    sources : torch.Tensor
+        Speaker STFTs ``[B, J, F, N]`` (complex).
+    noise : torch.Tensor
+        Noise STFT ``[B, F, N]``.
+    costs : torch.Tensor
+        IS cost after each update ``[iterations, B]``.
+
+    Example
+    -------
+    >>> t = torch.zeros(1)
+    >>> NMFResult(t, t, t).costs
+    tensor([0.])
+    """
 
     sources: torch.Tensor
     noise: torch.Tensor
