@@ -14,7 +14,7 @@ key with hyperpyyaml's ``!include:``::
 A fragment declares its parameters with their defaults at its top and
 includes nothing. hyperpyyaml applies command-line overrides to the top
 level only; :func:`route_overrides` makes every parameter of every included
-fragment reachable too: ``--lr=1e-4`` goes to the one fragment that
+fragment reachable too: ``--lr=0.0001`` goes to the one fragment that
 declares ``lr`` (the training loop's), exactly as if it had been written in
 that fragment's include mapping. A misspelt name or a value of the wrong
 type fails in one line (:class:`lobes.errors.HparamsError`).
