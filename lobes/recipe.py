@@ -39,6 +39,13 @@ import ruamel.yaml
 import yaml
 
 from lobes.errors import DataFolderError, HparamsError, UserError
+from lobes.hparam_checks import (
+    check_checkpoints,
+    check_override_values,
+    check_writable,
+)
+from lobes.interrupt import GracefulStop
+from lobes.run_lock import lock_output_folder
 
 #: Values of ``data_folder`` that select the embedded mini corpus.
 MINI_MARKERS = (None, "", "mini", "!mini")
@@ -545,6 +552,8 @@ def load_recipe(argv=None):
             "no hparams file given; run `python train.py hparams/<name>.yaml`"
         )
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    if os.path.isfile(hparams_file):
+        check_override_values(hparams_file, overrides)
     routed = route_overrides(hparams_file, overrides) if os.path.isfile(
         hparams_file
     ) else {}
@@ -647,7 +656,12 @@ def start_experiment(argv=None):
 
 
 def setup_experiment(hparams, hparams_file, run_opts, overrides):
-    """SpeechBrain's ``ddp_init_group`` and ``create_experiment_directory``.
+    """Check and lock the output folder, then SpeechBrain's set-up.
+
+    The output folder must be writable, holds one run at a time
+    (:func:`lobes.run_lock.lock_output_folder`) and its checkpoints must be
+    readable (:func:`lobes.hparam_checks.check_checkpoints`); then
+    SpeechBrain's ``ddp_init_group`` and ``create_experiment_directory``.
 
     Then ``<output_folder>/hyperparams.yaml``: the YAML, its fragments
     inlined and the (routed) overrides applied, what
@@ -657,7 +671,14 @@ def setup_experiment(hparams, hparams_file, run_opts, overrides):
     """
     import speechbrain as sb
 
+    # Nothing is written before the folder is known to be writable and
+    # ours: a second run into it stops here, in one line.
+    check_writable(hparams["output_folder"])
     sb.utils.distributed.ddp_init_group(run_opts)
+    lock_output_folder(hparams["output_folder"])
+    checkpointer = hparams.get("checkpointer")
+    if checkpointer is not None:
+        check_checkpoints(checkpointer.checkpoints_dir)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
     )
@@ -714,19 +735,24 @@ def fit_and_test(brain, datasets, hparams):
     that none exits while gloo's threads still run (which aborts it).
     """
     import torch.distributed as dist
+    from speechbrain.utils.distributed import if_main_process
 
-    brain.fit(
-        hparams["epoch_counter"],
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
-    )
-    brain.evaluate(
-        datasets["test"],
-        min_key="loss",
-        test_loader_kwargs=hparams["test_dataloader_opts"],
-    )
+    # Ctrl-C or SIGTERM: stop at the next safe point with a checkpoint and
+    # one line saying that the same command resumes.
+    with GracefulStop(announce=if_main_process()) as brain.stop:
+        brain.fit(
+            hparams["epoch_counter"],
+            datasets["train"],
+            datasets["valid"],
+            train_loader_kwargs=hparams["train_dataloader_opts"],
+            valid_loader_kwargs=hparams["valid_dataloader_opts"],
+        )
+        brain.evaluate(
+            datasets["test"],
+            min_key="loss",
+            test_loader_kwargs=hparams["test_dataloader_opts"],
+        )
+    brain.stop = None
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

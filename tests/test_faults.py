@@ -46,7 +46,6 @@ TINY_FLAGS = [
     "--ckpt_interval_steps=2",
 ]
 INTRA_EPOCH_FLAG = "brain_intra_epoch_ckpt"  # speechbrain.core's
-WIRING = pytest.mark.xfail(reason="wiring pending", strict=False)
 
 
 def command(out, *flags):
@@ -163,7 +162,6 @@ def finished_copy(finished_run, tmp_path):
     return out
 
 
-@WIRING
 def test_sigint_mid_epoch_resumes_exactly(finished_run, cache, tmp_path):
     out = str(tmp_path / "interrupted")
     proc = start(out, cache)
@@ -204,7 +202,6 @@ def test_sigint_mid_epoch_resumes_exactly(finished_run, cache, tmp_path):
     assert epoch_stats(out) == expected
 
 
-@WIRING
 def test_second_run_into_one_folder_stops(cache, tmp_path):
     from lobes.run_lock import wait_for_lock
 
@@ -234,7 +231,6 @@ def test_second_run_into_one_folder_stops(cache, tmp_path):
     assert not os.path.exists(os.path.join(out, "run.lock"))
 
 
-@WIRING
 @pytest.mark.parametrize("flag, expected", [
     ("--batch_size=2.5",
      "error: --batch_size=2.5: batch_size must be a positive integer "
@@ -266,7 +262,6 @@ def make_read_only(folder):
     return lambda: subprocess.run(["chattr", "-i", folder], check=True)
 
 
-@WIRING
 def test_read_only_output_folder(finished_copy, cache):
     before = snapshot(finished_copy)
     undo = make_read_only(finished_copy)
@@ -285,7 +280,6 @@ def test_read_only_output_folder(finished_copy, cache):
     assert snapshot(finished_copy) == before
 
 
-@WIRING
 def test_truncated_checkpoint_on_resume(finished_copy, cache):
     save = os.path.join(finished_copy, "save")
     latest = sorted(

@@ -25,7 +25,13 @@ from speechbrain.utils.distributed import if_main_process
 
 from lobes.data.audio import write_audio
 from lobes.errors import HparamsError
+from lobes.interrupt import brain_saver
 from lobes.metrics import MetricAverager
+from lobes.random_state import (
+    EpochStatistics,
+    RandomState,
+    seed_loader_generator,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +80,16 @@ class RecipeBrain(sb.Brain):
         self.stage_stats = MetricAverager()
         self.train_batches = None
         self._timing = None
+        self.stop = None  # a lobes.interrupt.GracefulStop during fit
+        # Exact resume: the train loader shuffles with its own generator,
+        # seeded per epoch; every global random state and the statistics
+        # of an interrupted epoch are checkpointed.
+        self.loader_generator = torch.Generator()
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("random_state", RandomState())
+            self.checkpointer.add_recoverable(
+                "epoch_statistics", EpochStatistics(self)
+            )
         hparams = vars(self.hparams) if hasattr(self, "hparams") else {}
         # SpeechBrain applies max_grad_norm from the command line or, when
         # not given there, from the YAML; both must be positive.
@@ -104,7 +120,18 @@ class RecipeBrain(sb.Brain):
     # ------------------------------------------------------------------
     # Statistics
     def on_stage_start(self, stage, epoch=None):
-        """Reset the statistics gathered during a stage."""
+        """Reset the statistics gathered during a stage.
+
+        A training stage also reseeds the train loader's generator from the
+        seed and the epoch; an epoch resumed mid-way keeps the statistics
+        its checkpoint restored.
+        """
+        if stage == sb.Stage.TRAIN:
+            seed = getattr(getattr(self, "hparams", None), "seed", 0)
+            seed_loader_generator(self.loader_generator, seed or 0,
+                                  epoch or 0)
+            if self.step > 0:
+                return
         self.stage_stats = MetricAverager()
 
     def add_stat(self, name, value):
@@ -131,6 +158,8 @@ class RecipeBrain(sb.Brain):
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-",
                         **loader_kwargs):
         """SpeechBrain's loader; remembers the batches of a train epoch."""
+        if stage == sb.Stage.TRAIN:
+            loader_kwargs.setdefault("generator", self.loader_generator)
         loader = super().make_dataloader(
             dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs
         )
@@ -147,7 +176,13 @@ class RecipeBrain(sb.Brain):
         self._timing = {"steps": 0, "start": None}
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Log the device and the estimated time per epoch once."""
+        """Stop here on a signal; log the device and time per epoch once."""
+        if self.stop is not None and should_step:
+            counter = self.training_loop.get("epoch_counter")
+            self.stop.stop_here(
+                epoch=getattr(counter, "current", "?"), step=self.step,
+                steps=self.train_batches, save=brain_saver(self, loss),
+            )
         timing = self._timing
         if timing is None:
             return
@@ -208,6 +243,11 @@ class RecipeBrain(sb.Brain):
                 self.checkpointer.save_and_keep_only(
                     meta={"loss": stage_loss}, min_keys=["loss"]
                 )
+            if self.stop is not None:
+                saved = self.checkpointer is not None and str(
+                    self.checkpointer.checkpoints_dir
+                )
+                self.stop.stop_here(epoch, save=lambda: saved or None)
         elif stage == sb.Stage.TEST and train_logger is not None:
             counter = loop.get("epoch_counter")
             train_logger.log_stats(
