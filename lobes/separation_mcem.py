@@ -289,10 +289,11 @@ def _notices(items, result, mask, mcem, log):
                 log(f"notice: {item.id}: the lips explain few frames "
                     f"({shares}); the audio-only model takes the rest")
         if result.stopped is not None and bool(result.stopped[b]):
-            log(f"notice: {item.id}: MCEM stopped at iteration "
-                f"{int(result.iterations[b])}: the noise model's energy grew "
-                f"more than {mcem.max_noise_growth:g} times relative to the "
-                "speech's; estimates from the iteration before")
+            done = int(result.iterations[b])
+            log(f"notice: {item.id}: MCEM stopped after {done} iterations: "
+                "the noise model's energy grew more than "
+                f"{mcem.max_noise_growth:g} times relative to the speech's; "
+                f"the estimates use the parameters of iteration {done}")
 
 
 def separate_vae(vae, mcem, items, stft, sample_rate, generator,

@@ -92,10 +92,12 @@ class MCEMResult(NamedTuple):
     acceptance : torch.Tensor
         MH acceptance rate per mixture and speaker ``[B, J]``.
     iterations : torch.Tensor
-        EM iterations until each mixture met the tolerance or was stopped
-        ``[B]`` (the maximum when neither).
+        EM iterations until each mixture met the tolerance, or whose
+        parameters a stopped mixture kept ``[B]`` (the maximum when
+        neither).
     noise_ratio : torch.Tensor or None
-        Noise-to-speech energy ratio after each M-step ``[iterations, B]``.
+        Noise-to-speech energy ratio after each M-step ``[iterations, B]``
+        (of the parameters kept: a stopped mixture's stay put).
     stopped : torch.Tensor or None
         Mixtures stopped because that ratio ran away ``[B]`` (bool).
     switch : torch.Tensor or None
@@ -384,6 +386,8 @@ class MCEM:
                 done = torch.where(newly & (done == self.num_iterations),
                                    torch.full_like(done, iteration), done)
                 stopped = keep
+                if bool(keep.any()):  # the ratio of the kept parameters
+                    ratio = _noise_ratio(samples, gain, w, h, mask, pick)
             costs_before.append(before)
             costs.append(after)
             ratios.append(ratio)

@@ -228,7 +228,8 @@ def test_noise_runaway_stops_that_mixture_only():
     # the stopped mixture kept its parameters from before the run-away
     assert float(two.noise_ratio[stop - 1, 1]) <= 4.0 * float(
         two.noise_ratio[0, 1])
-    assert float(two.noise_ratio[-1, 1] / two.noise_ratio[0, 1]) < 4.5
+    kept = two.noise_ratio[stop:, 1] / two.noise_ratio[0, 1]
+    assert float(kept.max()) <= 4.0 * 1.05  # only the samples still move
     # the other mixture ran as without the check
     assert torch.allclose(one.sources[0], two.sources[0])
     assert int(two.iterations[0]) == 20

@@ -318,7 +318,7 @@ def test_noise_runaway_notice():
     assert lines == [
         "notice: m1: the lips explain few frames (speaker 1: 40 %); the "
         "audio-only model takes the rest",
-        "notice: m1: MCEM stopped at iteration 7: the noise model's energy "
-        "grew more than 8 times relative to the speech's; estimates from "
-        "the iteration before",
+        "notice: m1: MCEM stopped after 7 iterations: the noise model's "
+        "energy grew more than 8 times relative to the speech's; the "
+        "estimates use the parameters of iteration 7",
     ]
