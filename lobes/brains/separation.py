@@ -48,6 +48,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 
 from lobes.brains.base import RecipeBrain, save_examples
+from lobes.losses.gradient_share import gradient_share
 from lobes.losses.pit import (
     best_permutation,
     pairwise_neg_sisnr,
@@ -55,13 +56,33 @@ from lobes.losses.pit import (
     reorder_features,
 )
 from lobes.losses.waveform import si_snr
-from lobes.metrics import separation_metrics
+from lobes.metrics import error_breakdown, separation_metrics
+from lobes.warm_start import warm_start
 
 logger = logging.getLogger(__name__)
 
 #: Columns of ``test_results.csv`` after ``snt_id`` (a separator with a
-#: noise output adds each with an ``_oracle`` suffix).
-RESULT_COLUMNS = ("sdr", "sdr_i", "si-snr", "si-snr_i", "noise_si-snr")
+#: noise output adds each with an ``_oracle`` suffix): the scores, then the
+#: error breakdown of the speaker estimates (energy of the interfering
+#: speakers, the noise and the artifacts relative to the target, dB;
+#: :func:`lobes.metrics.error_breakdown`).
+RESULT_COLUMNS = ("sdr", "sdr_i", "si-snr", "si-snr_i", "noise_si-snr",
+                  "interference_db", "noise_db", "artifact_db")
+
+
+def best_order(estimates, references):
+    """The estimates ``[T, N]`` reordered to match the references by SI-SNR.
+
+    Example
+    -------
+    >>> refs = torch.randn(800, 2)
+    >>> ests = refs.flip(-1) + 0.01 * torch.randn(800, 2)
+    >>> torch.allclose(best_order(ests, refs), ests.flip(-1))
+    True
+    """
+    losses = pairwise_neg_sisnr(estimates.unsqueeze(0), references.unsqueeze(0))
+    _, perm = best_permutation(losses)
+    return reorder(estimates.unsqueeze(0), perm)[0]
 
 
 def speaker_loss(estimates, targets, perm, num_spks):
@@ -213,7 +234,15 @@ class SeparationBrain(RecipeBrain):
         return super().fit(epoch_counter, train_set, valid_set, **kwargs)
 
     def on_fit_start(self):
-        """Log the training setup, then compile, wrap, init and recover."""
+        """Warm-start (``init_from``), log the training setup, then compile,
+        wrap, init and recover (the run's own checkpoint, when there is one,
+        replaces the warm start)."""
+        init_from = getattr(self.hparams, "init_from", None)
+        if init_from:
+            report = warm_start(self.separator, init_from)
+            if if_main_process():
+                logger.info("Warm start from %s: %s", init_from,
+                            report.summary())
         super().on_fit_start()
         if if_main_process():
             logger.info(
@@ -341,6 +370,10 @@ class SeparationBrain(RecipeBrain):
 
         ``nce_grad_ratio``: the norm of the gradient that the weighted NCE
         term sends to the masked encoder features over the norm of PIT's.
+        Every ``grad_share_every`` steps (``nass.yaml``), the same on the
+        separator's parameters: ``nce_param_share`` (NCE's share of the two
+        gradients' norms) and ``nce_pit_cosine`` (the cosine between them:
+        negative when NCE pulls against PIT).
         """
         masked = predictions.output.masked_features
         patch_nce = self.modules["contrastive_loss"]
@@ -361,6 +394,14 @@ class SeparationBrain(RecipeBrain):
         pit_norm, nce_norm = (g.detach().float().norm() for g in grads)
         if pit_norm > 0:
             self.add_stat("nce_grad_ratio", nce_norm / pit_norm)
+        every = int(self.objectives.get("grad_share_every") or 0)
+        if every > 0 and self.step % every == 1 % every:
+            share = gradient_share(
+                pit, weighted,
+                [p for p in self.separator.parameters() if p.requires_grad],
+            )
+            self.add_stat("nce_param_share", share["second_share"])
+            self.add_stat("nce_pit_cosine", share["cosine"])
 
     def _contrastive_loss(self, predictions, perm, keep):
         """Noise-aware PatchNCE on the kept items, each in its own order."""
@@ -420,6 +461,11 @@ class SeparationBrain(RecipeBrain):
                     float(si_snr(noise_estimate, noise))
                     if bool(noise.abs().max() > 0) else float("nan")
                 )
+                breakdown = error_breakdown(
+                    best_order(speakers, refs), refs, noise
+                )
+                for key, value in breakdown.items():
+                    row[f"{key}{suffix}"] = value
             self.test_rows.append(row)
             logged = {"snt_id", "si-snr"}  # si-snr: per stage already
             if self.noise_output:

@@ -147,13 +147,17 @@ def test_training_and_test_at_batch_sizes(manifests, tmp_path, batch_size):
     stats = brain.train_stats
     assert torch.isfinite(torch.tensor(stats["loss"]))
     assert {"si-snr", "noise_si-snr", "nce", "seconds"} <= set(stats)
+    # the gradient share on the separator's parameters, at step 1
+    assert 0 < stats["nce_param_share"] < 1
+    assert -1 <= stats["nce_pit_cosine"] <= 1
     brain.evaluate(
         datasets["test"], min_key="loss",
         test_loader_kwargs=hparams["test_dataloader_opts"],
     )
     with open(os.path.join(tmp_path, "test_results.csv")) as fin:
         rows = list(csv.DictReader(fin))
-    columns = ["sdr", "sdr_i", "si-snr", "si-snr_i", "noise_si-snr"]
+    columns = ["sdr", "sdr_i", "si-snr", "si-snr_i", "noise_si-snr",
+               "interference_db", "noise_db", "artifact_db"]
     assert list(rows[0]) == ["snt_id", *columns,
                              *(f"{c}_oracle" for c in columns)]
     assert len(rows) == 4 + 1 and rows[-1]["snt_id"] == "avg"
