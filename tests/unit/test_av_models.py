@@ -98,9 +98,11 @@ def _items(count=4, pixels=4):
 
 
 def _brain(vae, **extra):
+    settings = {"encoder_input": "mixture", "interferer_gain_db": [-5, 5],
+                "noise_snr_db": [0, 20], **extra}  # fmt: skip
+    # the training settings both flat and as the vae_training namespace
     hparams = {"vae": vae, "stft": SineSTFT(256, 64), "sample_rate": 16000,
-               "encoder_input": "mixture", "interferer_gain_db": [-5, 5],
-               "noise_snr_db": [0, 20], "seed": 1, **extra}  # fmt: skip
+               "seed": 1, "vae_training": settings, **settings}  # fmt: skip
     return AVVAEBrain({"vae": vae}, lambda p: torch.optim.Adam(p, 3e-3),
                       hparams, run_opts={"device": "cpu"})  # fmt: skip
 
