@@ -15,13 +15,10 @@ Authors
 """
 
 import os
-import zipfile
 
 from lobes.errors import ModelSourceError
+from lobes.hparam_checks import torch_file_problem
 from lobes.runs import best_checkpoint, is_exported_folder
-
-#: First byte of a checkpoint in torch's legacy (non-zip) format: a pickle.
-_LEGACY_MAGIC = b"\x80"
 
 
 def check_checkpoint_file(path, fix):
@@ -55,23 +52,7 @@ def check_checkpoint_file(path, fix):
     lobes.errors.ModelSourceError: ...model.ckpt: truncated or corrupt \
 checkpoint (300 bytes, not a complete torch zip archive); delete it
     """
-    size = os.path.getsize(path)
-    why = None
-    if size == 0:
-        why = "empty file"
-    elif not zipfile.is_zipfile(path):
-        with open(path, "rb") as fin:
-            if fin.read(1) == _LEGACY_MAGIC:
-                return  # torch's legacy format: torch.load judges it
-        why = f"{size} bytes, not a complete torch zip archive"
-    else:
-        try:
-            with zipfile.ZipFile(path) as archive:
-                bad = archive.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError) as err:
-            bad = f"unreadable: {' '.join(str(err).split())[:80]}"
-        if bad is not None:
-            why = f"{bad} fails its check"
+    why = torch_file_problem(path)
     if why is not None:
         raise ModelSourceError(
             f"{path}: truncated or corrupt checkpoint ({why}); {fix}"

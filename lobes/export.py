@@ -453,7 +453,7 @@ def _check_out_folder(out_folder, overwrite):
             f"{out_folder}: not empty; pass an empty or new folder, or "
             "--overwrite to replace an earlier export"
         )
-    check_output_folder(out_folder, "the export")
+    check_output_folder(out_folder, "the export's output folder argument")
 
 
 def _prepare_out_folder(out_folder):

@@ -10,7 +10,6 @@ Authors
 import argparse
 import glob
 import os
-import tempfile
 
 from lobes.chunking import (
     DEFAULT_CHUNK_SECONDS,
@@ -19,6 +18,7 @@ from lobes.chunking import (
 )
 from lobes.data.audio import audio_info
 from lobes.errors import UserError
+from lobes.hparam_checks import check_writable
 
 #: Audio files the command-line tools pick up in a folder.
 AUDIO_EXTENSIONS = (".wav", ".flac")
@@ -160,9 +160,8 @@ def check_output_folder(folder, argument="--out"):
     """Stop in one line unless ``folder`` can be written to (or created).
 
     Checked before any work, so that nothing is written half-way: the
-    folder, or its nearest existing parent when it does not exist yet, must
-    take a file (tried with a temporary file, which also tells a read-only
-    file system from a folder without write permission, whoever runs it).
+    recipes' own check (:func:`lobes.hparam_checks.check_writable`), with
+    the fix naming this command's argument.
 
     Arguments
     ---------
@@ -185,27 +184,8 @@ def check_output_folder(folder, argument="--out"):
     >>> check_output_folder(os.path.join(path, "out"))
     Traceback (most recent call last):
     ...
-    lobes.errors.UserError: ...file/out: cannot create this folder: ...file \
-is a file, not a folder; pass --out a folder you can write to
+    lobes.hparam_checks.OutputFolderError: ...file/out: output folder cannot \
+be created: ...file is a file, not a folder; pass --out a folder you can \
+write to, or fix its permissions
     """
-    folder = os.path.abspath(os.path.expanduser(str(folder)))
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    what = "cannot write to this folder" if existing == folder else (
-        "cannot create this folder"
-    )
-    fix = f"pass {argument} a folder you can write to"
-    if not os.path.isdir(existing):
-        raise UserError(
-            f"{folder}: {what}: {existing} is a file, not a folder; {fix}"
-        )
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise UserError(
-            f"{folder}: {what} ({reason}: {existing}); {fix}, or make it "
-            "writable"
-        ) from None
+    check_writable(folder, argument)

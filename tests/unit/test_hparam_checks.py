@@ -147,7 +147,7 @@ def test_read_only_folder(tmp_path, monkeypatch):
         check_writable(tmp_path)
     assert one_line(err) == (
         f"{tmp_path}: output folder is not writable (Read-only file "
-        "system); pass --output_folder=<a folder you can write to> or fix "
+        "system); pass --output_folder a folder you can write to, or fix "
         "its permissions"
     )
     with pytest.raises(OutputFolderError, match="cannot be created in"):

@@ -146,7 +146,7 @@ def test_unwritable_output_folder_is_one_line(runs, tmp_path, capsys):
     before = digests(run)
     line = fails_in_one_line(export, [run, os.path.join(READ_ONLY, "x")],
                              capsys)
-    assert "/sys/kernel/x: cannot create this folder" in line
+    assert "/sys/kernel/x: output folder cannot be created" in line
     # a file where the folder should be
     blocker = tmp_path / "blocker"
     blocker.write_text("keep me")
