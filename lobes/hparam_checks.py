@@ -109,6 +109,10 @@ RULES = {
     "curriculum_ramp_epochs": "positive_int",
     "kl_warmup_epochs": "nonneg_int",
     "curriculum_uniform_mix": "probability",
+    "grad_share_every": "nonneg_int",
+    # AV-VAE: the remedies against posterior collapse, the MCEM fallback
+    "prior_reconstruction_weight": "probability",
+    "switch_prior": "probability",
 }
 
 #: Name endings -> kind, for names not in :data:`RULES`.

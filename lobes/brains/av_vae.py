@@ -2,7 +2,7 @@
 
 ``AVVAEBrain`` trains :class:`lobes.models.av_vae.AudioVAE` or
 :class:`lobes.models.av_vae.AVCVAE` (the YAML's ``vae``) on utterances of
-clean speech with their lips (:func:`lobes.data.av_prepare.av_datasets`):
+clean speech with their lips (:func:`lobes.data.av_data.av_datasets`):
 
 - every utterance is scaled to unit RMS and analysed with the recipe's
   ``stft`` (:class:`lobes.models.av_vae.SineSTFT`); every STFT frame gets
@@ -37,7 +37,7 @@ Hparams read: ``vae``, ``stft``, ``sample_rate``, ``seed``, the
 ``MixtureSeparatorBrain`` trains the supervised baseline of the AV recipes:
 a mask-based separator (:class:`lobes.models.noise_aware.
 NoiseAwareSeparator` without noise output) on the corpus's two-speaker
-noisy mixtures (:func:`lobes.data.av_prepare.mixture_datasets`) with PIT
+noisy mixtures (:func:`lobes.data.av_data.mixture_datasets`) with PIT
 negative SI-SNR (:class:`lobes.losses.pit.PITLoss`). Hparams read:
 ``separator``, ``pit_loss``, ``max_grad_norm``.
 
@@ -45,12 +45,15 @@ Authors
  * noise-robust-sb contributors 2025
 """
 
+import math
+
 import torch
 from speechbrain import Stage
 
 from lobes.brains.base import RecipeBrain
 from lobes.errors import HparamsError
 from lobes.models.av_vae import is_elbo, lips_per_frame, log_power
+from lobes.models.av_vae_diagnostics import latent_diagnostics
 
 ENCODER_INPUTS = ("clean", "mixture")
 
@@ -134,8 +137,9 @@ class AVVAEBrain(RecipeBrain):
     >>> batches = torch.utils.data.DataLoader(items, batch_size=2,
     ...                                       collate_fn=PaddedBatch)
     >>> brain.fit(range(1), batches, batches, progressbar=False)
-    >>> sorted(brain.last_stage_stats)
-    ['kl', 'loss', 'reconstruction']
+    >>> sorted(brain.last_stage_stats)  # doctest: +NORMALIZE_WHITESPACE
+    ['kl', 'latent_kl', 'latent_lips_sensitivity', 'latent_z_sensitivity',
+     'loss', 'reconstruction']
     """
 
     def __init__(self, *args, **kwargs):
@@ -206,10 +210,11 @@ class AVVAEBrain(RecipeBrain):
                 lips, lips_frames, frames, stft.hop_length,
                 int(self.hparams.sample_rate), batch.fps,
             )  # fmt: skip
+        features = log_power(source)
         output = self.modules["vae"](
-            log_power(source), frames_lips, sample=stage == Stage.TRAIN
+            features, frames_lips, sample=stage == Stage.TRAIN
         )
-        return output, power, frame_mask
+        return output, power, frame_mask, features, frames_lips
 
     def kl_weight(self, stage):
         """Weight of the KL term: 1, or during the first
@@ -222,12 +227,37 @@ class AVVAEBrain(RecipeBrain):
         return min(1.0, float(counter.current) / warmup)
 
     def compute_objectives(self, predictions, batch, stage):
-        """Negative IS-ELBO over the valid frames."""
-        output, power, frame_mask = predictions
-        terms = is_elbo(power, output, frame_mask)
+        """Negative IS-ELBO over the valid frames.
+
+        With ``prior_reconstruction_weight`` w > 0 (the authors' remedy for
+        posterior collapse), ``(1 - w)`` x the ELBO plus ``w`` x the
+        reconstruction decoded from a sample of the prior p(z|v). Outside
+        training, the latent statistics are logged: KL per frame and the
+        decoder's sensitivity to z and to the lips
+        (:func:`lobes.models.av_vae_diagnostics.latent_diagnostics`).
+        """
+        output, power, frame_mask, features, frames_lips = predictions
+        weight = float(
+            self.settings.get("prior_reconstruction_weight") or 0.0
+        )
+        terms = is_elbo(
+            power, output, frame_mask,
+            prior_reconstruction_weight=weight,
+            kl_weight=self.kl_weight(stage),
+        )
         self.add_stat("reconstruction", terms.reconstruction)
         self.add_stat("kl", terms.kl)
-        return terms.reconstruction + self.kl_weight(stage) * terms.kl
+        if weight > 0:
+            self.add_stat("prior_reconstruction", terms.prior_reconstruction)
+        if stage != Stage.TRAIN:
+            stats = latent_diagnostics(
+                self.vae, features, frames_lips, frame_mask,
+                self.eval_generator,
+            )
+            for name, value in stats.items():
+                if math.isfinite(value):
+                    self.add_stat(f"latent_{name}", value)
+        return terms.loss
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """RecipeBrain's bookkeeping; feed an early-stopping counter."""

@@ -25,7 +25,8 @@ Authors
 import sys
 
 from lobes.brains.av_vae import AVVAEBrain, MixtureSeparatorBrain
-from lobes.data.av_prepare import PREPARE, av_datasets, mixture_datasets
+from lobes.data.av_data import av_datasets, mixture_datasets
+from lobes.data.av_prepare import PREPARE
 from lobes.errors import HparamsError, exit_on_user_error
 from lobes.recipe import (
     MINI_MARKERS,
