@@ -32,11 +32,13 @@ import os
 import pathlib
 import pickle
 import re
+import textwrap
 from typing import NamedTuple
 
 import torch
 
 from lobes.errors import ModelSourceError, UserError
+from lobes.hparam_checks import torch_file_problem
 
 #: The file an exported folder's (and a training run's) models come from.
 HPARAMS_FILE = "hyperparams.yaml"
@@ -144,7 +146,15 @@ def read_state_file(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        first = " ".join(str(err).split())[:120]
+        damage = torch_file_problem(path)
+        if damage is not None:
+            raise ModelSourceError(
+                f"{path}: truncated or corrupt checkpoint ({damage}); delete "
+                "it (for a training run: its CKPT+ folder, so that the next "
+                "best checkpoint is used) or point to an earlier checkpoint"
+            ) from None
+        first = textwrap.shorten(" ".join(str(err).split()), 120,
+                                 placeholder=" ...")
         raise ModelSourceError(
             f"{path}: not a plain weights file ({type(err).__name__}: "
             f"{first}); load only checkpoints you trust, re-export the model"
