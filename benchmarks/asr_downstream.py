@@ -60,7 +60,6 @@ from benchmarks.paired import (
     run_recipe,
     summarize,
 )
-from lobes.asr import read_error_rate
 from lobes.cpu_settings import (
     ENHANCEMENT,
     ENHANCEMENT_TRAINING,
@@ -68,6 +67,7 @@ from lobes.cpu_settings import (
     SEPARATION,
     SEPARATION_TRAINING,
 )
+from lobes.transcription import read_error_rate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

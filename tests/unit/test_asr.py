@@ -8,16 +8,6 @@ import pytest
 import torch
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from lobes.asr import (
-    ErrorRates,
-    character_encoder,
-    decode_words,
-    greedy_words,
-    read_error_rate,
-    source_utterances,
-    text_tokens,
-    word_errors,
-)
 from lobes.brains.asr import ASRBrain
 from lobes.data.mini_corpora import (
     WHAM_TRANSCRIPTS,
@@ -29,6 +19,16 @@ from lobes.errors import HparamsError, UserError
 from lobes.losses.waveform import mse_loss
 from lobes.models.asr import CTCRecognizer, SSLEncoder
 from lobes.ssl_features import save_tiny_ssl_model
+from lobes.transcription import (
+    ErrorRates,
+    character_encoder,
+    decode_words,
+    greedy_words,
+    read_error_rate,
+    source_utterances,
+    text_tokens,
+    word_errors,
+)
 from tests.recipe_runner import REPO
 
 GRID = "BIN BLUE AT F TWO NOW"

@@ -40,12 +40,6 @@ import time
 
 import torch
 
-from lobes.asr import (
-    ErrorRates,
-    load_recognizer,
-    source_utterances,
-    word_errors,
-)
 from lobes.data.audio import read_audio
 from lobes.data.mini_corpora import read_transcripts, wham_transcripts
 from lobes.data.prepare import prepare_wham
@@ -58,6 +52,12 @@ from lobes.recipe import (
     prepare_corpus,
     resolve_data_folder,
     setup_experiment,
+)
+from lobes.transcription import (
+    ErrorRates,
+    load_recognizer,
+    source_utterances,
+    word_errors,
 )
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def evaluate(rows, transcripts, separators, recognizer, sample_rate,
     Returns
     -------
     rates : dict
-        Condition -> :class:`lobes.asr.ErrorRates`.
+        Condition -> :class:`lobes.transcription.ErrorRates`.
     si_snr : dict
         Condition -> list of SI-SNR (dB) of the recognised signals.
     per_utterance : list of dict
