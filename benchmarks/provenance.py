@@ -51,7 +51,7 @@ def _cpu_seconds():
             + children.ru_stime)
 
 
-def start(argv=None, **facts):
+def start(argv=None, placeholders=None, **facts):
     """The provenance block of a run starting now.
 
     Arguments
@@ -60,6 +60,10 @@ def start(argv=None, **facts):
         The command line (default ``sys.argv``); stored as one string a
         user can paste in the repository (``python -m benchmarks.<name>``
         for a benchmark of this package).
+    placeholders : dict, optional
+        Arguments that name paths of this machine -> what the command
+        shows instead (``{"/tmp/run": "<run folder>"}``), so that no
+        results file names a path of the machine that wrote it.
     **facts
         What else the run is defined by: ``seeds``, ``corpus``,
         ``corpus_size``, ``threads``...
@@ -81,6 +85,7 @@ def start(argv=None, **facts):
     module = re.fullmatch(r"benchmarks/(\w+)\.py", argv[0]) if argv else None
     if module:  # a benchmark runs as a module of the package
         argv[:1] = ["-m", f"benchmarks.{module.group(1)}"]
+    argv = [(placeholders or {}).get(arg, arg) for arg in argv]
     versions = {}
     for name in PACKAGES:
         try:

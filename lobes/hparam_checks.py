@@ -23,6 +23,7 @@ epoch, in one line that names what is wrong and the fix
 """
 
 import os
+import re
 import tempfile
 import zipfile
 
@@ -302,13 +303,45 @@ def _yaml12(text):
     return ruamel.yaml.YAML(typ="safe", pure=True).load(text)
 
 
+class OverridesLoader(yaml.SafeLoader):
+    r"""YAML 1.1's safe loader that also reads ``1e-4`` as a number.
+
+    Command-line overrides reach the recipe as one YAML string; YAML 1.1
+    (PyYAML) wants a dot in a float's mantissa, so ``--lr=1e-4`` would be
+    the string ``'1e-4'``. YAML 1.2 (what HyperPyYAML reads recipes with)
+    and people read it as 0.0001.
+
+    Example
+    -------
+    >>> yaml.load("lr: 1e-4\nx: 1.5E+3\nname: e5", Loader=OverridesLoader)
+    {'lr': 0.0001, 'x': 1500.0, 'name': 'e5'}
+    """
+
+
+OverridesLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_overrides(text):
+    r"""Command-line overrides (one YAML string) as a dictionary.
+
+    Example
+    -------
+    >>> parse_overrides("lr: 1e-4\nbatch_size: 2"), parse_overrides("")
+    ({'lr': 0.0001, 'batch_size': 2}, {})
+    """
+    return dict(yaml.load(text, Loader=OverridesLoader) or {}) if text else {}
+
+
 def _flat_overrides(overrides):
     """Overrides as ``lobes.recipe`` reads them (a flag given twice: the
-    last one; a number such as ``1e-4`` stays a string here and is read
-    as YAML 1.2 by :func:`check_value`)."""
+    last one)."""
     if isinstance(overrides, str):
         try:
-            overrides = yaml.safe_load(overrides) if overrides else {}
+            overrides = parse_overrides(overrides)
         except yaml.YAMLError:
             return {}  # lobes.recipe reports malformed overrides
     return dict(overrides or {})

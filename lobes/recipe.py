@@ -43,6 +43,7 @@ from lobes.hparam_checks import (
     check_checkpoints,
     check_override_values,
     check_writable,
+    parse_overrides,
 )
 from lobes.interrupt import GracefulStop
 from lobes.run_lock import lock_output_folder
@@ -247,7 +248,7 @@ def top_level_keys(hparams_file):
 def _parse_overrides(overrides):
     if isinstance(overrides, str):
         try:
-            overrides = yaml.safe_load(overrides) if overrides else {}
+            overrides = parse_overrides(overrides)
         except yaml.YAMLError as err:
             raise HparamsError(
                 f"command-line overrides are not valid YAML ({_one(err)})"

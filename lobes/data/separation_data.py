@@ -518,7 +518,7 @@ def separation_datasets(manifests, experiment, seed, mixture="mix_both"):
     manifests : dict
         ``{"train", "valid", "test"}`` manifest paths (data preparation).
     experiment : dict
-        The recipe's experiment (``hparams/separation/*_experiment.yaml``):
+        The recipe's experiment (the recipe YAML's hparams):
         ``num_spks``, ``sample_rate``, ``noise_aware`` and the ``examples``
         namespace (``segment_seconds``, ``eval_max_seconds``,
         ``speed_perturb`` with ``speed_perturbation``, ``dynamic_mixing``

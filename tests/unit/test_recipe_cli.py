@@ -180,3 +180,14 @@ def test_wired_and_aliased_parameters_route_to_their_fragment():
     assert route_overrides(cmcr, {"branch_pull_weight": 0.5}) == {
         "backbone": {"branch_pull_weight": 0.5}
     }
+
+
+def test_exponent_floats_on_the_command_line_are_numbers():
+    """``--lr=1e-4`` is 0.0001 (YAML 1.1 alone would read a string)."""
+    from lobes.recipe import load_recipe
+
+    yaml_path = os.path.join(
+        REPO, "recipes", "WHAM", "separation", "hparams", "sepformer.yaml"
+    )
+    hparams, _, _, _ = load_recipe([yaml_path, "--lr=1e-4"])
+    assert hparams["training"]["lr"] == 0.0001
