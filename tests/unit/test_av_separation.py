@@ -303,7 +303,7 @@ def test_distrusted_lips_print_one_line_and_fall_back(tmp_path):
 
 def test_noise_runaway_notice():
     from lobes.models.mcem import MCEM, MCEMResult
-    from lobes.separation_mcem import AVMixture, _notices
+    from lobes.separation_mcem.methods import AVMixture, _notices
 
     items = [AVMixture(f"m{i}", torch.zeros(10), [], 30.0) for i in range(2)]
     t = torch.zeros(2, 1, 3, 4, dtype=torch.cfloat)

@@ -58,12 +58,12 @@ from lobes.recipe import load_recipe, setup_experiment
 from lobes.separation_mcem import (
     AVMixture,
     Separators,
-    _write_wavs,
     evaluate_methods,
     lips_paths,
     load_test_mixtures,
     summary_table,
 )
+from lobes.separation_mcem.pipeline import _write_wavs
 
 
 def one_mixture(hparams):

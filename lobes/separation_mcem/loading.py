@@ -1,0 +1,177 @@
+"""Inputs of the audio-visual separation: trained runs and test mixtures.
+
+:func:`load_trained` loads the module of a finished VAE or supervised
+training run (its best checkpoint); :func:`load_test_mixtures` reads the
+mixtures of an ``avmix_*.csv`` manifest as :class:`AVMixture` items, and
+:func:`lips_paths` the lip files a command line names.
+:class:`AVMixture` is defined with the methods it feeds
+(:mod:`lobes.separation_mcem.methods`).
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import os
+
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.checkpoints import Checkpointer
+
+from lobes.data.audio import read_audio
+from lobes.data.av_data import load_lips, read_rows
+from lobes.errors import DataFolderError, ModelSourceError
+from lobes.separation_mcem.methods import AVMixture
+
+
+def _best_checkpoint(folder):
+    save = os.path.join(folder, "save")
+    checkpoint = None
+    if os.path.isdir(save):
+        checkpointer = Checkpointer(save)
+        checkpoint = checkpointer.find_checkpoint(min_key="loss")
+        checkpoint = checkpoint or checkpointer.find_checkpoint()
+    if checkpoint is None:
+        raise ModelSourceError(
+            f"{save}: no checkpoint; train the model to the end of an epoch "
+            "(without --debug, or with --debug_persistently)"
+        )
+    return checkpoint
+
+
+def load_trained(folder, key, device="cpu"):
+    """The module ``key`` of a finished training run, best checkpoint loaded.
+
+    Arguments
+    ---------
+    folder : str
+        The run's ``--output_folder`` (``hyperparams.yaml``, ``save/``).
+    key : str
+        ``"vae"`` or ``"separator"``.
+    device : str
+        Torch device.
+
+    Returns
+    -------
+    module : torch.nn.Module
+        In eval mode on ``device``.
+    hparams : dict
+        The run's hyperparameters (its ``experiment`` namespace when the
+        recipe YAML includes one).
+
+    Example
+    -------
+    >>> load_trained("/no/such/run", "vae")
+    Traceback (most recent call last):
+    ...
+    lobes.errors.ModelSourceError: /no/such/run: not a finished training ...
+    """
+    hparams_file = os.path.join(str(folder), "hyperparams.yaml")
+    if not os.path.isfile(hparams_file):
+        raise ModelSourceError(
+            f"{folder}: not a finished training run (no hyperparams.yaml); "
+            "pass the --output_folder of `python train.py hparams/<name>.yaml`"
+        )
+    try:
+        with open(hparams_file, encoding="utf-8") as fin:
+            hparams = load_hyperpyyaml(fin)
+    except Exception as err:  # YAML or constructor errors
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise ModelSourceError(
+            f"{hparams_file}: cannot be loaded ({reason[:300]})"
+        ) from None
+    experiment = hparams.get("experiment") or {}
+    module = hparams.get(key, experiment.get(key))
+    if module is None:
+        raise ModelSourceError(
+            f"{hparams_file}: has no `{key}`; pass the output folder of a "
+            f"{'VAE' if key == 'vae' else 'supervised'} training run"
+        )
+    checkpoint = _best_checkpoint(str(folder))
+    path = checkpoint.paramfiles.get(key)
+    if path is None or not os.path.isfile(path):
+        raise ModelSourceError(
+            f"{checkpoint.path}: no {key}.ckpt; re-train the model"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ModelSourceError(
+            f"{path}: does not fit the model of {hparams_file} ({first})"
+        ) from None
+    return module.to(device).eval(), experiment or hparams
+
+
+def load_test_mixtures(manifest, limit=None):
+    """The mixtures of an ``avmix_*.csv`` manifest as :class:`AVMixture`.
+
+    Arguments
+    ---------
+    manifest : str
+        ``avmix_<split>.csv`` (:mod:`lobes.data.av_prepare`).
+    limit : int, optional
+        Keep the first ``limit`` mixtures (``None`` or 0: all).
+
+    Returns
+    -------
+    list of AVMixture
+        With both speakers' lips and references.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from lobes.data.audio import write_audio
+    >>> folder = tempfile.mkdtemp()
+    >>> for name in ("mix", "s1", "s2"):
+    ...     write_audio(f"{folder}/{name}.wav", torch.zeros(1600), 16000)
+    >>> np.save(f"{folder}/l.npy", np.zeros((3, 4, 4), np.uint8))
+    >>> _ = open(f"{folder}/avmix_test.csv", "w").write(
+    ...     "ID,mix_wav,s1_wav,s2_wav,s1_lips,s2_lips,fps\\n"
+    ...     f"m1,{folder}/mix.wav,{folder}/s1.wav,{folder}/s2.wav,"
+    ...     f"{folder}/l.npy,{folder}/l.npy,30\\n")
+    >>> item = load_test_mixtures(f"{folder}/avmix_test.csv")[0]
+    >>> item.id, item.references.shape, item.lips[1].shape
+    ('m1', torch.Size([2, 1600]), torch.Size([3, 4, 4]))
+    """
+    items = []
+    for row in read_rows(manifest)[: limit or None]:
+        refs = torch.stack([read_audio(row["s1_wav"]),
+                            read_audio(row["s2_wav"])])  # fmt: skip
+        items.append(
+            AVMixture(
+                id=row["ID"],
+                mixture=read_audio(row["mix_wav"]),
+                lips=[load_lips(row["s1_lips"]), load_lips(row["s2_lips"])],
+                fps=float(row["fps"]),
+                references=refs,
+            )
+        )
+    return items
+
+
+def lips_paths(spec):
+    """Lip files from a comma-separated string, a list, or a folder
+    (its ``.npy`` and ``.mat`` files, sorted).
+
+    Example
+    -------
+    >>> lips_paths("a.npy, b.npy")
+    ['a.npy', 'b.npy']
+    """
+    if isinstance(spec, (list, tuple)):
+        paths = [str(p) for p in spec]
+    elif os.path.isdir(str(spec)):
+        paths = sorted(
+            os.path.join(str(spec), n) for n in os.listdir(str(spec))
+            if n.lower().endswith((".npy", ".mat"))
+        )
+        if not paths:
+            raise DataFolderError(
+                f"{spec}: no .npy lip files; pass one lips file (.npy or "
+                ".mat, T x H x W or (H*W) x T) per speaker"
+            )
+    else:
+        paths = [p.strip() for p in str(spec).split(",") if p.strip()]
+    return paths
