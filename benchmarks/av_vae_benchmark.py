@@ -4,12 +4,12 @@ separation quality on the small mini AV corpus over paired seeds.
 
 1. **Speed.** The batched MCEM (:class:`lobes.models.mcem.MCEM`) against
    the straightforward frame-by-frame implementation
-   (:func:`lobes.models.mcem.mcem_reference`) on the same test mixture, the
-   same AV-VAE (paper size, untrained: the cost does not depend on the
-   weights) and the same random draws, in float64: the estimates must agree
-   to ``1e-6`` (relative), and the wall time per second of audio of both
-   and their ratio are reported, from one run. Also the batched MCEM on all
-   test mixtures at once (float32).
+   (:func:`lobes.models.mcem_reference.mcem_reference`) on the same test
+   mixture, the same AV-VAE (paper size, untrained: the cost does not
+   depend on the weights) and the same random draws, in float64: the
+   estimates must agree to ``1e-6`` (relative), and the wall time per
+   second of audio of both and their ratio are reported, from one run.
+   Also the batched MCEM on all test mixtures at once (float32).
 2. **Quality.** For each seed, the recipe's own scripts as a user runs
    them: ``train.py`` with ``hparams/a_vae.yaml``, ``hparams/av_vae.yaml``
    and ``hparams/supervised.yaml`` (benchmark sizes below), then
@@ -52,7 +52,8 @@ import torch
 from benchmarks import provenance
 from lobes.data.mini_corpora import ensure_mini_corpus
 from lobes.models.av_vae import AVCVAE, SineSTFT
-from lobes.models.mcem import MCEM, mcem_reference
+from lobes.models.mcem import MCEM
+from lobes.models.mcem_reference import mcem_reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -60,9 +60,12 @@ and takes no more updates (``MCEMResult.stopped``, its iteration in
 frames, freqs)``: the only Python loops are over EM iterations, MH steps
 and speakers (each speaker's update depends on the others'); several
 mixtures of different lengths run at once with a frame mask; it runs on the
-device of its inputs. :func:`mcem_reference` is the same algorithm written
-frame by frame, for tests and the benchmark: with the same random draws
-the two agree to rounding.
+device of its inputs. :func:`lobes.models.mcem_reference.mcem_reference`
+is the same algorithm written frame by frame, for tests and the benchmark:
+with the same random draws the two agree to rounding.
+
+What it shares with the reference (the result, the draws, the
+initialisation) is in :mod:`lobes.models.mcem_common`.
 
 Authors
  * noise-robust-sb contributors 2025
@@ -73,97 +76,14 @@ from typing import NamedTuple
 
 import torch
 
-from lobes.models.av_vae import EPS, log_power
-
-
-class MCEMResult(NamedTuple):
-    """What :class:`MCEM` returns.
-
-    Attributes
-    ----------
-    sources : torch.Tensor
-        Speaker STFTs ``[B, J, F, N]`` (complex), in the order of the lips.
-    noise : torch.Tensor
-        Noise STFT ``[B, F, N]``.
-    costs : torch.Tensor
-        Cost after each M-step ``[iterations, B]``.
-    costs_before : torch.Tensor
-        Cost of the same samples before each M-step ``[iterations, B]``.
-    acceptance : torch.Tensor
-        MH acceptance rate per mixture and speaker ``[B, J]``.
-    iterations : torch.Tensor
-        EM iterations until each mixture met the tolerance, or whose
-        parameters a stopped mixture kept ``[B]`` (the maximum when
-        neither).
-    noise_ratio : torch.Tensor or None
-        Noise-to-speech energy ratio after each M-step ``[iterations, B]``
-        (of the parameters kept: a stopped mixture's stay put).
-    stopped : torch.Tensor or None
-        Mixtures stopped because that ratio ran away ``[B]`` (bool).
-    switch : torch.Tensor or None
-        With a fallback model: ``q(a = AV)`` per speaker and frame
-        ``[B, J, N]`` (the last E-step's).
-
-    Example
-    -------
-    >>> t = torch.zeros(1)
-    >>> MCEMResult(t, t, t, t, t, t).switch is None
-    True
-    """
-
-    sources: torch.Tensor
-    noise: torch.Tensor
-    costs: torch.Tensor
-    costs_before: torch.Tensor
-    acceptance: torch.Tensor
-    iterations: torch.Tensor
-    noise_ratio: torch.Tensor = None
-    stopped: torch.Tensor = None
-    switch: torch.Tensor = None
-
-
-class _Draws:
-    """Random numbers in a fixed order, shared by both implementations."""
-
-    def __init__(self, generator, device, dtype):
-        self.generator = generator
-        self.device = device
-        self.dtype = dtype
-
-    def uniform(self, shape):
-        return torch.rand(
-            shape, generator=self.generator, device=self.device,
-            dtype=self.dtype,
-        )  # fmt: skip
-
-    def normal(self, shape):
-        return torch.randn(
-            shape, generator=self.generator, device=self.device,
-            dtype=self.dtype,
-        )  # fmt: skip
-
-
-def _prepare(model, mixture, num_speakers, lips, frame_mask):
-    """Power, mask, visual embeddings, prior and initial latents."""
-    power = mixture.abs().pow(2).transpose(1, 2)  # [B, N, F]
-    batch, frames, _ = power.shape
-    if frame_mask is None:
-        frame_mask = torch.ones(batch, frames, dtype=torch.bool,
-                                device=power.device)  # fmt: skip
-    frame_mask = frame_mask.to(power.device).bool()
-    power = power * frame_mask[..., None]
-    embedding = None
-    if getattr(model, "uses_video", False):
-        if lips is None or lips.shape[1] != num_speakers:
-            raise ValueError(
-                f"an audio-visual model needs lips [B, {num_speakers}, N, "
-                "pixels] for every speaker"
-            )
-        embedding = model.embed(lips.to(power.dtype))  # [B, J, N, E]
-    features = log_power(power)[:, None].expand(-1, num_speakers, -1, -1)
-    mu_q, _ = model.encode(features, embedding)  # [B, J, N, D]
-    mu_p, logvar_p = model.prior(embedding, like=mu_q)
-    return power, frame_mask, embedding, mu_q, mu_p, logvar_p
+from lobes.models.av_vae import EPS
+from lobes.models.mcem_common import (  # noqa: F401 (_ratio: lobes.models.nmf)
+    MCEMResult,
+    _Draws,
+    _init_noise,
+    _prepare,
+    _ratio,
+)
 
 
 class _Chains:
@@ -179,20 +99,6 @@ class _Chains:
         self.prior_var = logvar_p.exp()[:, :, None]
 
 
-def _init_noise(draws, power, mask, rank, share):
-    """Random ``W [B, F, K]`` and ``H [B, K, N]``, scaled to the mixture."""
-    batch, frames, freqs = power.shape
-    w = draws.uniform((batch, freqs, rank)) + 0.05
-    h = draws.uniform((batch, rank, frames)) + 0.05
-    noise = torch.einsum("bfk,bkn->bnf", w, h)
-    valid = mask[..., None].to(power.dtype)
-    count = (valid.sum((1, 2)) * freqs).clamp(min=1)
-    target = (power * valid).sum((1, 2)) / count * share
-    current = (noise * valid).sum((1, 2)) / count
-    h = h * (target / current.clamp(min=EPS)).clamp(min=EPS)[:, None, None]
-    return w, h
-
-
 def _cost(power, variance, mask):
     """Mean over valid bins and samples of ``log V + P / V`` ``[B]``.
 
@@ -202,13 +108,6 @@ def _cost(power, variance, mask):
     valid = mask[:, None, :, None].to(terms.dtype)
     count = (valid.sum((2, 3)) * terms.shape[-1]).clamp(min=1)
     return ((terms * valid).sum((2, 3)) / count).mean(1)
-
-
-def _ratio(numerator, denominator):
-    """``sqrt(num / den)``, 1 where the denominator vanishes."""
-    ok = denominator > 0
-    safe = torch.where(ok, denominator, torch.ones_like(denominator))
-    return torch.where(ok, numerator / safe, torch.ones_like(numerator)).sqrt()
 
 
 class MCEM:
@@ -624,203 +523,3 @@ def _wiener(mixture, samples, gain, w, h, pick=None):
     sources = masks.transpose(-1, -2) * mixture[:, None]
     return sources, noise_mask.transpose(-1, -2) * mixture
 
-
-# ---------------------------------------------------------------- reference
-
-
-@torch.no_grad()
-def mcem_reference(mcem, model, mixture, num_speakers, lips=None,
-                   frame_mask=None, generator=None):  # fmt: skip
-    """The same algorithm as :class:`MCEM`, one frame at a time.
-
-    Without the fallback model and the run-away stop (``max_noise_growth``
-    must be ``None``). A straightforward transcription: the decoder runs on
-    one frame's latent
-    at a time, acceptance, M-step sums and Wiener masks are computed frame
-    by frame in Python loops. With a generator in the same state it draws
-    the same random numbers as :class:`MCEM`; the benchmark and the tests
-    compare the two.
-
-    Arguments
-    ---------
-    mcem : MCEM
-        Its settings are used.
-    model, mixture, num_speakers, lips, frame_mask, generator
-        As :meth:`MCEM.__call__`.
-
-    Returns
-    -------
-    MCEMResult
-
-    Example
-    -------
-    >>> from lobes.models.av_vae import AudioVAE
-    >>> vae = AudioVAE(num_freqs=5, latent_dim=2, hidden_dim=3).double()
-    >>> mix = torch.randn(2, 5, 4, dtype=torch.cdouble)
-    >>> mcem = MCEM(num_iterations=2, num_mh_steps=3, burn_in=1,
-    ...             noise_rank=2)
-    >>> fast = mcem(vae, mix, 2, generator=torch.Generator().manual_seed(0))
-    >>> slow = mcem_reference(mcem, vae, mix, 2,
-    ...                       generator=torch.Generator().manual_seed(0))
-    >>> bool(torch.allclose(fast.sources, slow.sources))
-    True
-    """
-    if mcem.max_noise_growth is not None:
-        raise ValueError(
-            "mcem_reference has no run-away stop: set max_noise_growth=None"
-        )
-    power, mask, embedding, z0, mu_p, logvar_p = _prepare(
-        model, mixture, num_speakers, lips, frame_mask
-    )
-    batch, frames, freqs = power.shape
-    real = power.dtype
-    draws = _Draws(generator, power.device, real)
-    w, h = _init_noise(draws, power, mask, mcem.noise_rank, mcem.noise_init)
-    chains = mcem.num_chains
-    z = z0[:, :, None].expand(-1, -1, chains, -1, -1).clone()
-    sigma = torch.zeros(batch, num_speakers, chains, frames, freqs, dtype=real)
-    for b in range(batch):
-        for j in range(num_speakers):
-            for s in range(chains):
-                for n in range(frames):
-                    emb = None if embedding is None else embedding[b, j, n]
-                    sigma[b, j, s, n] = model.decode(z[b, j, s, n], emb)
-    gain = torch.ones(batch, num_speakers, frames, dtype=real)
-    prior_var = logvar_p.exp()
-    accepted = torch.zeros(batch, num_speakers, dtype=real)
-    costs, costs_before = [], []
-    done = torch.full((batch,), mcem.num_iterations, dtype=torch.long)
-    scale = math.sqrt(mcem.proposal_variance)
-    proposals = 0
-
-    def e_step():
-        kept = []
-        noise = torch.einsum("bfk,bkn->bnf", w, h)
-        for step in range(mcem.num_mh_steps):
-            for j in range(num_speakers):
-                eps = draws.normal((batch, chains, frames, z.shape[-1]))
-                log_u = torch.log(draws.uniform((batch, chains, frames)))
-                for b in range(batch):
-                    for s in range(chains):
-                        for n in range(frames):
-                            emb = (None if embedding is None
-                                   else embedding[b, j, n])  # fmt: skip
-                            proposal = z[b, j, s, n] + scale * eps[b, s, n]
-                            new_sigma = model.decode(proposal, emb)
-                            rest = noise[b, n] + EPS
-                            for k in range(num_speakers):
-                                if k != j:
-                                    rest = rest + gain[b, k, n] * sigma[
-                                        b, k, s, n]
-                            current = rest + gain[b, j, n] * sigma[b, j, s, n]
-                            new = rest + gain[b, j, n] * new_sigma
-                            ratio = float(
-                                (torch.log(current) - torch.log(new)
-                                 + power[b, n] * (1 / current - 1 / new)).sum()
-                            )  # fmt: skip
-                            mean, var = mu_p[b, j, n], prior_var[b, j, n]
-                            ratio += float(
-                                0.5 * (((z[b, j, s, n] - mean) ** 2
-                                        - (proposal - mean) ** 2) / var).sum()
-                            )  # fmt: skip
-                            if float(log_u[b, s, n]) < ratio:
-                                z[b, j, s, n] = proposal
-                                sigma[b, j, s, n] = new_sigma
-                                accepted[b, j] += int(mask[b, n])
-            if step >= mcem.burn_in:
-                kept.append(sigma.clone())
-        stacked = torch.stack(kept, dim=3)
-        return stacked.reshape(batch, num_speakers, -1, frames, freqs)
-
-    def totals(samples):
-        noise = torch.einsum("bfk,bkn->bnf", w, h)
-        total = torch.zeros(batch, samples.shape[2], frames, freqs, dtype=real)
-        for b in range(batch):
-            for n in range(frames):
-                value = noise[b, n] + EPS
-                for j in range(num_speakers):
-                    value = value + gain[b, j, n] * samples[b, j, :, n]
-                total[b, :, n] = value
-        return noise, total
-
-    def cost(total):
-        values = torch.zeros(batch, dtype=real)
-        for b in range(batch):
-            acc, count = 0.0, 0
-            for n in range(frames):
-                if mask[b, n]:
-                    acc = acc + (torch.log(total[b, :, n])
-                                 + power[b, n] / total[b, :, n]).sum(-1)
-                    count += freqs
-            values[b] = (acc / max(count, 1)).mean()
-        return values
-
-    def frame_weights(total):
-        num = torch.zeros(batch, frames, freqs, dtype=real)
-        den = torch.zeros(batch, frames, freqs, dtype=real)
-        for b in range(batch):
-            for n in range(frames):
-                if mask[b, n]:
-                    inverse = 1.0 / total[b, :, n]
-                    num[b, n] = power[b, n] * inverse.pow(2).mean(0)
-                    den[b, n] = inverse.mean(0)
-        return num, den
-
-    for iteration in range(mcem.num_iterations):
-        samples = e_step()
-        proposals += mcem.num_mh_steps
-        _, total = totals(samples)
-        costs_before.append(cost(total))
-        num, den = frame_weights(total)
-        w = w * _ratio(torch.einsum("bnf,bkn->bfk", num, h),
-                       torch.einsum("bnf,bkn->bfk", den, h))  # fmt: skip
-        _, total = totals(samples)
-        num, den = frame_weights(total)
-        h = h * _ratio(torch.einsum("bnf,bfk->bkn", num, w),
-                       torch.einsum("bnf,bfk->bkn", den, w))  # fmt: skip
-        _, total = totals(samples)
-        new_gain = gain.clone()
-        for b in range(batch):
-            for j in range(num_speakers):
-                for n in range(frames):
-                    if not mask[b, n]:
-                        continue
-                    inverse = 1.0 / total[b, :, n]
-                    top = (samples[b, j, :, n] * power[b, n] * inverse**2)
-                    bottom = samples[b, j, :, n] * inverse
-                    new_gain[b, j, n] = gain[b, j, n] * _ratio(
-                        top.mean(0).sum(), bottom.mean(0).sum()
-                    )
-        gain = new_gain
-        _, total = totals(samples)
-        costs.append(cost(total))
-        if iteration > 0:
-            change = (costs[-2] - costs[-1]).abs()
-            change = change / costs[-2].abs().clamp(min=1e-12)
-            newly = (change < mcem.tolerance) & (done == mcem.num_iterations)
-            done[newly] = iteration + 1
-            if bool((done < mcem.num_iterations).all()):
-                break
-    samples = e_step()
-    proposals += mcem.num_mh_steps
-    noise, total = totals(samples)
-    sources = torch.zeros(batch, num_speakers, freqs, frames,
-                          dtype=mixture.dtype)  # fmt: skip
-    noise_stft = torch.zeros(batch, freqs, frames, dtype=mixture.dtype)
-    for b in range(batch):
-        for n in range(frames):
-            for j in range(num_speakers):
-                speech = gain[b, j, n] * samples[b, j, :, n]
-                masks = (speech / total[b, :, n]).mean(0)
-                sources[b, j, :, n] = masks * mixture[b, :, n]
-            noise_mask = (noise[b, n] / total[b, :, n]).mean(0)
-            noise_stft[b, :, n] = noise_mask * mixture[b, :, n]
-    valid = mask.sum(1, keepdim=True).clamp(min=1).to(real)
-    return MCEMResult(
-        sources=sources,
-        noise=noise_stft,
-        costs=torch.stack(costs),
-        costs_before=torch.stack(costs_before),
-        acceptance=accepted / (proposals * chains * valid),
-        iterations=done,
-    )

@@ -7,7 +7,8 @@ import torch
 
 from lobes.data.lip_input import resize_frames
 from lobes.models.av_vae import lips_per_frame
-from lobes.models.mcem import MCEM, mcem_reference
+from lobes.models.mcem import MCEM
+from lobes.models.mcem_reference import mcem_reference
 
 FREQS, LATENT, FRAMES, SIDE = 24, 3, 60, 4
 #: Lips at one video frame per STFT frame (hop 256 at 16 kHz).

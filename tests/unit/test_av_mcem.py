@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lobes.models.av_vae import AVCVAE, AudioVAE
-from lobes.models.mcem import MCEM, mcem_reference
+from lobes.models.mcem import MCEM
+from lobes.models.mcem_reference import mcem_reference
 from lobes.models.nmf import NMFSeparator, learn_dictionary
 
 
