@@ -51,7 +51,8 @@ import torch
 
 from benchmarks import provenance
 from lobes.data.mini_corpora import ensure_mini_corpus
-from lobes.models.av_vae import AVCVAE, SineSTFT
+from lobes.models.av_features import SineSTFT
+from lobes.models.av_vae import AVCVAE
 from lobes.models.mcem import MCEM
 from lobes.models.mcem_reference import mcem_reference
 

@@ -76,7 +76,7 @@ from typing import NamedTuple
 
 import torch
 
-from lobes.models.av_vae import EPS
+from lobes.models.av_features import EPS
 from lobes.models.mcem_common import (  # noqa: F401 (_ratio: lobes.models.nmf)
     MCEMResult,
     _Draws,
@@ -203,7 +203,7 @@ class MCEM:
             ``J``.
         lips : torch.Tensor, optional
             Normalised lip ROIs per STFT frame ``[B, J, N, H*W]``
-            (:func:`lobes.models.av_vae.lips_per_frame`); needed by an
+            (:func:`lobes.models.av_features.lips_per_frame`); needed by an
             audio-visual model.
         frame_mask : torch.Tensor, optional
             Valid frames ``[B, N]`` (padded mixtures).

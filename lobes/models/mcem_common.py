@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from lobes.models.av_vae import EPS, log_power
+from lobes.models.av_features import EPS, log_power
 
 
 class MCEMResult(NamedTuple):

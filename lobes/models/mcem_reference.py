@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from lobes.models.av_vae import EPS
+from lobes.models.av_features import EPS
 from lobes.models.mcem_common import (
     MCEMResult,
     _Draws,

@@ -25,7 +25,7 @@ from lobes.data.lip_input import (
     resize_frames,
 )
 from lobes.errors import DataFolderError, ModelSourceError
-from lobes.models.av_vae import lips_per_frame
+from lobes.models.av_features import lips_per_frame
 from lobes.models.nmf import learn_dictionary
 
 
@@ -70,7 +70,7 @@ def stft_batch(mixtures, stft, device="cpu"):
 
     Example
     -------
-    >>> from lobes.models.av_vae import SineSTFT
+    >>> from lobes.models.av_features import SineSTFT
     >>> spec, mask, scales = stft_batch([torch.randn(800), torch.randn(400)],
     ...                                 SineSTFT(128, 32))
     >>> spec.shape, mask.sum(1).tolist()
@@ -98,7 +98,7 @@ def lips_batch(items, num_frames, stft, sample_rate, device="cpu"):
 
     Example
     -------
-    >>> from lobes.models.av_vae import SineSTFT
+    >>> from lobes.models.av_features import SineSTFT
     >>> lips = [torch.zeros(3, 4, 4, dtype=torch.uint8)] * 2
     >>> item = AVMixture("m", torch.zeros(1600), lips, 30.0)
     >>> lips_batch([item], 26, SineSTFT(128, 64), 16000).shape
@@ -187,7 +187,7 @@ def separate_vae(vae, mcem, items, stft, sample_rate, generator,
         The EM settings.
     items : list of AVMixture
         Mixtures with the same number of speakers.
-    stft : lobes.models.av_vae.SineSTFT
+    stft : lobes.models.av_features.SineSTFT
         The model's STFT.
     sample_rate : int
         Audio rate.
@@ -208,7 +208,8 @@ def separate_vae(vae, mcem, items, stft, sample_rate, generator,
 
     Example
     -------
-    >>> from lobes.models.av_vae import AVCVAE, SineSTFT
+    >>> from lobes.models.av_features import SineSTFT
+    >>> from lobes.models.av_vae import AVCVAE
     >>> from lobes.models.mcem import MCEM
     >>> vae = AVCVAE(65, 2, 4, 16, 4, 3).eval()
     >>> lips = [torch.randint(0, 255, (8, 4, 4), dtype=torch.uint8)] * 2
@@ -264,7 +265,7 @@ def separate_nmf(nmf, items, stft, generator, device="cpu"):
     items : list of AVMixture
         Mixtures with the same number of speakers (the lips are unused but
         count the speakers).
-    stft : lobes.models.av_vae.SineSTFT
+    stft : lobes.models.av_features.SineSTFT
         Analysis and synthesis.
     generator : torch.Generator
         Source of the random start.
@@ -278,7 +279,7 @@ def separate_nmf(nmf, items, stft, generator, device="cpu"):
 
     Example
     -------
-    >>> from lobes.models.av_vae import SineSTFT
+    >>> from lobes.models.av_features import SineSTFT
     >>> from lobes.models.nmf import NMFSeparator
     >>> item = AVMixture("m", torch.randn(1600), [None, None], 30.0)
     >>> out = separate_nmf(NMFSeparator(4, 2, 5), [item], SineSTFT(128, 32),
@@ -379,7 +380,7 @@ def learn_speech_dictionary(wav_paths, stft, rank, num_iterations,
     ---------
     wav_paths : list of str
         Clean 16 kHz utterances, read in order until ``max_frames``.
-    stft : lobes.models.av_vae.SineSTFT
+    stft : lobes.models.av_features.SineSTFT
         Analysis.
     rank : int
         Dictionary atoms.
@@ -399,7 +400,7 @@ def learn_speech_dictionary(wav_paths, stft, rank, num_iterations,
     -------
     >>> import tempfile
     >>> from lobes.data.audio import write_audio
-    >>> from lobes.models.av_vae import SineSTFT
+    >>> from lobes.models.av_features import SineSTFT
     >>> path = tempfile.mkdtemp() + "/a.wav"
     >>> write_audio(path, torch.randn(3200) * 0.1, 16000)
     >>> learn_speech_dictionary([path], SineSTFT(128, 32), 3, 5, 50,

@@ -71,7 +71,7 @@ class Separators:
 
     Example
     -------
-    >>> from lobes.models.av_vae import SineSTFT
+    >>> from lobes.models.av_features import SineSTFT
     >>> separators = Separators({"methods": ["mixture", "av_vae"],
     ...     "sample_rate": 16000, "stft": SineSTFT(128, 32)}, [])
     >>> separators.methods, separators.skipped
@@ -198,7 +198,7 @@ def evaluate_methods(separators, items, output_folder, batch_size=16,
     Example
     -------
     >>> import tempfile
-    >>> from lobes.models.av_vae import SineSTFT
+    >>> from lobes.models.av_features import SineSTFT
     >>> from lobes.separation_mcem.methods import AVMixture
     >>> separators = Separators({"methods": ["mixture"], "sample_rate":
     ...                          16000, "stft": SineSTFT(128, 32)}, [])

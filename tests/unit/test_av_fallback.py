@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lobes.data.lip_input import resize_frames
-from lobes.models.av_vae import lips_per_frame
+from lobes.models.av_features import lips_per_frame
 from lobes.models.mcem import MCEM
 from lobes.models.mcem_reference import mcem_reference
 

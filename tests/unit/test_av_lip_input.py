@@ -7,7 +7,8 @@ import torch
 
 from lobes.data import lip_input
 from lobes.errors import DataFolderError
-from lobes.models.av_vae import AVCVAE, SineSTFT, lips_per_frame
+from lobes.models.av_features import SineSTFT, lips_per_frame
+from lobes.models.av_vae import AVCVAE
 from lobes.separation_mcem import AVMixture, lips_batch, separate_vae
 
 

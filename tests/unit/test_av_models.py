@@ -6,14 +6,8 @@ from speechbrain.dataio.batch import PaddedBatch
 
 from lobes.brains.av_vae import AVVAEBrain, training_mixture
 from lobes.errors import HparamsError
-from lobes.models.av_vae import (
-    AVCVAE,
-    AudioVAE,
-    SineSTFT,
-    VAEOutput,
-    is_elbo,
-    lips_per_frame,
-)
+from lobes.models.av_features import SineSTFT, lips_per_frame
+from lobes.models.av_vae import AVCVAE, AudioVAE, VAEOutput, is_elbo
 
 
 def test_stft_round_trip_and_frame_count():

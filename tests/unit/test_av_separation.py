@@ -74,7 +74,7 @@ def test_load_trained_errors(tmp_path):
 
 
 def test_methods_without_a_model_are_skipped():
-    from lobes.models.av_vae import SineSTFT
+    from lobes.models.av_features import SineSTFT
 
     hparams = {"methods": ["mixture", "av_vae"], "av_vae_folder": None,
                "sample_rate": 16000, "stft": SineSTFT(256, 64), "seed": 0}
@@ -252,7 +252,7 @@ def _audio_model_run(folder):
 
 
 def _separators(tmp_path, **extra):
-    from lobes.models.av_vae import SineSTFT
+    from lobes.models.av_features import SineSTFT
     from lobes.models.mcem import MCEM
 
     hparams = {
