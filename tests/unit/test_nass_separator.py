@@ -253,7 +253,7 @@ def build_from_fragment(kind, noise_output, seed=3, init_seed=3):
 def shared_differences(base, nass):
     """Names of the shared tensors (first N masks of the projection
     included) that differ between the N- and N+1-output separators."""
-    from lobes.models.noise_aware import output_projection
+    from lobes.models.mask_projection import output_projection
 
     projection = "masknet." + output_projection(nass.masknet)[0]
     base_state, nass_state = base.state_dict(), nass.state_dict()
@@ -296,7 +296,7 @@ def test_without_paired_init_the_later_layers_differ(kind):
 
 @pytest.mark.parametrize("kind", ["sepformer", "convtasnet"])
 def test_noise_rows_reproducible_and_seed_dependent(kind):
-    from lobes.models.noise_aware import output_projection
+    from lobes.models.mask_projection import output_projection
 
     def noise_rows(seed):
         nass = build_from_fragment(kind, True, seed=seed, init_seed=seed)
@@ -324,7 +324,7 @@ def test_paired_init_keeps_construction_scale():
 
 
 def test_paired_init_unknown_masknet_is_refused():
-    from lobes.models.noise_aware import paired_init
+    from lobes.models.mask_projection import paired_init
 
     class Plain(torch.nn.Module):
         num_spks = 3

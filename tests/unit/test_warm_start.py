@@ -7,7 +7,7 @@ import torch
 from speechbrain.utils.checkpoints import Checkpointer
 
 from lobes.errors import ModelSourceError
-from lobes.models.noise_aware import output_projection
+from lobes.models.mask_projection import output_projection
 from lobes.warm_start import load_shared_state, warm_start
 from tests.unit.test_nass_separator import build_from_fragment
 
