@@ -38,6 +38,8 @@ import warnings
 import fast_bss_eval
 import numpy as np
 import pesq
+import scipy.signal
+import scipy.signal.windows
 import torch
 import torchaudio
 from pystoi import stoi
@@ -95,9 +97,6 @@ def _pysepm_quality():
     name = "_lobes_pysepm_evo"
     if f"{name}.qualityMeasures" in sys.modules:
         return sys.modules[f"{name}.qualityMeasures"]
-    import scipy.signal
-    import scipy.signal.windows
-
     if not hasattr(scipy.signal, "kaiser"):
         scipy.signal.kaiser = scipy.signal.windows.kaiser
     spec = importlib.util.find_spec("pysepm_evo")
