@@ -5,7 +5,7 @@ fresh separator shares with the trained one is copied; with one output more
 (``N`` -> ``N + 1``, the backbone forked into a NASS arm), the masking
 projection's first ``N`` masks come from the run and the extra noise mask's
 rows keep their fresh initialisation (reproducible when the separator was
-built with ``init_seed``, see :func:`lobes.models.noise_aware.paired_init`).
+built with ``init_seed``, see :func:`lobes.models.mask_projection.paired_init`).
 
 Wiring (one hparam and one call)::
 
@@ -30,7 +30,7 @@ from typing import NamedTuple
 import torch
 
 from lobes.errors import ModelSourceError
-from lobes.models.noise_aware import output_projection
+from lobes.models.mask_projection import output_projection
 
 
 class WarmStart(NamedTuple):

@@ -5,7 +5,7 @@
 clean speech with their lips (:func:`lobes.data.av_data.av_datasets`):
 
 - every utterance is scaled to unit RMS and analysed with the recipe's
-  ``stft`` (:class:`lobes.models.av_vae.SineSTFT`); every STFT frame gets
+  ``stft`` (:class:`lobes.models.av_features.SineSTFT`); every STFT frame gets
   the lip ROI that covers its centre (:func:`lobes.models.av_vae.
   lips_per_frame`);
 - the encoder reads the log-power of either the clean frame
@@ -52,7 +52,8 @@ from speechbrain import Stage
 
 from lobes.brains.base import RecipeBrain
 from lobes.errors import HparamsError
-from lobes.models.av_vae import is_elbo, lips_per_frame, log_power
+from lobes.models.av_features import lips_per_frame, log_power
+from lobes.models.av_vae import is_elbo
 from lobes.models.av_vae_diagnostics import latent_diagnostics
 
 ENCODER_INPUTS = ("clean", "mixture")

@@ -23,7 +23,7 @@ or float in [0, 1]; :func:`load_lips` returns float32 in [0, 1], resized
 to the model's ROI size (:func:`resize_frames`), converted to the model's
 frame rate (:func:`to_frame_rate`: every STFT frame gets the video frame
 covering its centre, the rule of training,
-:func:`lobes.models.av_vae.lips_per_frame`), after checking that the video
+:func:`lobes.models.av_features.lips_per_frame`), after checking that the video
 lasts as long as the audio (:func:`check_duration`: at most
 :data:`DURATION_TOLERANCE_S` seconds or :data:`DURATION_TOLERANCE_SHARE`
 of the audio apart, whichever is larger). Every fault is one
@@ -316,7 +316,7 @@ def frame_index(num_frames, rate, fps, count):
     """Video frame covering the centre of each of ``num_frames`` frames at
     ``rate`` (frame ``n`` centred at ``n / rate`` s), clamped to ``count``.
 
-    The rule of :func:`lobes.models.av_vae.lips_per_frame`.
+    The rule of :func:`lobes.models.av_features.lips_per_frame`.
 
     Example
     -------

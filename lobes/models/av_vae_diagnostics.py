@@ -93,7 +93,8 @@ def z_sensitivity(model, features, lips=None, mask=None, generator=None,
     model : lobes.models.av_vae.AudioVAE or lobes.models.av_vae.AVCVAE
         The VAE.
     features : torch.Tensor
-        Encoder input ``[B, N, F]`` (:func:`lobes.models.av_vae.log_power`).
+        Encoder input ``[B, N, F]``
+        (:func:`lobes.models.av_features.log_power`).
     lips : torch.Tensor, optional
         Normalised lips ``[B, N, H*W]`` (an audio-visual model).
     mask : torch.Tensor, optional

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import torch
 
-from lobes.models.mcem import _ratio
+from lobes.models.mcem_common import _ratio
 
 EPS = 1e-8
 

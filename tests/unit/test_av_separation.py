@@ -170,7 +170,7 @@ def _tiny_model_run(folder, visual_dim=1024):
         "vae: !new:lobes.models.av_vae.AVCVAE\n"
         "  num_freqs: 513\n  latent_dim: 4\n  hidden_dim: 16\n"
         f"  visual_dim: {visual_dim}\n  trunk_hidden: 16\n  trunk_dim: 8\n"
-        "stft: !new:lobes.models.av_vae.SineSTFT\n"
+        "stft: !new:lobes.models.av_features.SineSTFT\n"
         "  n_fft: 1024\n  hop_length: 256\n"
     )
     torch.manual_seed(0)
@@ -241,7 +241,7 @@ def _audio_model_run(folder):
     (folder / "hyperparams.yaml").write_text(
         "vae: !new:lobes.models.av_vae.AudioVAE\n"
         "  num_freqs: 513\n  latent_dim: 4\n  hidden_dim: 16\n"
-        "stft: !new:lobes.models.av_vae.SineSTFT\n"
+        "stft: !new:lobes.models.av_features.SineSTFT\n"
         "  n_fft: 1024\n  hop_length: 256\n"
     )
     torch.manual_seed(1)
