@@ -13,12 +13,13 @@
       loss = CTC + enhancement_weight x waveform loss(enhanced, clean)
                  + cr_weight x CR(enhanced; clean, negatives)
 
-The enhancer's objectives are those of the enhancement recipes, so this
-Brain extends :class:`lobes.brains.enhancement.EnhancementBrain` and takes
-its waveform loss, its CR (the frozen SSL space, the negatives and their
-curriculum, the feature cache of the clean and noisy features, the safe
-start of ``cr_ramp_epochs``) as they are; here every example is a whole
-utterance, so the cached features never change either.
+The enhancer's objectives are those of the enhancement recipes: their
+waveform loss, and their CR as the same composable
+:class:`lobes.objectives.ContrastiveObjective` the enhancement Brain holds
+(the frozen SSL space, the negatives and their curriculum, the feature
+cache of the clean and noisy features, the safe start of
+``cr_ramp_epochs``); here every example is a whole utterance, so the
+cached features never change either.
 
 Validation and test decode greedily and compute SpeechBrain's
 ``ErrorRateStats`` (WER, and CER over characters); the test writes
@@ -36,9 +37,10 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
 from lobes.asr import ErrorRates, greedy_words
-from lobes.brains.enhancement import EnhancementBrain
+from lobes.brains.base import RecipeBrain
 from lobes.errors import HparamsError
 from lobes.models.asr import SSLEncoder
+from lobes.objectives import ContrastiveObjective
 
 logger = logging.getLogger(__name__)
 
@@ -48,22 +50,25 @@ FRONT_ENDS = ("none", "frozen", "joint")
 INPUT_SIGNALS = ("noisy", "clean")
 
 
-class ASRBrain(EnhancementBrain):
+class ASRBrain(RecipeBrain):
     """CTC training behind a front end, with WER and CER.
 
-    Hparams it reads (a ``recipes/Voicebank/ASR`` recipe YAML)
-    besides those of :class:`EnhancementBrain`: ``front_end``,
-    ``input_signal``, ``enhancement_weight``, ``test_wer_file``,
-    ``test_cer_file`` and the ``recognizer`` namespace (``label_encoder``,
-    ``blank_index``, ``ctc_cost``, ``ssl_lr``).
+    Hparams it reads (a ``recipes/Voicebank/ASR`` recipe YAML):
+    ``sample_rate``, ``front_end``, ``input_signal``,
+    ``enhancement_weight``, ``test_wer_file``, ``test_cer_file``, the
+    ``recognizer`` namespace (``label_encoder``, ``blank_index``,
+    ``ctc_cost``, ``ssl_lr``) and the enhancer's ``objectives``
+    (``hparams/enhancement/cr.yaml``).
 
     Arguments
     ---------
     *args, **kwargs
-        As for :class:`EnhancementBrain`; ``modules`` must hold
+        As for ``speechbrain.Brain``; ``modules`` must hold
         ``asr_model`` and ``enhance_model`` (``torch.nn.Identity`` without a
         front end). The data provide ``noisy_sig``, ``clean_sig``,
         ``words`` and ``tokens`` (:func:`lobes.asr.asr_datasets`).
+    ssl_features : torch.nn.Module, optional
+        CR's frozen feature space (needed when ``cr_weight > 0``).
 
     Example
     -------
@@ -97,8 +102,21 @@ class ASRBrain(EnhancementBrain):
     ['CER', 'WER', 'loss']
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, ssl_features=None, **kwargs):
         super().__init__(*args, **kwargs)
+        objectives = self.hparams.objectives
+        self.compute_waveform_loss = objectives["compute_waveform_loss"]
+        self.contrastive = ContrastiveObjective.from_objectives(
+            objectives, ssl_features=ssl_features,
+            sample_rate=int(self.hparams.sample_rate),
+        )
+        self._epoch = None
+        if self.contrastive.enabled:
+            self.contrastive.setup(
+                self.device,
+                valid_metrics=self.training.get("valid_metrics") or [],
+                experiment=vars(self.hparams),
+            )
         self.front_end = str(self.hparams.front_end)
         self.input_signal = str(self.hparams.input_signal)
         if self.front_end not in FRONT_ENDS:
@@ -120,7 +138,7 @@ class ASRBrain(EnhancementBrain):
             self.hparams.enhancement_weight or 0.0
         )
         if self.front_end != "joint" and (
-            self.enhancement_weight > 0 or self.use_cr
+            self.enhancement_weight > 0 or self.contrastive.enabled
         ):
             raise HparamsError(
                 "enhancement_weight and cr_weight train the enhancer: they "
@@ -131,6 +149,20 @@ class ASRBrain(EnhancementBrain):
         self.blank_index = int(recognizer["blank_index"])
         self.ctc_cost = recognizer["ctc_cost"]
         self.error_rates = None
+
+    @property
+    def training(self):
+        """The recipe's ``training`` namespace (an empty one if none)."""
+        return getattr(self.hparams, "training", None) or {}
+
+    def fit(self, epoch_counter, train_set, valid_set=None, **kwargs):
+        """SpeechBrain's ``fit``; first binds CR's feature cache to the
+        data and models it will hold features of (disk mode)."""
+        self.contrastive.bind(
+            train_set, segment_length=self.training.get("segment_length"),
+            crop_seed=self.training.get("crop_seed"),
+        )
+        return super().fit(epoch_counter, train_set, valid_set, **kwargs)
 
     # ------------------------------------------------------------------
     # Optimiser: the SSL encoder's own learning rate
@@ -186,7 +218,7 @@ class ASRBrain(EnhancementBrain):
                 )
                 self.add_stat("waveform_loss", waveform_loss)
                 loss = loss + self.enhancement_weight * waveform_loss
-            if stage == sb.Stage.TRAIN and self.use_cr:
+            if stage == sb.Stage.TRAIN and self.contrastive.enabled:
                 loss = self._add_contrastive_term(
                     loss, enhanced, noisy, clean, lengths, batch.id
                 )
@@ -199,12 +231,29 @@ class ASRBrain(EnhancementBrain):
             self.error_rates.append(batch.id, predicted, targets)
         return loss
 
+    def _add_contrastive_term(self, loss, enhanced, noisy, clean, lengths,
+                              ids):
+        """``loss`` + the objective's ramped ``cr_weight`` x CR, logging its
+        statistics (``cr_grad_ratio`` every ``cr_grad_ratio_every``
+        steps)."""
+        loss, stats = self.contrastive.regularize(
+            loss, enhanced, clean, noisy, lengths, ids,
+            self.modules.enhance_model.parameters(), epoch=self._epoch,
+            step=self.step, steps=self.train_batches,
+        )
+        for name, value in stats.items():
+            self.add_stat(name, value)
+        return loss
+
     # ------------------------------------------------------------------
     # Stage hooks
     # ------------------------------------------------------------------
     def on_stage_start(self, stage, epoch=None):
-        """Reset statistics; new error-rate counts for valid and test."""
+        """Reset statistics; fix CR's negative weights for the epoch; new
+        error-rate counts for valid and test."""
         super().on_stage_start(stage, epoch)
+        self._epoch = epoch
+        self.contrastive.start_stage(stage, epoch)
         if stage != sb.Stage.TRAIN:
             self.error_rates = ErrorRates()
 
@@ -220,7 +269,8 @@ class ASRBrain(EnhancementBrain):
         return stats
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Write ``wer_test.txt`` and ``cer_test.txt`` after the test."""
+        """Write ``wer_test.txt`` and ``cer_test.txt`` after the test; log
+        CR's negative weights after training."""
         if stage == sb.Stage.TEST and if_main_process():
             self.error_rates.write(
                 self.hparams.test_wer_file, self.hparams.test_cer_file
@@ -231,4 +281,9 @@ class ASRBrain(EnhancementBrain):
                 summary["WER"], summary["CER"], summary["utterances"],
                 self.hparams.test_wer_file,
             )
+        stats = self.contrastive.end_stage(
+            stage, epoch, lambda: self.stage_statistics(stage)
+        )
+        for name, value in stats.items():
+            self.add_stat(name, value)
         super().on_stage_end(stage, stage_loss, epoch)

@@ -17,13 +17,10 @@ from speechbrain.lobes.models.dual_path import Decoder, Encoder
 from speechbrain.utils.checkpoints import Checkpointer
 from speechbrain.utils.epoch_loop import EpochCounter
 
-from lobes.brains.enhancement import (
-    EnhancementBrain,
-    load_reference_model,
-    reference_model_for,
-)
+from lobes.brains.enhancement import EnhancementBrain
 from lobes.errors import ModelSourceError
 from lobes.models.enhancement import MaskingEnhancer
+from lobes.objectives import load_reference_model, reference_model_for
 from lobes.recipe import FragmentTree
 from lobes.ssl_features import FrozenSSLFeatures, save_tiny_ssl_model
 
@@ -126,7 +123,7 @@ def one_batch(dataset, size=2):
 
 
 def ssl_of(brain):
-    return brain.ssl
+    return brain.contrastive.ssl
 
 
 def test_cr_gradient_reaches_enhanced_not_ssl(tiny_wavlm, tmp_path):
@@ -141,7 +138,7 @@ def test_cr_gradient_reaches_enhanced_not_ssl(tiny_wavlm, tmp_path):
         assert not param.requires_grad and param.grad is None
     # The CR term changes the gradient: compare with the waveform loss only.
     enhanced_mse = batch.noisy_sig[0].clone().requires_grad_(True)
-    brain.cr_weight = 0.0
+    brain.contrastive.weight = 0.0
     brain.compute_objectives(enhanced_mse, batch, sb.Stage.TRAIN).backward()
     assert not torch.allclose(enhanced.grad, enhanced_mse.grad)
     stats = brain.stage_statistics(sb.Stage.TRAIN)
@@ -188,7 +185,7 @@ def test_cache_serves_identical_features_without_ssl_calls(
 ):
     brain = make_brain(tiny_wavlm, tmp_path, feature_cache=mode,
                        feature_cache_dtype=dtype)
-    cr = brain.cr
+    cr = brain.contrastive.cr
     ssl_calls = count_forwards(ssl_of(brain))
     seen = []
     original_forward = cr.forward
@@ -208,13 +205,14 @@ def test_cache_serves_identical_features_without_ssl_calls(
     # Epoch 1: per batch one SSL call for clean + noisy, one for the
     # enhanced output; epoch 2: the enhanced output only.
     assert len(ssl_calls) == 2 * 2 + 2
-    assert brain.feature_cache.misses == 2 * 4  # clean and noisy, 4 utts
-    assert brain.feature_cache.hits == 2 * 4
+    cache = brain.contrastive.feature_cache
+    assert cache.misses == 2 * 4  # clean and noisy, 4 utts
+    assert cache.hits == 2 * 4
     first_epoch, second_epoch = seen[:2], seen[2:]
     for one, two in zip(first_epoch, second_epoch):
         assert all(torch.equal(a, b) for a, b in zip(one, two))
     if mode == "disk":
-        folder = brain.feature_cache.folder
+        folder = brain.contrastive.feature_cache.folder
         assert len(os.listdir(os.path.join(folder, "clean"))) == 4
         assert len(os.listdir(os.path.join(folder, "noisy"))) == 4
 
@@ -225,9 +223,9 @@ def test_cached_features_equal_fresh_features(tiny_wavlm, tmp_path):
     brain.fit(EpochCounter(1), data, progressbar=False,
               train_loader_kwargs={"batch_size": 2, "shuffle": False})
     batch = one_batch(data)
-    cached = brain.feature_cache.load("clean", list(batch.id))
+    cached = brain.contrastive.feature_cache.load("clean", list(batch.id))
     with torch.no_grad():
-        fresh = brain.ssl(batch.clean_sig[0])
+        fresh = brain.contrastive.ssl(batch.clean_sig[0])
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(cached, fresh))
 
 
@@ -247,7 +245,7 @@ def test_ccr_reference_output_computed_once(tiny_wavlm, tmp_path):
         stats
     )
     assert abs(stats["gamma_noisy"] + stats["gamma_reference"] - 1) < 1e-6
-    assert brain.curriculum.distance_count == 4
+    assert brain.contrastive.curriculum.distance_count == 4
 
 
 def test_quality_curriculum_uses_reference_quality(tiny_wavlm, tmp_path):
@@ -260,10 +258,11 @@ def test_quality_curriculum_uses_reference_quality(tiny_wavlm, tmp_path):
               train_loader_kwargs={"batch_size": 2})
     valid = brain.last_stage_stats
     assert "reference_si_sdr" in valid and "si_sdr" in valid
-    assert brain.curriculum.best_quality == {
+    assert brain.contrastive.curriculum.best_quality == {
         "si_sdr": pytest.approx(valid["si_sdr"])
     }
-    assert sum(brain.curriculum.current_weights) == pytest.approx(1.0)
+    weights = brain.contrastive.curriculum.current_weights
+    assert sum(weights) == pytest.approx(1.0)
 
 
 def test_ccr_without_reference_fails_in_one_line(tiny_wavlm, tmp_path,
@@ -361,13 +360,13 @@ def test_resume_restores_model_and_curriculum(tiny_wavlm, tmp_path):
             curriculum_ramp_epochs=3, training={"epoch_counter": counter},
         )
         # As the recipes' YAML lists it in the checkpointer.
-        checkpointer.add_recoverable("curriculum", brain.curriculum)
+        checkpointer.add_recoverable("curriculum", brain.contrastive.curriculum)
         return brain, counter
 
     first, counter = brain_and_counter(1)
     first.fit(counter, data, data, progressbar=False,
               train_loader_kwargs={"batch_size": 2})
-    saved_state = first.curriculum.state_dict()
+    saved_state = first.contrastive.curriculum.state_dict()
     saved_params = [
         p.detach().clone() for p in first.modules.enhance_model.parameters()
     ]
@@ -381,7 +380,7 @@ def test_resume_restores_model_and_curriculum(tiny_wavlm, tmp_path):
         if stage == sb.Stage.TRAIN:
             epochs_run.append(epoch)
             # Recovered before the second epoch starts.
-            assert second.curriculum.distance_count == 1
+            assert second.contrastive.curriculum.distance_count == 1
             for mine, saved in zip(
                 second.modules.enhance_model.parameters(), saved_params
             ):
@@ -392,8 +391,8 @@ def test_resume_restores_model_and_curriculum(tiny_wavlm, tmp_path):
     second.fit(counter, data, data, progressbar=False,
                train_loader_kwargs={"batch_size": 2})
     assert epochs_run == [2]
-    assert second.curriculum.distance_count == 2
-    assert second.curriculum.epoch == 2
+    assert second.contrastive.curriculum.distance_count == 2
+    assert second.contrastive.curriculum.epoch == 2
 
 
 def test_test_stage_writes_per_utterance_results(tiny_wavlm, tmp_path):
@@ -454,17 +453,6 @@ def test_padding_never_counts_in_the_training_loss(tiny_wavlm, tmp_path):
     torch.testing.assert_close(padded, whole)
 
 
-def test_cr_weight_ramps_up_over_the_first_epochs(tiny_wavlm, tmp_path):
-    brain = make_brain(tiny_wavlm, tmp_path, cr_ramp_epochs=2)
-    brain.train_batches = 10
-    brain.on_stage_start(sb.Stage.TRAIN, 1)
-    values = []
-    for epoch, step in ((1, 0), (1, 5), (2, 0), (2, 10), (3, 4)):
-        brain._epoch, brain.step = epoch, step
-        values.append(brain._ramp())
-    assert values == [0.0, 0.25, 0.5, 1.0, 1.0]
-
-
 def test_disk_cache_is_rebuilt_when_manifest_or_model_changes(
     tiny_wavlm, tmp_path, caplog
 ):
@@ -480,10 +468,11 @@ def test_disk_cache_is_rebuilt_when_manifest_or_model_changes(
         (other_model, data),  # another SSL model
     ):
         brain = make_brain(folder, tmp_path, feature_cache="disk")
-        with caplog.at_level(logging.INFO, logger="lobes.brains.enhancement"):
+        with caplog.at_level(logging.INFO,
+                             logger="lobes.objectives.contrastive"):
             brain.fit(EpochCounter(1), dataset, progressbar=False,
                       train_loader_kwargs={"batch_size": 2})
-        folders.append(brain.feature_cache.folder)
+        folders.append(brain.contrastive.feature_cache.folder)
     assert folders[0] == folders[1]
     assert len(set(folders)) == 3
     lines = [r.getMessage() for r in caplog.records

@@ -25,10 +25,11 @@ Authors
 import os
 import sys
 
-from lobes.brains.enhancement import EnhancementBrain, reference_model_for
+from lobes.brains.enhancement import EnhancementBrain
 from lobes.data.enhancement_data import enhancement_datasets
 from lobes.data.prepare import prepare_voicebank
 from lobes.errors import exit_on_user_error
+from lobes.objectives import reference_model_for
 from lobes.recipe import (
     fit_and_test,
     load_recipe,
