@@ -6,23 +6,24 @@ with ``loss`` (:mod:`lobes.models.hubert_pretrain`) on batches of
 masked accuracy on held-out speakers, clean and noisy, after each epoch,
 and keeps the latest checkpoint with SpeechBrain's ``Checkpointer``.
 
-Exact resume: everything random that shapes training is checkpointed, the
-batch generator and sampler (by the batches object), and Python's, NumPy's
-and torch's global generators (:class:`GlobalRandomState`, dropout draws
-from torch's). The loaders get a private ``torch.Generator`` so that
-starting an epoch's iteration draws nothing from torch's global one.
-SIGINT or SIGTERM stops after the current step and saves an intra-epoch
-checkpoint (:class:`StopOnSignal`); the same command resumes from it and
-ends in the same state as an uninterrupted run.
+It is a :class:`~lobes.brains.base.RecipeBrain`, and so shares the
+package's exact resume and graceful stop. Everything random that shapes
+training is checkpointed: the batch generator and sampler (by the batches
+object), and Python's, NumPy's and torch's global generators
+(:class:`lobes.random_state.RandomState`, added by ``RecipeBrain``;
+dropout draws from torch's). The loaders get private ``torch.Generator``
+objects, so that starting an epoch's iteration draws nothing from torch's
+global one. Run ``fit`` under :class:`lobes.interrupt.GracefulStop` (as
+the recipe's ``train.py`` does): SIGINT or SIGTERM then stops after the
+current step (or after an epoch's checkpoint) and saves an intra-epoch
+checkpoint; the same command resumes from it and ends in the same state as
+an uninterrupted run.
 """
 
 import json
 import logging
 import os
 import platform
-import random
-import signal
-import threading
 import time
 
 import numpy as np
@@ -34,7 +35,7 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 
-from lobes.errors import UserError
+from lobes.brains.base import RecipeBrain
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,6 @@ logger = logging.getLogger(__name__)
 LOG_FILE = "pretrain_log.json"
 CENTROIDS_FILE = "kmeans_targets.pt"
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
-
-
-class TrainingInterrupted(UserError):
-    """A signal stopped training after a checkpoint was saved."""
 
 
 class LinearWarmupDecay:
@@ -80,55 +77,6 @@ class LinearWarmupDecay:
 
 
 @register_checkpoint_hooks
-class GlobalRandomState:
-    """Checkpoints Python's, NumPy's and torch's global generators (JSON).
-
-    Example
-    -------
-    >>> import tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "rng.json")
-    >>> state = GlobalRandomState()
-    >>> state._save(path)
-    >>> first = torch.rand(2)
-    >>> state._recover(path, end_of_epoch=True)
-    >>> bool(torch.equal(torch.rand(2), first))
-    True
-    """
-
-    @mark_as_saver
-    def _save(self, path):
-        numpy_state = np.random.get_state(legacy=False)
-        numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
-        state = {
-            "python": list(random.getstate()[1]),
-            "python_gauss": random.getstate()[2],
-            "numpy": numpy_state,
-            "torch": torch.get_rng_state().tolist(),
-            "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()]
-            if torch.cuda.is_available() else [],
-        }  # fmt: skip
-        with open(path, "w", encoding="utf-8") as fout:
-            json.dump(state, fout)
-
-    @mark_as_loader
-    def _recover(self, path, end_of_epoch):
-        del end_of_epoch
-        with open(path, encoding="utf-8") as fin:
-            state = json.load(fin)
-        random.setstate((3, tuple(state["python"]), state["python_gauss"]))
-        numpy_state = state["numpy"]
-        numpy_state["state"]["key"] = np.asarray(
-            numpy_state["state"]["key"], dtype=np.uint32
-        )
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(
-                [torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]]
-            )
-
-
-@register_checkpoint_hooks
 class PretrainHistory:
     """Per-epoch statistics and training time, checkpointed (JSON).
 
@@ -160,39 +108,6 @@ class PretrainHistory:
             vars(self).update(json.load(fin))
 
 
-class StopOnSignal:
-    """Turn SIGINT and SIGTERM into a flag that training checks per step.
-
-    The handlers in force before are put back on exit. Outside the main
-    thread, signals are left alone.
-
-    Example
-    -------
-    >>> with StopOnSignal() as stop:
-    ...     stop.signal is None
-    True
-    """
-
-    def __init__(self):
-        self.signal = None
-        self.previous = {}
-
-    def _handle(self, signum, frame):
-        self.signal = signum
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc_info):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous = {}
-        return False
-
-
 def machine_description():
     """One line naming the CPU count, torch threads and platform.
 
@@ -207,7 +122,7 @@ def machine_description():
     )
 
 
-class SSLPretrainBrain(sb.Brain):
+class SSLPretrainBrain(RecipeBrain):
     """Masked prediction of k-means targets, with exact resume.
 
     Modules: ``hubert`` (:class:`~lobes.models.hubert_pretrain.SmallHubert`)
@@ -215,7 +130,12 @@ class SSLPretrainBrain(sb.Brain):
     Hparams: ``loss``, ``lr``, ``weight_decay``, ``lr_schedule``
     (a factor per optimiser step), ``train_logger``. Set
     ``majority_cluster`` (the most frequent training target) to report the
-    majority-class accuracy of validation.
+    majority-class accuracy of validation. As a
+    :class:`~lobes.brains.base.RecipeBrain` it checkpoints the global
+    random generators and stops gracefully when ``stop`` is a
+    :class:`~lobes.interrupt.GracefulStop` (``with GracefulStop() as
+    brain.stop: brain.fit(...)``); its epochs' statistics, learning-rate
+    schedule and checkpoints are its own.
 
     Example
     -------
@@ -247,7 +167,6 @@ class SSLPretrainBrain(sb.Brain):
         self.history = PretrainHistory()
         self.epochs_run = 0
         self.majority_cluster = -1
-        self.stop = None
         self._clock = None
         if self.checkpointer is not None:
             self.checkpointer.add_recoverable("history", self.history)
@@ -270,27 +189,29 @@ class SSLPretrainBrain(sb.Brain):
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-",
                         **loader_kwargs):
-        """SpeechBrain's loader, with a private generator.
+        """``RecipeBrain``'s loader; the validation one's generator private.
 
         torch's ``DataLoader`` draws a seed for its workers at each
         iteration from ``generator``, by default torch's global one, which
-        dropout draws from too: a resumed epoch would draw once more than
-        an uninterrupted one.
+        dropout draws from too. ``RecipeBrain`` gives the train loader its
+        own; the validation loader gets one here, so that validating draws
+        nothing from torch's global generator either.
         """
-        loader_kwargs.setdefault("generator", torch.Generator())
+        if stage != sb.Stage.TRAIN:
+            loader_kwargs.setdefault("generator", torch.Generator())
         return super().make_dataloader(
             dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs
         )
 
     def fit(self, epoch_counter, train_set, valid_set=None, **kwargs):
-        """SpeechBrain's ``fit``; a signal stops it between two steps.
+        """SpeechBrain's ``fit``.
 
         Without ``valid_set`` an epoch ends (log, checkpoint) after
-        training.
+        training. Under a :class:`~lobes.interrupt.GracefulStop` in
+        ``self.stop``, a signal stops it at the next safe point.
         """
         self._validates = valid_set is not None
-        with StopOnSignal() as self.stop:
-            super().fit(epoch_counter, train_set, valid_set, **kwargs)
+        super().fit(epoch_counter, train_set, valid_set, **kwargs)
 
     # ------------------------------------------------------------ steps
     def compute_forward(self, batch, stage):
@@ -329,22 +250,11 @@ class SSLPretrainBrain(sb.Brain):
             group["lr"] = self.hparams.lr * factor
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """On a signal: save a checkpoint here and stop."""
-        if self.stop is None or self.stop.signal is None:
-            return
-        self._add_time()
-        # SpeechBrain adds this step's loss to the average after this hook.
-        self.avg_train_loss = self.update_average(loss, self.avg_train_loss)
-        where = "no checkpointer, nothing saved"
-        if self.checkpointer is not None:
-            self._save_intra_epoch_ckpt()
-            where = f"checkpoint saved in {self.checkpointer.checkpoints_dir}"
-        counter = getattr(self.hparams, "epoch_counter", None)
-        raise TrainingInterrupted(
-            f"interrupted ({signal.Signals(self.stop.signal).name}) after "
-            f"step {self.step} of epoch {getattr(counter, 'current', '?')}, "
-            f"{where}; run the same command to resume"
-        )
+        """On a signal: count the training time, then ``RecipeBrain``'s
+        stop (an intra-epoch checkpoint, one line)."""
+        if self.stop is not None and self.stop.requested:
+            self._add_time()
+        super().on_fit_batch_end(batch, outputs, loss, should_step)
 
     # ------------------------------------------------------------ stages
     def on_stage_start(self, stage, epoch=None):
@@ -352,7 +262,9 @@ class SSLPretrainBrain(sb.Brain):
 
         A training stage resumed mid-epoch (``step`` restored from an
         intra-epoch checkpoint) keeps the accuracies of its first steps.
+        ``RecipeBrain``'s reseeds the train loader's generator.
         """
+        super().on_stage_start(stage, epoch)
         if stage == sb.Stage.TRAIN and not self.step:
             self.history.window = []
         self._counts = dict.fromkeys(
@@ -369,7 +281,10 @@ class SSLPretrainBrain(sb.Brain):
             self._clock = None
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Log the epoch, keep its statistics and the latest checkpoint."""
+        """Log the epoch, keep its statistics and the latest checkpoint.
+
+        Then, on a signal, stop (the epoch's checkpoint is saved).
+        """
         if stage == sb.Stage.TRAIN:
             self._add_time()
             self.epochs_run += 1
@@ -400,10 +315,14 @@ class SSLPretrainBrain(sb.Brain):
                 train_stats=self._train_stats,
                 valid_stats=valid or None,
             )
+        saved = None
         if self.checkpointer is not None:
             self.checkpointer.save_and_keep_only(
                 meta={"epoch": epoch}, num_to_keep=1
             )
+            saved = str(self.checkpointer.checkpoints_dir)
+        if self.stop is not None:
+            self.stop.stop_here(epoch, save=lambda: saved)
 
     # ------------------------------------------------------------ export
     def export(self, folder, corpus, settings):

@@ -6,6 +6,7 @@ toy speech (tones) built from the recipe's own YAML.
 
 import glob
 import importlib.util
+import io
 import json
 import os
 import pickle
@@ -22,7 +23,7 @@ from safetensors.torch import load_file
 from speechbrain.utils.checkpoints import torch_recovery
 
 import lobes.recipe
-from lobes.brains.ssl_pretrain import SSLPretrainBrain, TrainingInterrupted
+from lobes.brains.ssl_pretrain import SSLPretrainBrain
 from lobes.data import tts
 from lobes.data.ssl_pretrain_data import (
     HeldOutUtterances,
@@ -31,6 +32,7 @@ from lobes.data.ssl_pretrain_data import (
     read_clean_noisy,
 )
 from lobes.errors import DataFolderError, HparamsError
+from lobes.interrupt import GracefulStop, TrainingInterrupted
 from lobes.models.hubert_pretrain import SmallHubert
 from lobes.recipe import load_hparams
 from lobes.ssl import probe as ssl_probe
@@ -256,13 +258,15 @@ def test_checkpoints_are_read_weights_only(trained_folder, tmp_path):
                evil)  # fmt: skip
     with pytest.raises(pickle.UnpicklingError):
         torch_recovery(torch.nn.Linear(1, 1), evil, True)
-    # Every checkpoint file the recipe writes loads weights-only (or is
-    # text: the generators' states are JSON).
+    # Every checkpoint file the recipe writes loads weights-only (the
+    # global generators' state: lobes.random_state.RandomState) or is text
+    # (the batch generator's and the history's states are JSON).
     files = glob.glob(os.path.join(folder, "save", "CKPT*", "*"))
     assert any(f.endswith("hubert.ckpt") for f in files)
+    assert any(f.endswith("random_state.ckpt") for f in files)
     for path in files:
         if path.endswith(".ckpt") and not path.endswith(
-            ("batches.ckpt", "random_state.ckpt", "history.ckpt",
+            ("batches.ckpt", "history.ckpt",
              "brain.ckpt", "counter.ckpt", "dataloader-TRAIN.ckpt")
         ):  # fmt: skip
             torch.load(path, map_location="cpu", weights_only=True)
@@ -373,8 +377,15 @@ def test_signal_stops_between_steps_and_resumes(tmp_path):
     # SIG_IGN when the suite runs as a background job of a shell.
     before = signal.getsignal(signal.SIGINT)
     stopped, fit = toy_brain(out, Interrupt)
-    with pytest.raises(TrainingInterrupted, match="after step 1 of epoch 2"):
-        fit()
+    line = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        with GracefulStop(stream=line) as stopped.stop:
+            fit()
+    assert exit_info.value.code == 130
+    assert line.getvalue().startswith(
+        "stopped by SIGINT after step 1 of 3 of epoch 2; checkpoint saved"
+    )
+    assert line.getvalue().count("\n") == 1
     assert signal.getsignal(signal.SIGINT) == before
     assert stopped.optimizer_step == 4
     resumed, fit = toy_brain(out)
@@ -435,7 +446,7 @@ def test_real_sigint_saves_prints_one_line_and_resumes(tiny_corpus,
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr + stdout
-    assert stderr.strip().splitlines()[-1].startswith("interrupted (SIGINT)")
+    assert stderr.strip().splitlines()[-1].startswith("stopped by SIGINT")
     assert "run the same command to resume" in stderr
     assert glob.glob(os.path.join(out, "save", "CKPT*", "dataloader-TRAIN*"))
     done = subprocess.run(argv, cwd=RECIPE, env=env, text=True,
