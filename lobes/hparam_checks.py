@@ -199,6 +199,7 @@ def check_value(name, value, default=None, origin="--"):
     Example
     -------
     >>> check_value("batch_size", 4, 4)
+    >>> check_value("encoder_channels", [8, 16, 32], [16, 32, 64])
     >>> check_value("batch_size", 2.5, 4)
     Traceback (most recent call last):
     ...
@@ -222,6 +223,10 @@ def check_value(name, value, default=None, origin="--"):
         value = parsed if _is_number(parsed) else value
     if kind is None or value is None or value_fits(kind, value):
         return
+    if isinstance(value, (list, tuple)) and value and all(
+        value_fits(kind, item) for item in value
+    ):
+        return  # one value per layer (CMCR-Net's encoder_channels)
     given = (
         f"--{name}={shown}: {name}" if origin == "--"
         else f"{origin}: {name}: {shown}"

@@ -20,7 +20,7 @@ Exported folders and hub ids go through SpeechBrain's own fetching and
 checkpoint is read with ``torch.load(..., weights_only=True)``. Separation
 inference (:mod:`lobes.pretrained`, :mod:`lobes.separate`), enhancement
 inference (:mod:`lobes.enhance`), the export (:mod:`lobes.export`) and
-curricular CR's reference model (:mod:`lobes.brains.enhancement`) all load
+curricular CR's reference model (:mod:`lobes.objectives`) all load
 through it.
 
 Loading a YAML can run code (``!apply:``, ``!new:``): load only folders and

@@ -6,7 +6,7 @@
 
 - ``none``: the recogniser hears the noisy or the clean speech
   (``input_signal``);
-- ``frozen``: a trained enhancer (:func:`lobes.asr.trained_enhancer`)
+- ``frozen``: a trained enhancer (:func:`lobes.transcription.trained_enhancer`)
   enhances the noisy speech first and is never trained;
 - ``joint``: the enhancer is fine-tuned with the recogniser on
 
@@ -36,11 +36,11 @@ import logging
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
-from lobes.asr import ErrorRates, greedy_words
 from lobes.brains.base import RecipeBrain
 from lobes.errors import HparamsError
 from lobes.models.asr import SSLEncoder
 from lobes.objectives import ContrastiveObjective
+from lobes.transcription import ErrorRates, greedy_words
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class ASRBrain(RecipeBrain):
         As for ``speechbrain.Brain``; ``modules`` must hold
         ``asr_model`` and ``enhance_model`` (``torch.nn.Identity`` without a
         front end). The data provide ``noisy_sig``, ``clean_sig``,
-        ``words`` and ``tokens`` (:func:`lobes.asr.asr_datasets`).
+        ``words`` and ``tokens`` (:func:`lobes.transcription.asr_datasets`).
     ssl_features : torch.nn.Module, optional
         CR's frozen feature space (needed when ``cr_weight > 0``).
 
@@ -74,7 +74,7 @@ class ASRBrain(RecipeBrain):
     -------
     >>> import torch
     >>> from speechbrain.dataio.dataset import DynamicItemDataset
-    >>> from lobes.asr import character_encoder
+    >>> from lobes.transcription import character_encoder
     >>> from lobes.losses.waveform import mse_loss
     >>> from lobes.models.asr import CTCRecognizer
     >>> class Frames(torch.nn.Module):

@@ -27,11 +27,11 @@ Authors
 
 import sys
 
-from lobes.asr import asr_datasets
 from lobes.brains.asr import ASRBrain
 from lobes.data.prepare import prepare_voicebank
 from lobes.errors import exit_on_user_error
 from lobes.recipe import fit_and_test, prepare_corpus, start_experiment
+from lobes.transcription import asr_datasets
 
 
 @exit_on_user_error
