@@ -35,16 +35,34 @@ def mini_cache(tmp_path_factory):
     return folder
 
 
+#: Tests that take a recipe row by its name (``name``): the session starts
+#: those rows in the background, two at a time, as soon as one is needed.
+ROW_TESTS = ("test_recipe_runs", "test_show_prints_the_runs_hyperparams")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Note the recipe rows that the selected tests will run."""
+    config.recipe_rows = sorted({
+        item.callspec.params["name"] for item in items
+        if getattr(item, "originalname", None) in ROW_TESTS
+        and hasattr(item, "callspec")
+    })
+
+
 @pytest.fixture(scope="session")
-def recipe_runner(tmp_path_factory, mini_cache):
+def recipe_runner(request, tmp_path_factory, mini_cache):
     """Runs the rows of the recipe CSVs, each once per session."""
     from tests.recipe_runner import RecipeRunner  # imports torch
 
-    return RecipeRunner(
+    runner = RecipeRunner(
         output_root=str(tmp_path_factory.mktemp("recipes")),
         cache_dir=mini_cache,
         ssl_folder=str(tmp_path_factory.mktemp("ssl_models")),
     )
+    runner.prefetch(getattr(request.config, "recipe_rows", []),
+                    jobs=int(os.environ.get("NRSB_TEST_JOBS", "2")))
+    yield runner
+    runner.close()
 
 
 @pytest.fixture(scope="module")

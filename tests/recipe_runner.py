@@ -11,6 +11,7 @@ its ``test_debug_checks``. Flags may use placeholders:
   holding tiny HF models built from a config.
 """
 
+import concurrent.futures
 import csv
 import glob
 import os
@@ -65,7 +66,12 @@ def parse_checks(spec):
 
 
 class RecipeRunner:
-    """Runs rows once each, resolving placeholders and dependencies."""
+    """Runs rows once each, resolving placeholders and dependencies.
+
+    :meth:`prefetch` starts the rows a session will ask for in the
+    background, ``jobs`` at a time (one thread each), so that a 2-core
+    machine runs two recipes at once; :meth:`run` then waits for its row.
+    """
 
     def __init__(self, output_root, cache_dir, ssl_folder):
         self.output_root = output_root
@@ -73,6 +79,39 @@ class RecipeRunner:
         self.ssl_folder = ssl_folder
         self.rows = {row_id(r): r for r in load_rows()}
         self.results = {}
+        self.futures = {}
+        self._pool = None
+
+    def prefetch(self, names, jobs=2):
+        """Start ``names`` (and what they depend on) in the background.
+
+        Rows are queued dependencies first, so a row's dependencies are
+        running or done when a worker takes it up.
+        """
+        order = []
+
+        def visit(name):
+            if name in order or name not in self.rows:
+                return
+            for dep in self.dependencies(self.rows[name]):
+                visit(dep)
+            order.append(name)
+
+        for name in names:
+            visit(name)
+        for name in order:  # build the tiny SSL models here, not in threads
+            self.flags(self.rows[name])
+        if not order or jobs < 2:
+            return
+        self._pool = concurrent.futures.ThreadPoolExecutor(jobs)
+        for name in order:
+            if name not in self.futures and name not in self.results:
+                self.futures[name] = self._pool.submit(self._run_row, name)
+
+    def close(self):
+        """Stop queued rows (the running ones finish)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def ssl_model(self, kind):
         """Folder of a tiny local SSL model, built on first use."""
@@ -104,6 +143,12 @@ class RecipeRunner:
 
     def run(self, name):
         """Run a row (after its dependencies); return (ok, message)."""
+        future = self.futures.get(name)
+        if future is not None and not future.cancelled():
+            return future.result()
+        return self._run_row(name)
+
+    def _run_row(self, name):
         if name in self.results:
             return self.results[name]
         row = self.rows[name]
