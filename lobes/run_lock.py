@@ -218,6 +218,11 @@ class RunLock:
                 raise
             if locked is False:
                 holder = self.read_holder()
+                for _ in range(40):  # the holder may be writing its record
+                    if holder:
+                        break
+                    time.sleep(0.05)
+                    holder = self.read_holder()
                 os.close(fd)
                 raise self._in_use(holder)
             # The file may have been removed (released) between our open
@@ -318,9 +323,10 @@ def lock_output_folder(folder, **kwargs):
 
 
 def wait_for_lock(folder, seconds, name=LOCK_NAME):
-    """Wait up to ``seconds`` for a lock file to appear (tests, tools).
+    """Wait up to ``seconds`` for a lock file holding its record (tests,
+    tools).
 
-    Returns whether it exists.
+    Returns whether it exists with the holder's record written.
 
     Example
     -------
@@ -331,8 +337,12 @@ def wait_for_lock(folder, seconds, name=LOCK_NAME):
     deadline = time.time() + float(seconds)
     path = os.path.join(str(folder), name)
     while True:
-        if os.path.exists(path):
-            return True
+        try:
+            with open(path, encoding="utf-8") as fin:
+                if json.loads(fin.read() or "{}"):
+                    return True
+        except (OSError, ValueError):
+            pass  # not there yet, or being written
         if time.time() >= deadline:
             return False
         time.sleep(0.01)

@@ -210,7 +210,13 @@ def test_second_run_into_one_folder_stops(cache, tmp_path):
     try:
         while not wait_for_lock(out, 1.0):
             assert first.poll() is None, "the first run ended, no lock seen"
-        second = run(out, cache)
+        # Paused while it holds the lock, so that it cannot end before the
+        # second run reaches the lock (a tiny run takes seconds).
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            second = run(out, cache)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         assert second.returncode != 0
         line = one_error_line(second)
         assert f"{out} is in use by another run (PID {first.pid} " in line
