@@ -39,6 +39,7 @@ import ruamel.yaml
 import yaml
 
 from lobes.errors import DataFolderError, HparamsError, UserError
+from lobes.exclusive_run import lock_output_folder
 from lobes.hparam_checks import (
     check_checkpoints,
     check_override_values,
@@ -46,7 +47,6 @@ from lobes.hparam_checks import (
     parse_overrides,
 )
 from lobes.interrupt import GracefulStop
-from lobes.run_lock import lock_output_folder
 
 #: Values of ``data_folder`` that select the embedded mini corpus.
 MINI_MARKERS = (None, "", "mini", "!mini")
@@ -660,7 +660,7 @@ def setup_experiment(hparams, hparams_file, run_opts, overrides):
     """Check and lock the output folder, then SpeechBrain's set-up.
 
     The output folder must be writable, holds one run at a time
-    (:func:`lobes.run_lock.lock_output_folder`) and its checkpoints must be
+    (:func:`lobes.exclusive_run.lock_output_folder`) and its checkpoints must be
     readable (:func:`lobes.hparam_checks.check_checkpoints`); then
     SpeechBrain's ``ddp_init_group`` and ``create_experiment_directory``.
 

@@ -203,7 +203,7 @@ def test_sigint_mid_epoch_resumes_exactly(finished_run, cache, tmp_path):
 
 
 def test_second_run_into_one_folder_stops(cache, tmp_path):
-    from lobes.run_lock import wait_for_lock
+    from lobes.exclusive_run import wait_for_lock
 
     out = str(tmp_path / "shared")
     first = start(out, cache)

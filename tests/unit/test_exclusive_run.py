@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from lobes.run_lock import (
+from lobes.exclusive_run import (
     LOCK_NAME,
     OutputFolderInUse,
     RunLock,
@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 HOLDER = textwrap.dedent("""
     import sys
     from lobes.errors import exit_on_user_error
-    from lobes.run_lock import RunLock
+    from lobes.exclusive_run import RunLock
 
     @exit_on_user_error
     def main():
@@ -131,7 +131,7 @@ def test_only_rank_zero_takes_it(tmp_path):
 
 def test_released_at_exit_without_context(tmp_path):
     script = (
-        "import sys; from lobes.run_lock import lock_output_folder; "
+        "import sys; from lobes.exclusive_run import lock_output_folder; "
         "lock_output_folder(sys.argv[1]); print('ok')"
     )
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)],
