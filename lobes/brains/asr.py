@@ -219,8 +219,10 @@ class ASRBrain(RecipeBrain):
                 self.add_stat("waveform_loss", waveform_loss)
                 loss = loss + self.enhancement_weight * waveform_loss
             if stage == sb.Stage.TRAIN and self.contrastive.enabled:
-                loss = self._add_contrastive_term(
-                    loss, enhanced, noisy, clean, lengths, batch.id
+                loss, _ = self.contrastive.regularize(
+                    loss, enhanced, clean, noisy, lengths, batch.id,
+                    self.modules.enhance_model.parameters(), epoch=self._epoch,
+                    step=self.step, steps=self.train_batches, log=self.add_stat,
                 )
         if stage != sb.Stage.TRAIN:
             predicted = greedy_words(
@@ -229,20 +231,6 @@ class ASRBrain(RecipeBrain):
             )
             targets = [str(words).split() for words in batch.words]
             self.error_rates.append(batch.id, predicted, targets)
-        return loss
-
-    def _add_contrastive_term(self, loss, enhanced, noisy, clean, lengths,
-                              ids):
-        """``loss`` + the objective's ramped ``cr_weight`` x CR, logging its
-        statistics (``cr_grad_ratio`` every ``cr_grad_ratio_every``
-        steps)."""
-        loss, stats = self.contrastive.regularize(
-            loss, enhanced, clean, noisy, lengths, ids,
-            self.modules.enhance_model.parameters(), epoch=self._epoch,
-            step=self.step, steps=self.train_batches,
-        )
-        for name, value in stats.items():
-            self.add_stat(name, value)
         return loss
 
     # ------------------------------------------------------------------

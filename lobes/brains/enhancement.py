@@ -219,27 +219,15 @@ class EnhancementBrain(RecipeBrain):
             self.add_stat("branch_pull", pull)
             loss = loss + self.branch_pull_weight * pull
         if stage == sb.Stage.TRAIN and self.contrastive.enabled:
-            loss = self._add_contrastive_term(
-                loss, enhanced, noisy, clean, lengths, batch.id
+            loss, _ = self.contrastive.regularize(
+                loss, enhanced, clean, noisy, lengths, batch.id,
+                self.modules.enhance_model.parameters(), epoch=self._epoch,
+                step=self.step, steps=self.train_batches, log=self.add_stat,
             )
         elif stage == sb.Stage.VALID:
             self._validation_metrics(enhanced, noisy, clean, lengths, batch.id)
         elif stage == sb.Stage.TEST:
             self._test_metrics(enhanced, noisy, clean, lengths, batch.id)
-        return loss
-
-    def _add_contrastive_term(self, loss, enhanced, noisy, clean, lengths,
-                              ids):
-        """``loss`` + the objective's ramped ``cr_weight`` x CR, logging its
-        statistics (``cr_grad_ratio`` every ``cr_grad_ratio_every``
-        steps)."""
-        loss, stats = self.contrastive.regularize(
-            loss, enhanced, clean, noisy, lengths, ids,
-            self.modules.enhance_model.parameters(), epoch=self._epoch,
-            step=self.step, steps=self.train_batches,
-        )
-        for name, value in stats.items():
-            self.add_stat(name, value)
         return loss
 
     def _per_utterance(self, signals, lengths):

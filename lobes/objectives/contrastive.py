@@ -415,10 +415,12 @@ reference, got []
         return weight * cr_loss, stats
 
     def regularize(self, main_loss, enhanced, clean, noisy, lengths, ids,
-                   parameters, epoch=None, step=0, steps=None):
+                   parameters, epoch=None, step=0, steps=None, log=None):
         """``main_loss`` + :meth:`loss`, with its statistics and, every
         ``cr_grad_ratio_every`` steps, ``cr_grad_ratio``: CR's gradient
         norm on ``parameters`` (the enhancer's) over ``main_loss``'s.
+        ``log(name, value)``, when given (a Brain's ``add_stat``), receives
+        each statistic.
 
         Returns
         -------
@@ -446,6 +448,8 @@ reference, got []
         ratio = self.gradient_ratio(main_loss, term, parameters, step)
         if ratio is not None:
             stats["cr_grad_ratio"] = ratio
+        for name, value in stats.items() if log is not None else ():
+            log(name, value)
         return main_loss + term, stats
 
     def gradient_ratio(self, main_loss, term, parameters, step):
