@@ -291,7 +291,10 @@ class MixtureItems:
     ``noise_sig [T]``; in training a random ``segment_seconds`` crop,
     optionally remixed (dynamic mixing: the speakers of two random
     mixtures at -2.5..2.5 dB of each other, a third mixture's noise at
-    0..10 dB SNR; the mixture is the exact sum of the parts).
+    0..10 dB SNR; the mixture is the exact sum of the parts). With
+    ``num_speakers=1`` (single-speaker enhancement) ``sources_sig`` is
+    ``[T, 1]``: the first speaker and the noise (remixed: one speaker, the
+    noise at -5..10 dB against it).
 
     Every draw comes from a generator seeded with ``(seed, epoch, item)``.
 
@@ -317,10 +320,20 @@ class MixtureItems:
     (torch.Size([1600]), torch.Size([1600, 2]))
     >>> bool(torch.allclose(mix, sources.sum(-1) + noise, atol=1e-6))
     True
+    >>> one = MixtureItems(rows, training=True, segment_seconds=0.1,
+    ...                    dynamic_mixing=True, seed=0, num_speakers=1)
+    >>> mix, sources, noise = one(0)
+    >>> sources.shape, bool(torch.allclose(mix, sources[:, 0] + noise))
+    (torch.Size([1600, 1]), True)
+    >>> MixtureItems(rows, num_speakers=1)(2)[1].shape
+    torch.Size([3200, 1])
     """
 
     def __init__(self, rows, training=False, segment_seconds=None,
-                 dynamic_mixing=False, seed=0):  # fmt: skip
+                 dynamic_mixing=False, seed=0, num_speakers=2):  # fmt: skip
+        if num_speakers not in (1, 2):
+            raise ValueError(f"num_speakers must be 1 or 2: {num_speakers}")
+        self.num_speakers = num_speakers
         self.rows = rows
         self.training = training
         self.segment = (
@@ -340,6 +353,8 @@ class MixtureItems:
         index = int(index)
         if not self.training:
             mix, s1, s2, noise = self._read(self.rows[index])
+            if self.num_speakers == 1:
+                return s1 + noise, s1[:, None], noise
             return mix, torch.stack([s1, s2], -1), noise
         generator = torch.Generator().manual_seed(
             hash((self.seed, self.epoch, index)) % (2**63)
@@ -359,12 +374,17 @@ class MixtureItems:
 
             gain = 10 ** ((torch.rand(1, generator=generator) * 5 - 2.5) / 20)
             two = two * rms(one) / rms(two) * gain
-            snr = torch.rand(1, generator=generator) * 10
-            noise = noise * rms(one + two) / rms(noise) / 10 ** (snr / 20)
-            sources = torch.stack([one, two], -1)
+            if self.num_speakers == 1:  # the test items' SNRs: -5 .. 10 dB
+                snr = torch.rand(1, generator=generator) * 15 - 5
+                noise = noise * rms(one) / rms(noise) / 10 ** (snr / 20)
+                sources = one[:, None]
+            else:
+                snr = torch.rand(1, generator=generator) * 10
+                noise = noise * rms(one + two) / rms(noise) / 10 ** (snr / 20)
+                sources = torch.stack([one, two], -1)
         else:
             _, s1, s2, noise = self._read(self.rows[index])
-            sources = torch.stack([s1, s2], -1)
+            sources = torch.stack([s1, s2], -1)[:, : self.num_speakers]
         if self.segment and sources.shape[0] > self.segment:
             start = int(torch.randint(sources.shape[0] - self.segment + 1,
                                       (1,), generator=generator))
@@ -379,7 +399,8 @@ def mixture_datasets(hparams, manifests):
     Arguments
     ---------
     hparams : dict
-        Reads ``segment_seconds``, ``dynamic_mixing`` and ``seed``.
+        Reads ``segment_seconds``, ``dynamic_mixing``, ``seed`` and
+        ``num_spks`` (1: single-speaker enhancement; default 2).
     manifests : dict
         Paths with ``mix_train``, ``mix_valid``, ``mix_test``.
 
@@ -423,6 +444,7 @@ def mixture_datasets(hparams, manifests):
             segment_seconds=hparams.get("segment_seconds"),
             dynamic_mixing=bool(hparams.get("dynamic_mixing", False)),
             seed=hparams.get("seed", 0),
+            num_speakers=int(hparams.get("num_spks", 2)),
         )
         data = {
             row["ID"]: {"index": index, "duration": float(row["duration"])}

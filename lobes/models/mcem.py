@@ -110,6 +110,10 @@ def _cost(power, variance, mask):
     return ((terms * valid).sum((2, 3)) / count).mean(1)
 
 
+#: Initial gains of the MCEM (:class:`MCEM` ``gain_init``).
+GAIN_INITS = ("unit", "level")
+
+
 class MCEM:
     """Batched Monte Carlo EM (see the module docstring).
 
@@ -138,6 +142,12 @@ class MCEM:
     max_noise_growth : float, optional
         Stop a mixture whose noise-to-speech energy ratio grew more than
         this many times over the first iteration's (``None``: never).
+    gain_init : str
+        Initial per-frame gains ``g``: ``"unit"`` (the papers' ``g = 1``)
+        or ``"level"`` (each model's gain set so that its speakers' mean
+        variance matches the mixture's mean power: no model, and no run,
+        starts off for its decoder's scale alone). Applies to the main
+        model and to the fallback alike.
 
     Example
     -------
@@ -165,7 +175,13 @@ class MCEM:
         self, num_iterations=100, num_mh_steps=40, burn_in=30,
         proposal_variance=0.01, noise_rank=10, tolerance=1e-5, num_chains=1,
         noise_init=0.1, switch_prior=0.5, max_noise_growth=None,
+        gain_init="unit",
     ):  # fmt: skip
+        if gain_init not in GAIN_INITS:
+            raise ValueError(
+                f"gain_init={gain_init!r} is not one of {', '.join(GAIN_INITS)}"
+            )
+        self.gain_init = gain_init
         if not 0 <= burn_in < num_mh_steps:
             raise ValueError("need 0 <= burn_in < num_mh_steps")
         if not 0.0 < float(switch_prior) < 1.0:
@@ -241,15 +257,16 @@ class MCEM:
         # one gain per model [M, B, J, N] (the fallback has its own)
         gain = torch.ones(len(states), batch, num_speakers, frames,
                           dtype=real, device=power.device)  # fmt: skip
-        if switch is not None:
+        if self.gain_init == "level":
             # each model starts at the mixture's scale (not preferred for
-            # its scale alone), the switch from the encoders' latents
+            # its decoder's scale alone)
             valid = mask[:, None, None, :, None].to(real)
             level = (power[:, None, None] * valid).sum((2, 3, 4))
             for m, state in enumerate(states):
                 own = (state.sigma * valid).sum((2, 3, 4)) / chains
                 gain[m] = (level / (num_speakers * own).clamp(min=EPS))[
                     ..., None].expand(-1, -1, frames)  # fmt: skip
+        if switch is not None:  # the first switch from the encoders' latents
             noise = torch.einsum("bfk,bkn->bnf", w, h)[:, None]
             switch = self._update_switch(
                 power, noise, gain[:, :, :, None, :, None],

@@ -81,6 +81,15 @@ def mcem_reference(mcem, model, mixture, num_speakers, lips=None,
                     emb = None if embedding is None else embedding[b, j, n]
                     sigma[b, j, s, n] = model.decode(z[b, j, s, n], emb)
     gain = torch.ones(batch, num_speakers, frames, dtype=real)
+    if mcem.gain_init == "level":  # each speaker at the mixture's power
+        for b in range(batch):
+            level = sum(float(power[b, n].sum()) for n in range(frames)
+                        if mask[b, n])  # fmt: skip
+            for j in range(num_speakers):
+                own = sum(float(sigma[b, j, s, n].sum())
+                          for s in range(chains) for n in range(frames)
+                          if mask[b, n]) / chains  # fmt: skip
+                gain[b, j] = level / max(num_speakers * own, 1e-12)
     prior_var = logvar_p.exp()
     accepted = torch.zeros(batch, num_speakers, dtype=real)
     costs, costs_before = [], []

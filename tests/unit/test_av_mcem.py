@@ -1,5 +1,7 @@
 """Monte Carlo EM separation, its frame-by-frame reference, and NMF."""
 
+import math
+
 import pytest
 import torch
 
@@ -101,7 +103,8 @@ def test_wrong_lips_separate_worse():
     ) + 3
 
 
-def test_batched_equals_frame_by_frame_reference():
+@pytest.mark.parametrize("gain_init", ["unit", "level"])
+def test_batched_equals_frame_by_frame_reference(gain_init):
     torch.manual_seed(0)
     vae = AVCVAE(num_freqs=9, latent_dim=3, hidden_dim=5, visual_dim=4,
                  trunk_hidden=6, trunk_dim=3).double()  # fmt: skip
@@ -110,7 +113,7 @@ def test_batched_equals_frame_by_frame_reference():
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[1, 4:] = False
     mcem = MCEM(num_iterations=3, num_mh_steps=4, burn_in=2, noise_rank=2,
-                num_chains=2)  # fmt: skip
+                num_chains=2, gain_init=gain_init)  # fmt: skip
     fast = mcem(vae, mixture, 2, lips=lips, frame_mask=mask,
                 generator=torch.Generator().manual_seed(3))  # fmt: skip
     slow = mcem_reference(mcem, vae, mixture, 2, lips=lips, frame_mask=mask,
@@ -167,3 +170,34 @@ def test_nmf_baseline_is_monotone_and_uses_the_dictionary():
     assert result.sources.shape == sources.shape
     assert torch.allclose(result.sources.sum(1) + result.noise, mixture,
                           atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize("gain_init", ["unit", "level"])
+def test_level_gains_make_mcem_blind_to_the_decoders_scale(gain_init):
+    """With ``gain_init="level"`` a decoder whose variances are all 100
+    times larger gives the same estimates (the gains absorb the scale);
+    with the papers' unit gains it does not."""
+    from lobes.models.av_vae import AudioVAE
+    from lobes.models.mcem import MCEM
+
+    torch.manual_seed(0)
+    vae = AudioVAE(num_freqs=9, latent_dim=2, hidden_dim=4).eval()
+    louder = AudioVAE(num_freqs=9, latent_dim=2, hidden_dim=4).eval()
+    louder.load_state_dict(vae.state_dict())
+    with torch.no_grad():
+        louder.decoder_output.bias += math.log(100.0)
+    mix = torch.randn(2, 9, 12, dtype=torch.cfloat)
+    mcem = MCEM(num_iterations=3, num_mh_steps=4, burn_in=2, noise_rank=2,
+                gain_init=gain_init)
+    out = [mcem(model, mix, 1, generator=torch.Generator().manual_seed(3))
+           for model in (vae, louder)]  # fmt: skip
+    same = torch.allclose(out[0].sources, out[1].sources, rtol=1e-3,
+                          atol=1e-4)
+    assert same == (gain_init == "level")
+
+
+def test_unknown_gain_init_is_refused():
+    from lobes.models.mcem import MCEM
+
+    with pytest.raises(ValueError, match="gain_init='ones'"):
+        MCEM(gain_init="ones")

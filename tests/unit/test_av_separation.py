@@ -260,7 +260,7 @@ def _separators(tmp_path, **extra):
         "stft": SineSTFT(1024, 256),
         "av_vae_folder": _tiny_model_run(tmp_path / "av"),
         "mcem": MCEM(num_iterations=2, num_mh_steps=3, burn_in=1,
-                     noise_rank=2),
+                     noise_rank=2, gain_init="level"),
         **extra,
     }  # fmt: skip
     lines = []

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Separate noisy multi-speaker mixtures with AV-VAE, A-VAE, NMF and the
-supervised baseline, and evaluate them.
+"""Enhance noisy speech (one speaker) or separate noisy two-speaker
+mixtures with AV-VAE, A-VAE, NMF and the supervised baseline, and evaluate
+them.
 
-On the corpus's test mixtures (the default), after training the models
-with train.py:
+On the corpus's test mixtures (the default: single-speaker enhancement,
+each speaker of a test mixture with the noise alone, ``num_speakers: 1``;
+``--num_speakers=2`` separates the two-speaker mixtures), after training
+the models with train.py:
 
     python separate.py hparams/separate.yaml \\
         --av_vae_folder=results/av_vae/1234 --a_vae_folder=results/a_vae/1234 \\
@@ -52,6 +55,7 @@ from train import prepare
 
 from lobes.data.audio import read_audio
 from lobes.data.av_data import read_rows
+from lobes.data.lip_corruption import CORRUPTIONS, corrupt_lips
 from lobes.data.lip_input import load_lips
 from lobes.errors import DataFolderError, HparamsError, exit_on_user_error
 from lobes.recipe import load_recipe, setup_experiment
@@ -120,18 +124,31 @@ def main(argv=None):
     hparams, hparams_file, run_opts, overrides = load_recipe(argv)
     device = run_opts.get("device", "cpu")
     item = one_mixture(hparams) if hparams["mixture"] else None
+    if int(hparams["num_speakers"]) not in (1, 2):
+        raise HparamsError(
+            f"num_speakers={hparams['num_speakers']} is not 1 (enhancement) "
+            "or 2 (separation)"
+        )
+    if hparams["lips_corruption"] not in CORRUPTIONS:
+        raise HparamsError(
+            f"lips_corruption={hparams['lips_corruption']!r} is not one of "
+            f"{', '.join(CORRUPTIONS)}"
+        )
     setup_experiment(hparams, hparams_file, run_opts, overrides)
     manifests = prepare(hparams, hparams["save_folder"])
     train_wavs = [row["wav"] for row in read_rows(manifests["train"])]
     separators = Separators(hparams, train_wavs, device)
     for method in separators.skipped:
         print(f"notice: {method} skipped (no --{method}_folder given)")
-    if item is not None and "supervised" in separators.methods:
-        speakers = separators.models["supervised"][0].num_spks
-        if speakers != len(item.lips):
+    speakers = len(item.lips) if item is not None else int(
+        hparams["num_speakers"]
+    )
+    if "supervised" in separators.methods:
+        outputs = separators.models["supervised"][0].num_spks
+        if outputs != speakers:
             separators.methods.remove("supervised")
-            print(f"notice: supervised skipped (it separates {speakers} "
-                  f"speakers, the mixture has {len(item.lips)})")
+            print(f"notice: supervised skipped (it separates {outputs} "
+                  f"speakers, the task has {speakers})")
     output = hparams["output_folder"]
     if item is not None:
         folder = os.path.join(output, "separated")
@@ -150,8 +167,11 @@ def main(argv=None):
                 f"eval_split={split!r} is not one of valid, test"
             )
         items = load_test_mixtures(
-            manifests[f"mix_{split}"], hparams["max_test_mixtures"]
+            manifests[f"mix_{split}"], hparams["max_test_mixtures"],
+            num_speakers=speakers,
         )
+        items = corrupt_lips(items, hparams["lips_corruption"],
+                             seed=int(hparams["seed"]))  # fmt: skip
     summary = evaluate_methods(
         separators, items, output,
         batch_size=int(hparams["batch_mixtures"]),
@@ -162,7 +182,8 @@ def main(argv=None):
         key: hparams.get(key)
         for key in ("seed", "av_vae_folder", "a_vae_folder",
                     "supervised_folder", "max_test_mixtures", "eval_split",
-                    "av_vae_iterations", "a_vae_iterations", "lips_fallback")
+                    "av_vae_iterations", "a_vae_iterations", "lips_fallback",
+                    "num_speakers", "lips_corruption")
     }  # fmt: skip
     with open(os.path.join(output, "summary.json"), "w") as fout:
         json.dump(summary, fout, indent=2, sort_keys=True)
