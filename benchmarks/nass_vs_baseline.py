@@ -880,25 +880,31 @@ def precheck_table(results):
     ...          "bins": []}
     >>> text = precheck_table({"noise_precheck": {"levels": [level],
     ...                                           "pick_gain_db": 6.0}})
-    >>> "| +6.0 | all | 4 | -3.00 | -2.50 | -9.00 | +0.50 |" in text
+    >>> "| +6.0 | all | 4 | -3.00 | -2.50 | -9.00 | +0.50 | n/a |" in text
     True
     """
     precheck = results["noise_precheck"]
+    quality = {run["gain_db"]: run.get("valid_si-snr_i", math.nan)
+               for run in results.get("runs", [])}  # fmt: skip
     lines = [
         "| noise gain dB | mixture SNR dB | mixtures | interference dB "
-        "| noise dB | artifacts dB | noise - interference |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| noise dB | artifacts dB | noise - interference "
+        "| backbone SI-SNRi dB |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for level in precheck["levels"]:
         for label, row in [("all", level["overall"])] + [
             (f"[{b['snr_low']:+g}, {b['snr_high']:+g})", b)
             for b in level["bins"]
         ]:
+            score = (quality.get(level["gain_db"], math.nan)
+                     if label == "all" else None)
             lines.append(
                 f"| {fmt(level['gain_db'], 1, sign=True)} | {label} "
                 f"| {row['mixtures']} | {fmt(row['interference_db'])} "
                 f"| {fmt(row['noise_db'])} | {fmt(row['artifact_db'])} "
-                f"| {fmt(row['noise_minus_interference'], sign=True)} |"
+                f"| {fmt(row['noise_minus_interference'], sign=True)} "
+                f"| {'' if score is None else fmt(score)} |"
             )
     pick = precheck.get("pick_gain_db")
     lines += ["", (
@@ -1165,9 +1171,9 @@ def noise_precheck(args, setup, block, work, corpus_at, view_at):
         "training": {k: setup[k] for k in
                      ("corpus_size", "backbone_epochs", "batch_size",
                       "segment_seconds")},
-        "backbone": backbone, "seed": seed, "gains": args.gains,
+        "backbone": backbone, "seed": seed,
         "sizes": SIZES, "threads": args.threads,
-    })
+    })  # the gains are the runs: more can be added to the same file
     views = {gain: view_at(gain) for gain in args.gains}
     jobs = [{"backbone": backbone, "seed": seed, "gain_db": gain}
             for gain in args.gains
@@ -1185,6 +1191,7 @@ def noise_precheck(args, setup, block, work, corpus_at, view_at):
         rows = noise_breakdown(separator, corpus_at(gain), split="cv")
         levels.append({"gain_db": gain, "backbone": backbone, "seed": seed,
                        "per_mixture": rows, **breakdown_by_snr(rows)})
+    runs.save(gains=sorted({*runs.data.get("gains", []), *args.gains}))
     runs.save(noise_precheck={"levels": levels,
                               "pick_gain_db": pick_noise_gain(levels)},
               provenance=provenance.finish(block))

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from benchmarks.provenance import portable
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Two-sided 95 % quantiles of Student's t, by degrees of freedom.
@@ -233,7 +235,7 @@ class ResumableRuns:
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as fin:
                 data = json.load(fin)
-            if data.get("setup") != setup:
+            if data.get("setup") != portable(setup):
                 raise SystemExit(
                     f"error: {path} holds runs of another setup; pass "
                     "another --out or remove it"
@@ -265,7 +267,7 @@ class ResumableRuns:
                     exist_ok=True)
         tmp = self.path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fout:
-            json.dump(self.data, fout, indent=1)
+            json.dump(portable(self.data), fout, indent=1)
         os.replace(tmp, self.path)
 
 

@@ -137,3 +137,34 @@ def finish(block):
     done["wall_s"] = round(time.perf_counter() - wall0, 1)
     done["cpu_s"] = round(_cpu_seconds() - cpu0, 1)
     return done
+
+
+def portable(value, cache=None):
+    """``value`` (JSON-like) with this machine's paths made portable.
+
+    Strings under the repository become relative to it; under the mini
+    corpora's cache (``cache``, default ``$NRSB_CACHE`` or
+    ``~/.cache/noise_robust_sb``), ``<cache>/...``; so that a results file
+    names no path of the machine that wrote it.
+
+    Example
+    -------
+    >>> portable({"a": [os.path.join(REPO, "benchmarks", "x")], "n": 1})
+    {'a': ['benchmarks/x'], 'n': 1}
+    >>> portable("/data/c/wham", cache="/data/c")
+    '<cache>/wham'
+    """
+    if cache is None:
+        cache = os.environ.get("NRSB_CACHE") or os.path.join(
+            os.path.expanduser("~"), ".cache", "noise_robust_sb")
+    if isinstance(value, dict):
+        return {key: portable(item, cache) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(item, cache) for item in value]
+    if not isinstance(value, str):
+        return value
+    for root, shown in ((cache, "<cache>"), (REPO, None)):
+        if value == root or value.startswith(root.rstrip(os.sep) + os.sep):
+            rest = os.path.relpath(value, root)
+            return rest if shown is None else f"{shown}/{rest}"
+    return value
