@@ -339,3 +339,33 @@ def test_noise_runaway_notice():
         "energy grew more than 8 times relative to the speech's; the "
         "estimates use the parameters of iteration 7",
     ]
+
+
+def test_still_lips_fall_back_to_the_audio_model_in_one_line(tmp_path):
+    """Lips that do not move (a frozen video) are distrusted as a whole:
+    the item is enhanced by the A-VAE alone, with one notice line; moving
+    lips in the same batch still go through the AV-VAE."""
+    from lobes.separation_mcem import AVMixture, separate_vae
+
+    separators, lines = _separators(
+        tmp_path, lips_fallback=True,
+        a_vae_folder=_audio_model_run(tmp_path / "a"),
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    audio = torch.randn(8000, generator=generator)
+    moving = torch.rand(16, 32, 32, generator=generator)
+    frozen = moving[:1].expand(16, -1, -1).clone()
+    items = [AVMixture("moving", audio, [moving], 30.0),
+             AVMixture("frozen", audio, [frozen], 30.0)]  # fmt: skip
+    both = separators.run("av_vae", items)
+    assert [e.shape for e in both] == [(1, 8000), (1, 8000)]
+    still = [line for line in lines if "do not move" in line]
+    assert len(still) == 1 and still[0].startswith("notice: frozen:")
+    alone = separators.run("av_vae", items[:1])[0]
+    assert torch.allclose(alone, both[0])  # the moving item is unchanged
+    audio_only = separate_vae(
+        separators.fallback, separators.hparams["mcem"], items[1:],
+        separators.models["av_vae"][1], 16000,
+        separators._generator("a_vae"),
+    )[0]  # fmt: skip
+    assert torch.allclose(audio_only, both[1])
