@@ -94,7 +94,7 @@ def parameters(arm):
     """
     import torch
 
-    from lobes.recipe import load_hparams
+    from lobes.overrides import load_hparams
 
     _, extra = ARMS[arm]
     overrides = {k: v for k, v in {**SIZE, **extra}.items()

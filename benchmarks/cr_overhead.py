@@ -172,7 +172,7 @@ def step_child(spec):
     from speechbrain.dataio.batch import PaddedBatch
 
     from lobes.brains.enhancement import EnhancementBrain
-    from lobes.recipe import load_hparams
+    from lobes.overrides import load_hparams
 
     overrides = dict(spec["overrides"])
     overrides["output_folder"] = spec["output_folder"]
@@ -316,7 +316,7 @@ def inference_costs(args, work, tiny_ssl):
     """
     import torch
 
-    from lobes.recipe import load_hparams
+    from lobes.overrides import load_hparams
 
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)

@@ -4,7 +4,7 @@
 Every VoiceBank enhancement backbone at its recipe size: Conv-TasNet and the
 spectral-mask CNN-Transformer (``enhance_model`` of
 ``recipes/Voicebank/enhance/hparams/{convtasnet,spectral_mask}.yaml``,
-loaded with :func:`lobes.recipe.load_hparams`) and CMCR-Net
+loaded with :func:`lobes.overrides.load_hparams`) and CMCR-Net
 (``hparams/enhancement/cmcr_net.yaml``) with and without each ablation.
 
 - Parameters: all parameters of ``enhance_model`` (what runs at inference;
@@ -210,7 +210,7 @@ def build_model(recipe, overrides, work):
 
             with open(CMCR_FRAGMENT, encoding="utf-8") as fin:
                 return load_hyperpyyaml(fin, overrides)["enhance_model"]
-        from lobes.recipe import load_hparams
+        from lobes.overrides import load_hparams
 
         path = os.path.join(RECIPE_HPARAMS, recipe)
         return load_hparams(path, overrides)["enhance_model"]

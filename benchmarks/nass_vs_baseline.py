@@ -922,7 +922,7 @@ def parameter_overheads():
     import torch
 
     from lobes.models.noise_aware import inference_parameter_count
-    from lobes.recipe import load_hparams
+    from lobes.overrides import load_hparams
 
     rows = {}
     with torch.random.fork_rng(devices=[]):

@@ -138,7 +138,7 @@ class RecipeRun:
     log_level = None
 
     def __init__(self, stem, run_folder, overrides, epochs):
-        from lobes.recipe import FragmentTree
+        from lobes.overrides import FragmentTree
 
         self.stem = stem
         self.folder = run_folder

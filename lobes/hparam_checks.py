@@ -342,13 +342,13 @@ def parse_overrides(text):
 
 
 def _flat_overrides(overrides):
-    """Overrides as ``lobes.recipe`` reads them (a flag given twice: the
-    last one)."""
+    """Overrides as ``lobes.overrides`` reads them (a flag given twice:
+    the last one)."""
     if isinstance(overrides, str):
         try:
             overrides = parse_overrides(overrides)
         except yaml.YAMLError:
-            return {}  # lobes.recipe reports malformed overrides
+            return {}  # lobes.overrides reports malformed overrides
     return dict(overrides or {})
 
 
@@ -382,7 +382,7 @@ def check_override_values(hparams_file, overrides, defaults=None):
         try:
             defaults = effective_defaults(hparams_file)
         except UserError:
-            defaults = {}  # lobes.recipe reports a broken YAML
+            defaults = {}  # lobes.overrides reports a broken YAML
     for name, value in overrides.items():
         check_value(name, value, defaults.get(name))
 

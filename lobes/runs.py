@@ -19,9 +19,10 @@ Exported folders and hub ids go through SpeechBrain's own fetching and
 ``Pretrainer`` (the files ``from_hparams`` would collect), and every
 checkpoint is read with ``torch.load(..., weights_only=True)``. Separation
 inference (:mod:`lobes.pretrained`, :mod:`lobes.separate`), enhancement
-inference (:mod:`lobes.enhance`), the export (:mod:`lobes.export`) and
-curricular CR's reference model (:mod:`lobes.objectives`) all load
-through it.
+inference (:mod:`lobes.enhance`), the export (:mod:`lobes.export`),
+curricular CR's reference model (:mod:`lobes.objectives`) and the AV
+recipe's VAEs and separators (:mod:`lobes.separation_mcem.loading`) all
+load through it.
 
 Loading a YAML can run code (``!apply:``, ``!new:``): load only folders and
 hub repositories you trust.
@@ -289,7 +290,7 @@ def is_hub_id(source):
 
 def _load_training_run(folder, module_names, hint):
     """A training run folder: the whole YAML, the best checkpoint."""
-    from lobes.recipe import load_hparams
+    from lobes.overrides import load_hparams
 
     hparams_file = os.path.join(folder, HPARAMS_FILE)
     if not os.path.isfile(hparams_file):

@@ -5,8 +5,8 @@
 - every recipe YAML includes at least one fragment of ``hparams/``, one
   level deep: no fragment includes another; every fragment there is
   included by a recipe, and every parameter a recipe reaches can be set
-  from its command line (one route, :meth:`lobes.recipe.FragmentTree.
-  routes`);
+  from its command line (one route,
+  :meth:`lobes.overrides.FragmentTree.routes`);
 - every top-level key of a recipe YAML or fragment is used: referenced in a
   YAML (``<key>``, ``<namespace[key]>``) or read in Python;
 - no two recipe YAMLs share a block of 8 identical parameter lines (the
@@ -22,7 +22,7 @@ import re
 
 import pytest
 
-from lobes.recipe import FragmentTree
+from lobes.overrides import FragmentTree
 from tests.recipe_runner import REPO, load_rows
 
 RECIPE_YAMLS = sorted(

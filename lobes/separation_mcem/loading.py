@@ -1,7 +1,8 @@
 """Inputs of the audio-visual separation: trained runs and test mixtures.
 
 :func:`load_trained` loads the module of a finished VAE or supervised
-training run (its best checkpoint); :func:`load_test_mixtures` reads the
+training run (its best checkpoint, through
+:func:`lobes.runs.load_trained_run`); :func:`load_test_mixtures` reads the
 mixtures of an ``avmix_*.csv`` manifest as :class:`AVMixture` items, and
 :func:`lips_paths` the lip files a command line names.
 :class:`AVMixture` is defined with the methods it feeds
@@ -15,32 +16,24 @@ import math
 import os
 
 import torch
-from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.checkpoints import Checkpointer
 
 from lobes.data.audio import read_audio
 from lobes.data.av_data import SAMPLE_RATE, load_lips, read_rows
-from lobes.errors import DataFolderError, ModelSourceError
+from lobes.errors import DataFolderError
+from lobes.runs import load_trained_run
 from lobes.separation_mcem.methods import AVMixture
 
-
-def _best_checkpoint(folder):
-    save = os.path.join(folder, "save")
-    checkpoint = None
-    if os.path.isdir(save):
-        checkpointer = Checkpointer(save)
-        checkpoint = checkpointer.find_checkpoint(min_key="loss")
-        checkpoint = checkpoint or checkpointer.find_checkpoint()
-    if checkpoint is None:
-        raise ModelSourceError(
-            f"{save}: no checkpoint; train the model to the end of an epoch "
-            "(without --debug, or with --debug_persistently)"
-        )
-    return checkpoint
+#: The kind of training run each module comes from, for the messages.
+_RUN_KINDS = {"vae": "VAE", "separator": "supervised separation"}
 
 
 def load_trained(folder, key, device="cpu"):
     """The module ``key`` of a finished training run, best checkpoint loaded.
+
+    :func:`lobes.runs.load_trained_run`: the run's modules rebuilt from its
+    ``hyperparams.yaml`` (``modules[key]``) and the checkpoint of lowest
+    validation loss loaded (weights only); what is missing is one
+    :class:`~lobes.errors.ModelSourceError` line.
 
     Arguments
     ---------
@@ -57,51 +50,17 @@ def load_trained(folder, key, device="cpu"):
         In eval mode on ``device``.
     hparams : dict
         The run's hyperparameters (its ``experiment`` namespace when the
-        recipe YAML includes one).
+        recipe YAML includes one), e.g. its ``stft``.
 
     Example
     -------
     >>> load_trained("/no/such/run", "vae")
     Traceback (most recent call last):
     ...
-    lobes.errors.ModelSourceError: /no/such/run: not a finished training ...
+    lobes.errors.ModelSourceError: /no/such/run: no such folder; ...
     """
-    hparams_file = os.path.join(str(folder), "hyperparams.yaml")
-    if not os.path.isfile(hparams_file):
-        raise ModelSourceError(
-            f"{folder}: not a finished training run (no hyperparams.yaml); "
-            "pass the --output_folder of `python train.py hparams/<name>.yaml`"
-        )
-    try:
-        with open(hparams_file, encoding="utf-8") as fin:
-            hparams = load_hyperpyyaml(fin)
-    except Exception as err:  # YAML or constructor errors
-        reason = " ".join(f"{type(err).__name__}: {err}".split())
-        raise ModelSourceError(
-            f"{hparams_file}: cannot be loaded ({reason[:300]})"
-        ) from None
-    experiment = hparams.get("experiment") or {}
-    module = hparams.get(key, experiment.get(key))
-    if module is None:
-        raise ModelSourceError(
-            f"{hparams_file}: has no `{key}`; pass the output folder of a "
-            f"{'VAE' if key == 'vae' else 'supervised'} training run"
-        )
-    checkpoint = _best_checkpoint(str(folder))
-    path = checkpoint.paramfiles.get(key)
-    if path is None or not os.path.isfile(path):
-        raise ModelSourceError(
-            f"{checkpoint.path}: no {key}.ckpt; re-train the model"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ModelSourceError(
-            f"{path}: does not fit the model of {hparams_file} ({first})"
-        ) from None
-    return module.to(device).eval(), experiment or hparams
+    run = load_trained_run(folder, [key], kind=_RUN_KINDS.get(key, key))
+    return run.modules[key].to(device).eval(), run.experiment
 
 
 def load_test_mixtures(manifest, limit=None, num_speakers=2):

@@ -20,6 +20,7 @@ import torch
 
 from lobes.brains.base import write_results_csv
 from lobes.data.audio import write_audio
+from lobes.data.lip_input import MIN_LIP_MOTION, lip_motion
 from lobes.errors import HparamsError
 from lobes.separation_mcem.loading import load_trained
 from lobes.separation_mcem.methods import (
@@ -58,8 +59,10 @@ class Separators:
         ``seed``, ``av_vae_iterations`` and ``a_vae_iterations`` (EM
         iterations of one method, ``None``: the MCEM's), optionally
         ``lips_fallback`` (AV-VAE falls back to the A-VAE of
-        ``a_vae_folder`` on frames its lips do not explain; default
-        False), and for the NMF dictionary ``nmf_settings``
+        ``a_vae_folder`` on frames its lips do not explain, and on whole
+        items whose lips move less than ``min_lip_motion``, default
+        :data:`lobes.data.lip_input.MIN_LIP_MOTION`, with one notice line
+        each; default False), and for the NMF dictionary ``nmf_settings``
         (``speech_rank``, ``dictionary_iterations``, ``dictionary_frames``).
     train_wavs : list of str
         Clean training utterances for the NMF speech dictionary.
@@ -132,6 +135,9 @@ class Separators:
                     "pass --a_vae_folder=<A-VAE training run>"
                 )
             self.fallback = loaded[0]
+        self.min_lip_motion = float(
+            hparams.get("min_lip_motion", MIN_LIP_MOTION)
+        )
 
     def _generator(self, method):
         offset = METHODS.index(method)
@@ -156,12 +162,39 @@ class Separators:
         if iterations is not None:  # this method's own number of iterations
             mcem = copy.copy(mcem)
             mcem.num_iterations = int(iterations)
-        return separate_vae(
-            module, mcem, items, stft.to(self.device), self.sample_rate,
-            self._generator(method), self.device,
-            fallback=self.fallback if method == "av_vae" else None,
-            log=self.log,
-        )  # fmt: skip
+        fallback = self.fallback if method == "av_vae" else None
+        still = set()
+        if fallback is not None:  # lips that do not move carry no speech
+            for index, item in enumerate(items):
+                motion = min(lip_motion(f) for f in item.lips)
+                if motion < self.min_lip_motion:
+                    still.add(index)
+                    self.log(
+                        f"notice: {item.id}: the lips do not move (motion "
+                        f"{motion:.4f} < {self.min_lip_motion:g}); the "
+                        "audio-only model enhances it"
+                    )
+        moving = [item for i, item in enumerate(items) if i not in still]
+        estimates = {}
+        if moving:
+            out = separate_vae(
+                module, mcem, moving, stft.to(self.device), self.sample_rate,
+                self._generator(method), self.device, fallback=fallback,
+                log=self.log,
+            )  # fmt: skip
+            order = [i for i in range(len(items)) if i not in still]
+            estimates.update(zip(order, out))
+        if still:
+            audio_mcem = copy.copy(self.hparams["mcem"])
+            if self.iterations.get("a_vae") is not None:
+                audio_mcem.num_iterations = int(self.iterations["a_vae"])
+            out = separate_vae(
+                fallback, audio_mcem, [items[i] for i in sorted(still)],
+                stft.to(self.device), self.sample_rate,
+                self._generator("a_vae"), self.device, log=self.log,
+            )  # fmt: skip
+            estimates.update(zip(sorted(still), out))
+        return [estimates[i] for i in range(len(items))]
 
 
 def evaluate_methods(separators, items, output_folder, batch_size=16,

@@ -61,15 +61,30 @@ def test_lips_paths(tmp_path):
         lips_paths(str(empty))
 
 
-def test_load_trained_errors(tmp_path):
-    with pytest.raises(ModelSourceError, match="hyperparams.yaml"):
+def test_load_trained_errors_and_best_checkpoint(tmp_path):
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from lobes.models.av_vae import AudioVAE
+
+    with pytest.raises(ModelSourceError, match="no hyperparams.yaml"):
         load_trained(str(tmp_path), "vae")
     (tmp_path / "hyperparams.yaml").write_text(
         "vae: !new:lobes.models.av_vae.AudioVAE\n  num_freqs: 9\n"
+        "modules:\n  vae: !ref <vae>\nstft: 7\n"
     )
     with pytest.raises(ModelSourceError, match="no checkpoint"):
         load_trained(str(tmp_path), "vae")
-    with pytest.raises(ModelSourceError, match="has no `separator`"):
+    saved = {}
+    for loss in (2.0, 1.0, 3.0):  # the lowest validation loss is loaded
+        saved[loss] = AudioVAE(9)
+        Checkpointer(str(tmp_path / "save"), {"vae": saved[loss]}) \
+            .save_checkpoint(meta={"loss": loss})
+    module, run = load_trained(str(tmp_path), "vae")
+    assert not module.training and run["stft"] == 7
+    assert torch.equal(module.decoder_output.weight,
+                       saved[1.0].decoder_output.weight)
+    with pytest.raises(ModelSourceError,
+                       match="no module 'separator'.* supervised separation"):
         load_trained(str(tmp_path), "separator")
 
 
@@ -172,6 +187,7 @@ def _tiny_model_run(folder, visual_dim=1024):
         f"  visual_dim: {visual_dim}\n  trunk_hidden: 16\n  trunk_dim: 8\n"
         "stft: !new:lobes.models.av_features.SineSTFT\n"
         "  n_fft: 1024\n  hop_length: 256\n"
+        "modules:\n  vae: !ref <vae>\n"
     )
     torch.manual_seed(0)
     vae = AVCVAE(513, 4, 16, visual_dim, 16, 8)
@@ -243,6 +259,7 @@ def _audio_model_run(folder):
         "  num_freqs: 513\n  latent_dim: 4\n  hidden_dim: 16\n"
         "stft: !new:lobes.models.av_features.SineSTFT\n"
         "  n_fft: 1024\n  hop_length: 256\n"
+        "modules:\n  vae: !ref <vae>\n"
     )
     torch.manual_seed(1)
     Checkpointer(str(folder / "save"),
@@ -322,3 +339,33 @@ def test_noise_runaway_notice():
         "energy grew more than 8 times relative to the speech's; the "
         "estimates use the parameters of iteration 7",
     ]
+
+
+def test_still_lips_fall_back_to_the_audio_model_in_one_line(tmp_path):
+    """Lips that do not move (a frozen video) are distrusted as a whole:
+    the item is enhanced by the A-VAE alone, with one notice line; moving
+    lips in the same batch still go through the AV-VAE."""
+    from lobes.separation_mcem import AVMixture, separate_vae
+
+    separators, lines = _separators(
+        tmp_path, lips_fallback=True,
+        a_vae_folder=_audio_model_run(tmp_path / "a"),
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    audio = torch.randn(8000, generator=generator)
+    moving = torch.rand(16, 32, 32, generator=generator)
+    frozen = moving[:1].expand(16, -1, -1).clone()
+    items = [AVMixture("moving", audio, [moving], 30.0),
+             AVMixture("frozen", audio, [frozen], 30.0)]  # fmt: skip
+    both = separators.run("av_vae", items)
+    assert [e.shape for e in both] == [(1, 8000), (1, 8000)]
+    still = [line for line in lines if "do not move" in line]
+    assert len(still) == 1 and still[0].startswith("notice: frozen:")
+    alone = separators.run("av_vae", items[:1])[0]
+    assert torch.allclose(alone, both[0])  # the moving item is unchanged
+    audio_only = separate_vae(
+        separators.fallback, separators.hparams["mcem"], items[1:],
+        separators.models["av_vae"][1], 16000,
+        separators._generator("a_vae"),
+    )[0]  # fmt: skip
+    assert torch.allclose(audio_only, both[1])

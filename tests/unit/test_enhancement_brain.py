@@ -21,7 +21,7 @@ from lobes.brains.enhancement import EnhancementBrain
 from lobes.errors import ModelSourceError
 from lobes.models.enhancement import MaskingEnhancer
 from lobes.objectives import load_reference_model, reference_model_for
-from lobes.recipe import FragmentTree
+from lobes.overrides import FragmentTree
 from lobes.ssl_features import FrozenSSLFeatures, save_tiny_ssl_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))

@@ -29,8 +29,8 @@ from lobes.brains.enhancement import load_reference_model, reference_model_for
 from lobes.data.audio import read_audio, write_audio
 from lobes.errors import ModelSourceError, UserError
 from lobes.export import export_run, hub_id, main
+from lobes.overrides import load_hparams, route_overrides
 from lobes.pretrained import ChunkedWaveformEnhancement, NoiseAwareSeparation
-from lobes.recipe import load_hparams, route_overrides
 from lobes.runs import load_trained_run
 from tests.recipe_runner import REPO, load_rows, row_id
 

@@ -8,13 +8,12 @@ import sys
 import pytest
 
 from lobes.errors import DataFolderError, HparamsError
+from lobes.overrides import load_hparams, route_overrides
 from lobes.recipe import (
     choose,
     cpu_workers,
-    load_hparams,
     load_recipe,
     resolve_data_folder,
-    route_overrides,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))

@@ -16,7 +16,7 @@ from lobes.brains.separation import SeparationBrain
 from lobes.data.mini_corpora import ensure_mini_corpus
 from lobes.data.prepare import prepare_wham
 from lobes.data.separation_data import separation_datasets
-from lobes.recipe import load_hparams
+from lobes.overrides import load_hparams
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 HPARAMS = os.path.join(REPO, "recipes", "WHAM", "separation", "hparams")

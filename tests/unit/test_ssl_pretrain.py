@@ -34,7 +34,7 @@ from lobes.data.ssl_pretrain_data import (
 from lobes.errors import DataFolderError, HparamsError
 from lobes.interrupt import GracefulStop, TrainingInterrupted
 from lobes.models.hubert_pretrain import SmallHubert
-from lobes.recipe import load_hparams
+from lobes.overrides import load_hparams
 from lobes.ssl import probe as ssl_probe
 from lobes.ssl import probe_data
 from lobes.ssl.targets import (
