@@ -34,6 +34,7 @@ from lobes.data.enhancement_data import (
 )
 from lobes.errors import HparamsError
 from lobes.losses.contrastive_regularization import ContrastiveRegularization
+from lobes.losses.gradient_share import gradient_share
 from lobes.objectives.features import utterance_features
 from lobes.objectives.reference import reference_model_for, weights_fingerprint
 
@@ -63,8 +64,8 @@ class ContrastiveObjective:
     ramp_epochs : float
         ``cr_ramp_epochs``: the weight grows from 0 over these epochs.
     grad_ratio_every : int
-        ``cr_grad_ratio_every``: log CR's gradient share every this many
-        steps (0: never).
+        ``cr_grad_ratio_every``: log CR's gradient ratio and cosine to the
+        main loss every this many steps (0: never).
     reference_model : torch.nn.Module, optional
         The frozen baseline of the ``reference`` negative (else loaded in
         :meth:`setup` from the experiment's ``--reference_model``).
@@ -417,8 +418,11 @@ reference, got []
     def regularize(self, main_loss, enhanced, clean, noisy, lengths, ids,
                    parameters, epoch=None, step=0, steps=None, log=None):
         """``main_loss`` + :meth:`loss`, with its statistics and, every
-        ``cr_grad_ratio_every`` steps, ``cr_grad_ratio``: CR's gradient
-        norm on ``parameters`` (the enhancer's) over ``main_loss``'s.
+        ``cr_grad_ratio_every`` steps (at steps 1, 1 + every, ...),
+        ``cr_grad_ratio``: CR's gradient norm on ``parameters`` (the
+        enhancer's) over ``main_loss``'s, and ``cr_grad_cosine``: the cosine
+        between the two gradients (below 0: CR pulls against the main loss;
+        :func:`lobes.losses.gradient_share.gradient_share`).
         ``log(name, value)``, when given (a Brain's ``add_stat``), receives
         each statistic.
 
@@ -427,7 +431,8 @@ reference, got []
         loss : torch.Tensor
             ``main_loss`` + the weighted CR term.
         stats : dict
-            The statistics of :meth:`loss` (and ``cr_grad_ratio``).
+            The statistics of :meth:`loss` (and ``cr_grad_ratio``,
+            ``cr_grad_cosine``).
 
         Example
         -------
@@ -445,44 +450,16 @@ reference, got []
             enhanced, clean, noisy, lengths, ids, epoch=epoch, step=step,
             steps=steps,
         )
-        ratio = self.gradient_ratio(main_loss, term, parameters, step)
-        if ratio is not None:
-            stats["cr_grad_ratio"] = ratio
+        every = self.grad_ratio_every
+        if every and step % every == 1 and term.requires_grad:
+            share = gradient_share(main_loss, term, parameters)
+            for name, key in (("cr_grad_ratio", "second_to_first"),
+                              ("cr_grad_cosine", "cosine")):
+                if math.isfinite(share[key]):  # NaN: a zero gradient
+                    stats[name] = share[key]
         for name, value in stats.items() if log is not None else ():
             log(name, value)
         return main_loss + term, stats
-
-    def gradient_ratio(self, main_loss, term, parameters, step):
-        """How hard CR pushes: the gradient norm of ``term`` on
-        ``parameters`` over ``main_loss``'s, every ``cr_grad_ratio_every``
-        steps (``None`` at other steps or without a main gradient).
-
-        Example
-        -------
-        >>> weight = torch.nn.Parameter(torch.ones(()))
-        >>> objective = ContrastiveObjective(None, 1.0, [],
-        ...                                  grad_ratio_every=2)
-        >>> float(objective.gradient_ratio(weight, 3 * weight, [weight], 1))
-        3.0
-        >>> objective.gradient_ratio(weight, weight, [weight], 2) is None
-        True
-        """
-        every = self.grad_ratio_every
-        if not every or step % every != 1:
-            return None
-        params = [p for p in parameters if p.requires_grad]
-        norms = []
-        for loss in (main_loss, term):
-            grads = torch.autograd.grad(
-                loss, params, retain_graph=True, allow_unused=True
-            )
-            squares = [g.detach().float().pow(2).sum() for g in grads
-                       if g is not None]
-            norms.append(torch.stack(squares).sum().sqrt() if squares
-                         else torch.zeros(()))
-        if float(norms[0]) > 0:
-            return norms[1] / norms[0]
-        return None
 
     # ------------------------------------------------------------------
     # Validation: the reference's quality (quality curriculum)

@@ -173,7 +173,11 @@ def test_gradient_ratio_every_few_steps(tiny_wavlm):
     term = total - main
     main_grad, = torch.autograd.grad(main, weight, retain_graph=True)
     term_grad, = torch.autograd.grad(term, weight, retain_graph=True)
-    torch.testing.assert_close(ratio, term_grad.abs() / main_grad.abs())
+    assert ratio == pytest.approx(float(term_grad.abs() / main_grad.abs()),
+                                  rel=1e-5)
+    assert stats["cr_grad_cosine"] == pytest.approx(
+        float(torch.sign(term_grad * main_grad)), abs=1e-6
+    )  # one parameter: the gradients are parallel or opposite
     _, stats = objective.regularize(
         main, weight * enhanced, clean, noisy, lengths, ["a", "b"],
         [weight], step=2,
