@@ -22,7 +22,9 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(UV) pip sync --quiet --python $(PY) --require-hashes $(LOCK)
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
-	$(PY) -m lobes.environment
+# The check imports every runtime dependency: keep their bytecode, even
+# under PYTHONDONTWRITEBYTECODE, so that no later process compiles them.
+	PYTHONDONTWRITEBYTECODE= $(PY) -m lobes.environment
 	touch $(STAMP)
 
 # Keeps every pin that still satisfies requirements.txt; to move every

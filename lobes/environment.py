@@ -209,8 +209,30 @@ def compiled_extension_failure():
     )
 
 
-def pip_check():
+def start_pip_check():
+    """Start ``pip check`` in the background, for :func:`pip_check`.
+
+    Returns
+    -------
+    subprocess.Popen
+        The running ``pip check``.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-m", "pip", "check", "--disable-pip-version-check"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def pip_check(process=None):
     """Run ``pip check``: every installed package's requirements are met.
+
+    Arguments
+    ---------
+    process : subprocess.Popen, optional
+        A ``pip check`` already started by :func:`start_pip_check`, whose
+        verdict this waits for; one is run here if None.
 
     Returns
     -------
@@ -219,18 +241,16 @@ def pip_check():
 
     Example
     -------
-    >>> pip_check() is None or isinstance(pip_check(), str)
+    >>> complaint = pip_check()
+    >>> complaint is None or isinstance(complaint, str)
     True
     """
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "check", "--disable-pip-version-check"],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode == 0:
+    process = process or start_pip_check()
+    stdout, stderr = process.communicate()
+    if process.returncode == 0:
         return None
-    lines = (result.stdout + result.stderr).strip().splitlines()
-    return lines[0] if lines else f"pip check exited {result.returncode}"
+    lines = (stdout + stderr).strip().splitlines()
+    return lines[0] if lines else f"pip check exited {process.returncode}"
 
 
 def check_environment(lock=LOCK_FILE):
@@ -259,10 +279,18 @@ def check_environment(lock=LOCK_FILE):
             f"environment differs from {Path(lock).name}: "
             f"{mismatches[0]}{more}; {FIX}"
         )
-    failure = import_failure() or compiled_extension_failure()
+    checking = start_pip_check()  # it runs while the imports load
+    try:
+        failure = import_failure() or compiled_extension_failure()
+    except BaseException:
+        checking.kill()
+        checking.communicate()
+        raise
     if failure:
+        checking.kill()
+        checking.communicate()
         return f"broken environment: {failure}; {FIX}"
-    complaint = pip_check()
+    complaint = pip_check(checking)
     if complaint:
         return f"pip check: {complaint}; {FIX}"
     return None

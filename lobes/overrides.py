@@ -28,6 +28,7 @@ constructor keeps its traceback.
 
 import contextlib
 import difflib
+import functools
 import io
 import os
 import re
@@ -40,6 +41,14 @@ from lobes.errors import HparamsError, UserError
 from lobes.hparam_checks import parse_overrides
 
 _INCLUDE = "!include:"
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_yaml(path, text):
+    """A YAML file's text parsed by ruamel (read-only), once per process:
+    a recipe's command line builds its :class:`FragmentTree` several times
+    (checks, routing, the text with overrides, ``hyperparams.yaml``)."""
+    return ruamel.yaml.YAML().load(_NamedText(text, path))
 
 
 class FragmentTree:
@@ -92,7 +101,7 @@ class FragmentTree:
         self.aliases = {}
         try:
             with open(path, encoding="utf-8") as fin:
-                document = ruamel.yaml.YAML().load(fin)
+                document = _parsed_yaml(path, fin.read())
         except FileNotFoundError:
             raise HparamsError(
                 f"{path}: no such YAML file; check the !include: path"

@@ -16,6 +16,7 @@
 """
 
 import collections
+import functools
 import glob
 import os
 import re
@@ -41,11 +42,15 @@ FRAGMENTS = sorted(
 MAX_SHARED_LINES = 7
 
 
+# The files do not change during a session: each is read and parsed once,
+# not once per parametrised test.
+@functools.cache
 def _read(path):
     with open(os.path.join(REPO, path), encoding="utf-8") as fin:
         return fin.read()
 
 
+@functools.cache
 def _tree(path):
     return FragmentTree(os.path.join(REPO, path))
 
@@ -59,6 +64,7 @@ def _fragments_of(tree):
     return found
 
 
+@functools.cache
 def _python_sources():
     """The recipes' scripts and the lobes package, as one text."""
     paths = glob.glob(os.path.join(REPO, "recipes", "**", "*.py"),

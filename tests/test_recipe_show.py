@@ -4,7 +4,10 @@ For every row of ``tests/recipes/*.csv``, the experiment that ``show``
 prints for the row's YAML and debug flags is, line for line, the
 ``hyperparams.yaml`` that the row's run (made once per session by the
 recipe runner, as in ``tests/test_recipes.py``) wrote; only the date on its
-first line may differ.
+first line may differ. The rows' check calls the command's ``main`` in
+this process (:func:`show_here`): the same code as ``python -m lobes.recipe
+show`` without starting Python and importing torch again for each row;
+the first test runs the command itself.
 """
 
 import os
@@ -32,6 +35,21 @@ def show(hparams_file, flags):
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def show_here(hparams_file, flags, capsys, monkeypatch):
+    """:func:`show`, run by ``lobes.recipe.main`` in this process."""
+    from lobes.recipe import main
+
+    monkeypatch.chdir(os.path.dirname(hparams_file))
+    capsys.readouterr()
+    try:
+        main(["show", hparams_file, *flags])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def test_show_applies_routed_overrides_and_fails_in_one_line():
     yaml = os.path.join(REPO, "recipes", "WHAM", "separation", "hparams",
                         "nass_sepformer.yaml")
@@ -52,14 +70,16 @@ def test_show_applies_routed_overrides_and_fails_in_one_line():
 
 @pytest.mark.recipe
 @pytest.mark.parametrize("name", sorted(ROWS))
-def test_show_prints_the_runs_hyperparams(recipe_runner, name):
+def test_show_prints_the_runs_hyperparams(recipe_runner, name, capsys,
+                                          monkeypatch):
     ok, message = recipe_runner.run(name)
     assert ok, message
     row = ROWS[name]
     out = os.path.join(recipe_runner.output_root, name)
     flags = [f"--output_folder={out}",
              *shlex.split(recipe_runner.flags(row))]
-    code, printed, err = show(os.path.join(REPO, row["Hparam_file"]), flags)
+    code, printed, err = show_here(os.path.join(REPO, row["Hparam_file"]),
+                                   flags, capsys, monkeypatch)
     assert code == 0, err
     with open(os.path.join(out, "hyperparams.yaml"), encoding="utf-8") as fin:
         written = fin.read()

@@ -28,12 +28,12 @@ CORPORA = ("wham", "librimix", "voicebank")
 
 
 @pytest.fixture(scope="module")
-def corpora(tmp_path_factory):
-    """Each tiny corpus twice with seed 0 (cache, then direct) and seed 1."""
-    cache = str(tmp_path_factory.mktemp("cache"))
+def corpora(mini_cache, tmp_path_factory):
+    """Each tiny corpus twice with seed 0 (the session's cache, which the
+    recipe rows fill too, then direct) and WHAM! with seed 1."""
     roots = {}
     for corpus in CORPORA:
-        roots[corpus, 0] = ensure_mini_corpus(corpus, "tiny", 0, cache)
+        roots[corpus, 0] = ensure_mini_corpus(corpus, "tiny", 0, mini_cache)
         again = str(tmp_path_factory.mktemp(f"{corpus}_again"))
         roots[corpus, "again"] = generate(corpus, again, seed=0, size="tiny")
     other = str(tmp_path_factory.mktemp("wham_seed1"))
