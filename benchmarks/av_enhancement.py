@@ -24,7 +24,15 @@ and 48 validation items on the small mini corpus).
      count of best SDR in ``--iteration_grid``;
    - the lips fallback (A-VAE on the frames the lips do not explain): on
      if it costs less than :data:`FALLBACK_MARGIN_DB` SDR with the correct
-     lips.
+     lips;
+   - the noise run-away stop (``max_noise_growth`` :data:`NOISE_GUARD`):
+     kept if it raises the SDR of both VAEs by at least
+     :data:`GUARD_GAIN_DB` at the chosen iterations (else left off, as an
+     option); what it saves at the grid's longest run is reported.
+
+   Every run states the settings it measures: runs that do not test the
+   fallback, the per-method iterations or the noise stop pass the papers'
+   values (:data:`PAPERS_MCEM`), whatever ``separate.yaml`` ships.
 
 2. **Test** (``--seeds``, scored once with the choices above): per seed,
    the A-VAE, the kept AV-VAE and the one-output supervised Conv-TasNet
@@ -61,6 +69,7 @@ import numpy as np
 
 from benchmarks import provenance
 from benchmarks.av_vae_benchmark import (
+    PAPERS_MCEM,
     SUPERVISED_FLAGS,
     VAE_FLAGS,
     _run,
@@ -84,6 +93,13 @@ VARIANTS = {
 #: The fallback stays on when it costs less than this (dB SDR, correct
 #: lips, validation); the unreliable-lips criterion uses the same margin.
 FALLBACK_MARGIN_DB = 0.3
+
+#: The noise run-away stop tried on validation (``max_noise_growth``): kept
+#: when it raises both VAEs' SDR by :data:`GUARD_GAIN_DB` or more at the
+#: chosen iterations; its effect at the grid's longest run is reported.
+NOISE_GUARD = 10.0
+GUARD_GAIN_DB = 0.1
+
 
 #: Test-set methods, and the paired differences reported.
 METHODS = ("mixture", "av_vae", "a_vae", "nmf", "supervised")
@@ -208,7 +224,7 @@ class Runner:
                 sys.executable, "separate.py", "hparams/separate.yaml",
                 f"--output_folder={out}", f"--seed={seed}",
                 f"--mini_corpus_size={self.size}", "--num_speakers=1",
-                "--n_audio_to_save=0",
+                "--n_audio_to_save=0", *PAPERS_MCEM,
                 *[f"--{key}_folder={folder}"
                   for key, folder in folders.items()],
                 *flags,
@@ -329,10 +345,40 @@ def validation(runner, data, save, jobs):
         block["fallback_sdr"] > plain - FALLBACK_MARGIN_DB
     )
     save()
+    guard = block.setdefault("noise_guard", {})
+    longest = max(args.iteration_grid)
+    for label, flags in (
+        ("chosen", [f"--av_vae_iterations={block['av_vae_iterations']}",
+                    f"--a_vae_iterations={block['a_vae_iterations']}"]),
+        (f"em{longest}", [f"--num_iterations={longest}"]),
+    ):  # fmt: skip
+        if label in guard:
+            continue
+        result = runner.separate(
+            f"valid_{chosen}_guard{NOISE_GUARD:g}_{label}", seed,
+            {"av_vae": av_vae, "a_vae": a_vae},
+            ["--eval_split=valid", "--methods=[av_vae,a_vae]",
+             f"--max_noise_growth={NOISE_GUARD}",
+             "--quality_metrics=False", gain_flag, *flags],
+        )  # fmt: skip
+        guard[label] = {
+            **{m: mean_sdr(result["items"][m]) for m in ("av_vae", "a_vae")},
+            "notices": result["notices"],
+        }
+        save()
+    unguarded = {m: grid[str(block[f"{m}_iterations"])][m]
+                 for m in ("av_vae", "a_vae")}  # fmt: skip
+    block["noise_guard_gain"] = {
+        m: guard["chosen"][m] - unguarded[m] for m in unguarded
+    }
+    block["max_noise_growth"] = NOISE_GUARD if all(
+        gain >= GUARD_GAIN_DB for gain in block["noise_guard_gain"].values()
+    ) else None
+    save()
     return block
 
 
-def test_seed(runner, seed, choice):
+def score_test_seed(runner, seed, choice):
     """Phase 2 for one seed: train, score every method, corrupted lips."""
     variant = choice["variant"]
     a_vae, a_facts = runner.train("a_vae", seed)
@@ -347,7 +393,9 @@ def test_seed(runner, seed, choice):
     folders = {"av_vae": av_vae, "a_vae": a_vae, "supervised": supervised}
     iterations = [f"--av_vae_iterations={choice['av_vae_iterations']}",
                   f"--a_vae_iterations={choice['a_vae_iterations']}",
-                  f"--gain_init={choice['gain_init']}"]
+                  f"--gain_init={choice['gain_init']}",
+                  "--max_noise_growth="
+                  f"{choice['max_noise_growth'] or 'null'}"]
     main = runner.separate(f"test_seed{seed}", seed, folders,
                            iterations + ["--lips_fallback=False"])
     record = {
@@ -469,7 +517,10 @@ def markdown_table(data):
                   f"`{choice['gain_init']}`, EM iterations AV-VAE "
                   f"{choice['av_vae_iterations']} / A-VAE "
                   f"{choice['a_vae_iterations']}, fallback "
-                  f"{'on' if choice['fallback'] else 'off'}.", ""]
+                  f"{'on' if choice['fallback'] else 'off'}"
+                  + (f", noise stop x{choice['max_noise_growth']:g}"
+                     if choice.get("max_noise_growth") else "")
+                  + ".", ""]
     if choice.get("variants"):
         lines += ["| variant (validation) | SDR (dB) | KL (nat/frame) "
                   "| z sensitivity | lips sensitivity |",
@@ -489,6 +540,13 @@ def markdown_table(data):
         for init, sdr in choice["gain_init_sdr"].items():
             lines.append(f"| {init} | {sdr['av_vae']:.2f} | "
                          f"{sdr['a_vae']:.2f} |")
+        lines.append("")
+    if choice.get("noise_guard"):
+        lines += [f"| noise stop x{NOISE_GUARD:g} (validation) | AV-VAE SDR "
+                  "| A-VAE SDR | notices |", "|---|---:|---:|---:|"]
+        for label, row in choice["noise_guard"].items():
+            lines.append(f"| {label} | {row['av_vae']:.2f} | "
+                         f"{row['a_vae']:.2f} | {row['notices']} |")
         lines.append("")
     if choice.get("iterations"):
         lines += ["| EM iterations (validation) | AV-VAE SDR | A-VAE SDR |",
@@ -604,7 +662,7 @@ def main(argv=None):
         tests = data.setdefault("test", {})
         todo = [s for s in args.seeds if str(s) not in tests]
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = {s: pool.submit(test_seed, runner, s, choice)
+            futures = {s: pool.submit(score_test_seed, runner, s, choice)
                        for s in todo}  # fmt: skip
             for seed, future in futures.items():
                 tests[str(seed)] = future.result()

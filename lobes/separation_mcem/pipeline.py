@@ -62,8 +62,9 @@ class Separators:
         ``a_vae_folder`` on frames its lips do not explain, and on whole
         items whose lips move less than ``min_lip_motion``, default
         :data:`lobes.data.lip_input.MIN_LIP_MOTION`, with one notice line
-        each; default False), and for the NMF dictionary ``nmf_settings``
-        (``speech_rank``, ``dictionary_iterations``, ``dictionary_frames``).
+        each; default False, separate.yaml's is True), and for the NMF
+        dictionary ``nmf_settings`` (``speech_rank``,
+        ``dictionary_iterations``, ``dictionary_frames``).
     train_wavs : list of str
         Clean training utterances for the NMF speech dictionary.
     device : str
@@ -132,7 +133,8 @@ class Separators:
             if loaded is None:
                 raise HparamsError(
                     "lips_fallback: True needs an A-VAE to fall back to; "
-                    "pass --a_vae_folder=<A-VAE training run>"
+                    "pass --a_vae_folder=<A-VAE training run>, or "
+                    "--lips_fallback=False to run the AV-VAE alone"
                 )
             self.fallback = loaded[0]
         self.min_lip_motion = float(

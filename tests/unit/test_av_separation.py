@@ -214,7 +214,8 @@ def test_separate_enhances_one_speaker_from_real_layout_lips(tiny, tmp_path):
         [f"--output_folder={out}", "--mini_corpus_size=tiny",
          f"--mixture={tiny['mix']}", f"--lips={lips}",
          f"--references={tiny['refs'][0]}", f"--av_vae_folder={run}",
-         "--methods=[mixture,av_vae]", "--num_iterations=2",
+         "--lips_fallback=False", "--av_vae_iterations=2",
+         "--methods=[mixture,av_vae]",
          "--num_mh_steps=3", "--burn_in=1", "--quality_metrics=False"],
         tiny["cache"],
     )  # fmt: skip
@@ -238,7 +239,8 @@ def test_separate_wrong_model_size_is_one_line(tiny, tmp_path):
         [f"--output_folder={tmp_path / 'out'}", "--mini_corpus_size=tiny",
          f"--mixture={tiny['mix']}", f"--lips={tiny['lips'][0]}",
          f"--av_vae_folder={run}", "--methods=[av_vae]",
-         "--num_iterations=1", "--num_mh_steps=2", "--burn_in=1"],
+         "--lips_fallback=False", "--av_vae_iterations=1",
+         "--num_mh_steps=2", "--burn_in=1"],
         tiny["cache"],
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]

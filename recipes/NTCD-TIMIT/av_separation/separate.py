@@ -19,14 +19,16 @@ with each speaker's lips (a comma-separated list of ``.npy`` files, or a
 folder of them, one per speaker in order):
 
     python separate.py hparams/separate.yaml --mixture=mix.wav \\
-        --lips=spk1.npy,spk2.npy --fps=30 --av_vae_folder=results/av_vae/1234
+        --lips=spk1.npy,spk2.npy --fps=30 \\
+        --av_vae_folder=results/av_vae/1234 --a_vae_folder=results/a_vae/1234
 
 writes ``<output_folder>/separated/<mixture>_<method>_s<j>.wav``; with
 ``--references=s1.wav,s2.wav`` it also evaluates them. One speaker
 (single-speaker enhancement of a noisy recording) takes one lips file:
 
-    python separate.py hparams/separate.yaml --mixture=noisy.wav \
-        --lips=lips.npy --fps=30 --av_vae_folder=results/av_vae/1234
+    python separate.py hparams/separate.yaml --mixture=noisy.wav \\
+        --lips=lips.npy --fps=30 --av_vae_folder=results/av_vae/1234 \\
+        --a_vae_folder=results/a_vae/1234
 
 A lips file (``.npy`` or ``.mat``) is ``T x H x W`` or the authors'
 ``(H*W) x T`` layout, one column-major column per frame (a 2-D array
@@ -34,13 +36,14 @@ whose first dimension is a perfect square larger than its second), uint8
 or float in [0, 1]; it is resized to the model's ROI, converted to the
 STFT's frame rate, and refused in one line when its duration is more than
 0.5 s (or 10 % of the audio) from the mixture's
-(``lobes.data.lip_input``). With ``lips_fallback: True`` in the YAML and
-an ``--a_vae_folder``, AV-VAE falls back to the A-VAE on the frames its
-lips do not explain (a per-frame switch in the MCEM) and prints one line
-per mixture whose lips explain fewer than half of a speaker's frames; an
-MCEM with ``max_noise_growth`` prints one line per mixture it stopped
-because the noise model swallowed the speech. The logic is in
-``lobes.separation_mcem``.
+(``lobes.data.lip_input``). With ``lips_fallback: True`` (the default,
+which needs ``--a_vae_folder``), AV-VAE falls back to the A-VAE on the
+frames its lips do not explain (a per-frame switch in the MCEM) and
+prints one line per mixture whose lips explain fewer than half of a
+speaker's frames, and the A-VAE alone enhances an item whose lips do not
+move (``min_lip_motion``); an MCEM with ``max_noise_growth`` prints one
+line per mixture it stopped because the noise model swallowed the speech.
+The logic is in ``lobes.separation_mcem``.
 
 Authors
  * noise-robust-sb contributors 2025
