@@ -42,7 +42,14 @@ import time
 import torch
 
 from lobes.cpu_settings import PATCH_NCE, SEPARATION, SEPARATION_TRAINING
+from lobes.data.audio import read_audio, write_audio
+from lobes.data.mini_corpora import ensure_mini_corpus
+from lobes.data.prepare import prepare_wham
+from lobes.data.separation_data import read_manifest
 from lobes.errors import UserError, exit_on_user_error
+from lobes.losses.pit import best_permutation, pairwise_neg_sisnr
+from lobes.overrides import FragmentTree
+from lobes.pretrained import NoiseAwareSeparation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(REPO, "recipes", "WHAM", "separation")
@@ -138,8 +145,6 @@ class RecipeRun:
     log_level = None
 
     def __init__(self, stem, run_folder, overrides, epochs):
-        from lobes.overrides import FragmentTree
-
         self.stem = stem
         self.folder = run_folder
         declared = FragmentTree(
@@ -338,8 +343,6 @@ def plot_spectrograms(path, rows, sample_rate, title, row_labels=None):
 
 def _pit_order(estimates, references):
     """Put estimates ``[T, S]`` in the order of references ``[T, S]``."""
-    from lobes.losses.pit import best_permutation, pairwise_neg_sisnr
-
     loss = pairwise_neg_sisnr(estimates.unsqueeze(0), references.unsqueeze(0))
     _, perm = best_permutation(loss)
     return estimates[:, perm[0]]
@@ -353,10 +356,6 @@ def examples(out, runs, manifest, sample_rate, count=2):
     list of str
         The PNG files written.
     """
-    from lobes.data.audio import read_audio, write_audio
-    from lobes.data.separation_data import read_manifest
-    from lobes.pretrained import NoiseAwareSeparation
-
     models = {
         name: NoiseAwareSeparation.from_source(folder, chunk_seconds=60.0)
         for name, folder in runs.items()
@@ -423,9 +422,6 @@ def main(argv=None):
         overrides.update(QUICK_OVERRIDES)
     size = overrides.get("mini_corpus_size", "small")
 
-    from lobes.data.mini_corpora import ensure_mini_corpus
-    from lobes.data.prepare import prepare_wham
-
     print(f"[1/4] mini WHAM! corpus ({size}) ...", flush=True)
     corpus = ensure_mini_corpus("wham", size=size, seed=0)
     corpus_seconds = time.time() - start
@@ -444,8 +440,6 @@ def main(argv=None):
     runs = {name: run.folder for name, run in runs.items()}
 
     print("[3/4] results on the mini WHAM! test set", flush=True)
-    from lobes.pretrained import NoiseAwareSeparation
-
     results = []
     for name, stem in MODELS:
         averages, _ = read_test_averages(runs[name])

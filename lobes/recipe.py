@@ -21,7 +21,7 @@ a cache folder the first time.
 import os
 import sys
 
-from lobes.errors import DataFolderError, HparamsError
+from lobes.errors import DataFolderError, HparamsError, exit_on_user_error
 from lobes.exclusive_run import lock_output_folder
 from lobes.hparam_checks import (
     check_checkpoints,
@@ -138,6 +138,7 @@ def resolve_data_folder(data_folder, corpus, size="small", seed=0):
     lobes.errors.DataFolderError: /no/such/folder: data folder not found; ...
     """
     if data_folder in MINI_MARKERS:
+        # heavy (speech synthesis, torch): only when a mini corpus is asked
         from lobes.data.mini_corpora import ensure_mini_corpus
 
         return ensure_mini_corpus(corpus, size=size, seed=seed)
@@ -346,8 +347,6 @@ def main(argv=None):
     SystemExit: 2
     """
     import speechbrain as sb
-
-    from lobes.errors import exit_on_user_error
 
     argv = sys.argv[1:] if argv is None else list(argv)
 

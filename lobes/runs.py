@@ -40,6 +40,9 @@ import torch
 
 from lobes.errors import ModelSourceError, UserError
 from lobes.hparam_checks import torch_file_problem
+from lobes.models.noise_aware import NoiseAwareSeparator
+from lobes.overrides import load_hparams
+from lobes.ssl_features import _hub_reachable, _looks_like_path
 
 #: The file an exported folder's (and a training run's) models come from.
 HPARAMS_FILE = "hyperparams.yaml"
@@ -279,8 +282,6 @@ def is_hub_id(source):
     ...                         "model")]
     [False, False, False, False]
     """
-    from lobes.ssl_features import _looks_like_path
-
     return (
         source.count("/") == 1
         and not _looks_like_path(source)
@@ -290,8 +291,6 @@ def is_hub_id(source):
 
 def _load_training_run(folder, module_names, hint):
     """A training run folder: the whole YAML, the best checkpoint."""
-    from lobes.overrides import load_hparams
-
     hparams_file = os.path.join(folder, HPARAMS_FILE)
     if not os.path.isfile(hparams_file):
         raise ModelSourceError(f"{folder}: no hyperparams.yaml; {hint}")
@@ -361,8 +360,6 @@ def _fetch_exported(source, savedir):
         raise ModelSourceError(_hub_hint(
             source, "not in the local hub cache and HF_HUB_OFFLINE is set"
         ))
-    from lobes.ssl_features import _hub_reachable
-
     if not _hub_reachable():
         raise ModelSourceError(_hub_hint(
             source, "not in the local hub cache and the Hugging Face hub "
@@ -457,8 +454,6 @@ def separator_from_parts(hparams, loadables):
     ModelSourceError
         When a part is missing.
     """
-    from lobes.models.noise_aware import NoiseAwareSeparator
-
     parts = [loadables.get(name) for name in ("encoder", "masknet",
                                               "decoder")]
     if any(part is None for part in parts) or "num_spks" not in hparams:

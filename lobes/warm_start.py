@@ -31,6 +31,7 @@ import torch
 
 from lobes.errors import ModelSourceError
 from lobes.models.mask_projection import output_projection
+from lobes.runs import best_checkpoint, read_state_file
 
 
 class WarmStart(NamedTuple):
@@ -195,8 +196,6 @@ def warm_start(separator, run_folder, module="separator"):
     >>> len(report.partly_copied), report.source.endswith("separator.ckpt")
     (1, True)
     """
-    from lobes.runs import best_checkpoint, read_state_file
-
     checkpoint = best_checkpoint(run_folder)
     path = checkpoint.paramfiles.get(module)
     if path is None:

@@ -65,7 +65,7 @@ import os
 import numpy as np
 import soundfile as sf
 
-from lobes.data import lips, tts
+from lobes.data import lips, tts, voices
 from lobes.data.audio import read_audio
 from lobes.data.grid_grammar import grid_text
 from lobes.data.noises import NoisePool
@@ -145,7 +145,7 @@ def speaker_code(index, speaker):
 
     Example
     -------
-    >>> speaker_code(4, tts.Speaker("a", "en", "f3", 70, 50, 160))
+    >>> speaker_code(4, voices.Speaker("a", "en", "f3", 70, 50, 160))
     '05F'
     """
     return f"{index + 1:02d}{'F' if speaker.pitch >= 50 else 'M'}"
@@ -345,7 +345,7 @@ def generate_av(out_dir, seed=0, size="tiny"):
     groups = dict(config["speakers"])
     for split in SPLITS:
         groups[f"babble_{split}"] = config["babble"]
-    pools = tts.split_speakers(groups, seed=seed * 10 + _CORPUS_CODE)
+    pools = voices.split_speakers(groups, seed=seed * 10 + _CORPUS_CODE)
     splits = {}
     utterances = {}
     code = 0

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from lobes.data.audio import check_same_length, read_audio
+from lobes.data.pipelines import random_crop
 from lobes.errors import HparamsError
 
 #: Values of the ``feature_cache`` hparam.
@@ -81,8 +82,6 @@ def fixed_segment(signals, length, utt_id, seed=0):
     """
     length = int(length)
     if signals[0].shape[-1] > length:
-        from lobes.data.pipelines import random_crop
-
         generator = torch.Generator().manual_seed(utterance_seed(utt_id, seed))
         return list(random_crop(list(signals), length, generator=generator))
     return list(signals)

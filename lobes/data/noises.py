@@ -148,7 +148,7 @@ def babble(length, sample_rate, rng, speakers, speak):
         Sample rate.
     rng : numpy.random.Generator
         Random source (which speakers, what they say, where).
-    speakers : list of lobes.data.tts.Speaker
+    speakers : list of lobes.data.voices.Speaker
         The babble speakers (never the corpus' target speakers).
     speak : callable
         ``speak(text, speaker) -> numpy array`` at ``sample_rate``.
@@ -184,7 +184,7 @@ class NoisePool:
         Seed of this pool; splits must use different seeds.
     sample_rate : int
         Sample rate of the noises.
-    babble_speakers : list of lobes.data.tts.Speaker
+    babble_speakers : list of lobes.data.voices.Speaker
         Speakers used for babble (held out from all target speakers and
         from the other splits' babble).
     speak : callable

@@ -15,7 +15,7 @@ random gains in WHAM!-like ranges (speaker levels within a few dB of each
 other, noise at -6 to +3 dB SNR against the loudest speaker), so that the
 mixture is exactly the sum of the returned parts. Optional speed
 perturbation resamples each source and the noise independently (then the
-mixture is re-summed as well).
+mixture is re-summed as well). Both are :mod:`lobes.data.dynamic_mixing`.
 
 Every random draw of a training item comes from a generator seeded with
 ``(seed, epoch, item id)``: an epoch is reproducible, a resumed run sees the
@@ -32,14 +32,18 @@ Authors
 """
 
 import csv
-import math
 import zlib
 
 import torch
-import torchaudio.functional as AF
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 from lobes.data.audio import check_same_length, read_audio
+from lobes.data.dynamic_mixing import (  # noqa: F401 (YAMLs of older runs)
+    DynamicMixer,
+    SpeedPerturbation,
+    fit_length,
+    random_index,
+)
 from lobes.data.pipelines import random_crop
 from lobes.errors import DataFolderError, HparamsError
 
@@ -161,145 +165,6 @@ class SeparationDataset(DynamicItemDataset):
         """Draw the data of training epoch ``epoch`` from now on."""
         if self.epoch_seed is not None:
             self.epoch_seed.epoch = int(epoch)
-
-
-def _uniform(generator, low, high):
-    """One float drawn uniformly in ``[low, high]``."""
-    return low + (high - low) * float(torch.rand(1, generator=generator))
-
-
-def _choice(generator, count):
-    """One index drawn uniformly in ``range(count)``."""
-    return int(torch.randint(count, (1,), generator=generator))
-
-
-def speed_perturb(signal, speed):
-    """Play ``signal`` at ``speed`` percent of its speed (resampling).
-
-    Arguments
-    ---------
-    signal : torch.Tensor
-        ``[time]``.
-    speed : int
-        Percent, e.g. 95 (slower, longer) or 105 (faster, shorter).
-
-    Returns
-    -------
-    torch.Tensor
-        ``[time * 100 / speed]`` (rounded).
-
-    Example
-    -------
-    >>> speed_perturb(torch.randn(1050), 105).shape
-    torch.Size([1000])
-    """
-    speed = int(speed)
-    if speed == 100:
-        return signal
-    return AF.resample(signal, orig_freq=speed, new_freq=100)
-
-
-def _fit_length(signal, length, generator):
-    """Random crop of ``length`` samples, tiling a shorter signal first."""
-    if signal.shape[0] < length:
-        repeats = math.ceil(length / max(signal.shape[0], 1))
-        signal = signal.repeat(repeats)
-    return random_crop([signal], length, generator=generator)[0]
-
-
-def _rms(signal):
-    return signal.pow(2).mean().sqrt()
-
-
-class SpeedPerturbation:
-    """Play each source (and the noise) at a random speed.
-
-    Arguments
-    ---------
-    factors : list of int
-        Speeds in percent; one is drawn for each speaker and for the noise.
-    perturb_noise : bool
-        Whether the noise is perturbed too (False: it is copied unchanged,
-        as the NASS authors do).
-
-    Example
-    -------
-    >>> perturb = SpeedPerturbation([105], perturb_noise=False)
-    >>> gen = torch.Generator().manual_seed(0)
-    >>> [s.shape[0] for s in perturb([torch.ones(1050)] * 2,
-    ...                               torch.ones(1050), gen)]
-    [1000, 1000, 1050]
-    """
-
-    def __init__(self, factors=(95, 100, 105), perturb_noise=True):
-        self.factors = [int(f) for f in factors]
-        if not self.factors or min(self.factors) <= 0:
-            raise HparamsError(
-                f"speed perturbation factors must be positive percentages, "
-                f"got {factors}"
-            )
-        self.perturb_noise = bool(perturb_noise)
-
-    def perturb(self, signal, generator):
-        """``signal`` at one randomly drawn speed."""
-        speed = self.factors[_choice(generator, len(self.factors))]
-        return speed_perturb(signal, speed)
-
-    def __call__(self, sources, noise, generator):
-        """Perturbed ``[*sources, noise]`` (each drawn in that order)."""
-        out = [self.perturb(sig, generator) for sig in sources]
-        if self.perturb_noise:
-            return [*out, self.perturb(noise, generator)]
-        return [*out, noise]
-
-
-class DynamicMixer:
-    """Random levels for speakers and noise of a dynamically mixed example.
-
-    The speakers are scaled to their common mean level, then each by a gain
-    drawn in ``speaker_gain_db``; the noise is set to an SNR drawn in
-    ``noise_snr_db`` against the loudest speaker. One common factor keeps
-    the mixture below 0.9 in peak, so that it stays the sum of its parts.
-
-    Arguments
-    ---------
-    speaker_gain_db : tuple of float
-        Range of each speaker's gain (dB).
-    noise_snr_db : tuple of float
-        Range of the SNR (dB) of the loudest speaker against the noise.
-
-    Example
-    -------
-    >>> mixer = DynamicMixer((0.0, 0.0), (10.0, 10.0))
-    >>> gen = torch.Generator().manual_seed(0)
-    >>> parts = mixer([torch.randn(800), torch.randn(800)], torch.randn(800),
-    ...               gen)
-    >>> round(float(10 * torch.log10(_rms(parts[0]) ** 2
-    ...                              / _rms(parts[2]) ** 2)), 1)
-    10.0
-    """
-
-    def __init__(self, speaker_gain_db=(-2.5, 2.5), noise_snr_db=(-6.0, 3.0)):
-        self.speaker_gain_db = tuple(float(v) for v in speaker_gain_db)
-        self.noise_snr_db = tuple(float(v) for v in noise_snr_db)
-
-    def __call__(self, sources, noise, generator):
-        """Scaled ``[N + 1, T]`` parts: the speakers, then the noise."""
-        level = torch.stack([_rms(sig) for sig in sources]).mean()
-        scaled = []
-        for sig in sources:
-            gain_db = _uniform(generator, *self.speaker_gain_db)
-            scaled.append(
-                sig / (_rms(sig) + 1e-8) * level * 10 ** (gain_db / 20)
-            )
-        loudest = torch.stack([_rms(sig) for sig in scaled]).max()
-        snr_db = _uniform(generator, *self.noise_snr_db)
-        noise = noise / (_rms(noise) + 1e-8) * loudest * 10 ** (-snr_db / 20)
-        parts = torch.stack([*scaled, noise], dim=0)
-        peak = float(parts.sum(dim=0).abs().max())
-        if peak > 0.9:  # one common factor keeps mix == sum of parts
-            parts = parts * (0.9 / peak)
-        return parts
 
 
 class SeparationItems:
@@ -464,10 +329,10 @@ class SeparationItems:
             rows = torch.randint(count, (self.num_spks,), generator=generator)
         columns = source_columns(self.num_spks)
         sources = [
-            (row, columns[_choice(generator, self.num_spks)])
+            (row, columns[random_index(generator, self.num_spks)])
             for row in rows.tolist()
         ]
-        return sources, _choice(generator, count)
+        return sources, random_index(generator, count)
 
     def _dynamic_example(self, generator):
         """Speakers of distinct mixtures plus a random noise, remixed."""
@@ -486,8 +351,8 @@ class SeparationItems:
         length = min(sig.shape[0] for sig in sources)
         if self.segment is not None:
             length = min(length, self.segment)
-        sources = [_fit_length(sig, length, generator) for sig in sources]
-        noise = _fit_length(noise, length, generator)
+        sources = [fit_length(sig, length, generator) for sig in sources]
+        noise = fit_length(noise, length, generator)
         if not self.noise_in_mixture:
             noise = torch.zeros_like(noise)
         parts = self.dynamic_mixer(sources, noise, generator)

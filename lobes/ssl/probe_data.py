@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from lobes.data import grid_grammar, tts
+from lobes.data import grid_grammar, tts, voices
 from lobes.data import mini_corpora as mc
 from lobes.data.audio import read_audio
 from lobes.errors import DataFolderError
@@ -59,7 +59,7 @@ def voicebank_speaker_groups(size="small", seed=0):
     }
     for split in mc.SPLITS:
         groups[f"babble_{split}"] = mc.SPEAKERS[size]["babble"]
-    return tts.split_speakers(
+    return voices.split_speakers(
         groups, seed=seed * 10 + mc._CORPUS_CODES["voicebank"]
     )
 
@@ -90,12 +90,12 @@ def probe_speakers(size="small", seed=0, per_side=8):
     """
     groups = voicebank_speaker_groups(size, seed)
     seen = {spk.variant for name in SEEN_GROUPS for spk in groups[name]}
-    unseen = [variant for variant in tts.VARIANTS if variant not in seen]
+    unseen = [variant for variant in voices.VARIANTS if variant not in seen]
     sides = (unseen[0::2][:per_side], unseen[1::2][:per_side])
     if not all(sides):
         raise ValueError("too few unseen voice variants for a probe")
     return tuple(
-        tts.make_speaker_pool(
+        voices.make_speaker_pool(
             len(variants),
             variants=variants,
             seed=seed * 100 + 61 + index,
@@ -117,7 +117,7 @@ def synthesize_words(speakers, words=PROBE_WORDS):
 
     Example
     -------
-    >>> wavs, labels = synthesize_words(tts.make_speaker_pool(1), ("bin",))
+    >>> wavs, labels = synthesize_words(voices.make_speaker_pool(1), ("bin",))
     >>> len(wavs), labels.tolist(), wavs[0].numel() > 3200
     (1, [0], True)
     """

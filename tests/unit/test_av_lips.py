@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lobes.data import lips, tts
+from lobes.data import lips, tts, voices
 
 TEXTS = (
     "bin blue at f two now",
@@ -19,7 +19,7 @@ TEXTS = (
 @pytest.fixture(scope="module")
 def utterances():
     """(wav, phonemes, speaker) of six sentences by six speakers."""
-    pool = tts.make_speaker_pool(len(TEXTS), seed=3)
+    pool = voices.make_speaker_pool(len(TEXTS), seed=3)
     return [
         (*tts.synthesize_with_phonemes(text, spk, 16000), spk)
         for text, spk in zip(TEXTS, pool)

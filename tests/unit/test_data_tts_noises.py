@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lobes.data import noises, tts
+from lobes.data import noises, tts, voices
 from lobes.data.grid_grammar import GridGrammar, to_transcript
 from lobes.data.mini_corpora import SPEAKERS
 from lobes.data.pipelines import random_crop
@@ -12,7 +12,7 @@ from lobes.errors import UserError
 
 
 def test_synthesis_is_independent_of_history():
-    one, two = tts.make_speaker_pool(2, seed=5)
+    one, two = voices.make_speaker_pool(2, seed=5)
     first = tts.synthesize("set red by b four soon", one, 16000)
     tts.synthesize("lay green with z nine again", two, 16000)
     assert torch.equal(first, tts.synthesize("set red by b four soon", one))
@@ -21,7 +21,7 @@ def test_synthesis_is_independent_of_history():
 
 
 def test_synthesis_rates_levels_and_trimming():
-    speaker = tts.make_speaker_pool(1, seed=2)[0]
+    speaker = voices.make_speaker_pool(1, seed=2)[0]
     wide = tts.synthesize("bin white at c seven now", speaker, 16000)
     narrow = tts.synthesize("bin white at c seven now", speaker, 8000)
     assert abs(wide.numel() / 2 - narrow.numel()) <= 1
@@ -32,7 +32,7 @@ def test_synthesis_rates_levels_and_trimming():
 
 
 def test_speaker_voices_are_distinct():
-    pools = tts.split_speakers({"a": 3}, seed=0)
+    pools = voices.split_speakers({"a": 3}, seed=0)
     waves = [tts.synthesize("place blue in a one please", s, 8000)
              for s in pools["a"]]  # fmt: skip
     lengths = {w.numel() for w in waves}
@@ -45,7 +45,7 @@ def test_speaker_groups_disjoint(size):
     babble = counts.pop("babble")
     groups = dict(counts, babble_train=babble, babble_test=babble)
     groups["babble_valid"] = babble
-    pools = tts.split_speakers(groups, seed=0)
+    pools = voices.split_speakers(groups, seed=0)
     assert {k: len(v) for k, v in pools.items()} == groups
     names = [s.name for pool in pools.values() for s in pool]
     assert len(names) == len(set(names))
@@ -54,15 +54,15 @@ def test_speaker_groups_disjoint(size):
     for i, one in enumerate(keys):
         for two in keys[i + 1 :]:
             assert variants[one].isdisjoint(variants[two]), (one, two)
-    assert pools == tts.split_speakers(groups, seed=0)
-    assert pools != tts.split_speakers(groups, seed=1)
+    assert pools == voices.split_speakers(groups, seed=0)
+    assert pools != voices.split_speakers(groups, seed=1)
 
 
 def test_unknown_accent_or_variant_is_a_user_error():
-    bad_accent = tts.Speaker("x1", "xx-none", "m1", 50, 50, 170)
+    bad_accent = voices.Speaker("x1", "xx-none", "m1", 50, 50, 170)
     with pytest.raises(UserError, match="xx-none"):
         tts.synthesize("bin blue", bad_accent)
-    bad_variant = tts.Speaker("x2", "en", "no_such_variant", 50, 50, 170)
+    bad_variant = voices.Speaker("x2", "en", "no_such_variant", 50, 50, 170)
     with pytest.raises(UserError, match="no_such_variant"):
         tts.synthesize("bin blue", bad_variant)
 

@@ -7,15 +7,17 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
+from lobes.data.dynamic_mixing import (
+    DynamicMixer,
+    SpeedPerturbation,
+    speed_perturb,
+)
 from lobes.data.mini_corpora import ensure_mini_corpus
 from lobes.data.prepare import prepare_wham
 from lobes.data.separation_data import (
-    DynamicMixer,
     SeparationItems,
-    SpeedPerturbation,
     read_manifest,
     separation_datasets,
-    speed_perturb,
 )
 from lobes.errors import DataFolderError, HparamsError
 

@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from lobes.data import tts
+from lobes.data import tts, voices
 from lobes.data.noises import NoisePool
 
 #: Mixtures (or utterances) per split and sentences per utterance.
@@ -156,7 +156,7 @@ def _speaker_groups(seed, size, corpus, extra=None):
     groups = dict(counts)
     for split in SPLITS:
         groups[f"babble_{split}"] = babble
-    return tts.split_speakers(groups, seed=seed * 10 + _CORPUS_CODES[corpus])
+    return voices.split_speakers(groups, seed=seed * 10 + _CORPUS_CODES[corpus])
 
 
 def _noise_pools(seed, corpus, speakers, speech):

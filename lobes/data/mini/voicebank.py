@@ -6,7 +6,7 @@ Authors
 
 import os
 
-from lobes.data import tts
+from lobes.data import voices
 from lobes.data.grid_grammar import grid_text, to_transcript
 from lobes.data.mini.common import (
     _CORPUS_CODES,
@@ -48,7 +48,7 @@ def _generate_voicebank(out_dir, seed, size, speech):
     all_groups = {split: len(names) for split, names in groups.items()}
     for split in SPLITS:
         all_groups[f"babble_{split}"] = counts["babble"]
-    speakers = tts.split_speakers(
+    speakers = voices.split_speakers(
         all_groups, seed=seed * 10 + _CORPUS_CODES["voicebank"]
     )
     pools = _noise_pools(seed, "voicebank", speakers, speech)
