@@ -8,7 +8,8 @@ epoch, in one line that names what is wrong and the fix
 - :func:`check_override_values`: the command line's values, before the
   YAML is loaded (a value such as ``--number_of_epochs=0`` otherwise fails
   deep inside a constructor), against :data:`RULES` (positive integers,
-  non-negative integers, probabilities in [0, 1], positive rates), quoting
+  non-negative integers, probabilities in [0, 1], positive rates, a run
+  to warm-start from, the split a run is scored on), quoting
   the recipe's effective default (:func:`effective_defaults`: the value the
   recipe YAML gives, which may differ from its fragment's default);
   :func:`check_hparams` applies the same rules to a loaded experiment;
@@ -59,6 +60,8 @@ KINDS = {
     "positive": "a number > 0",
     "nonneg": "a number >= 0",
     "probability": "a number in [0, 1]",
+    "run": "a run's output folder, an exported folder or a hub id",
+    "split": "valid or test",
 }
 
 #: hparam name -> kind. Names not here follow :data:`SUFFIX_RULES`.
@@ -84,6 +87,8 @@ RULES = {
     "segment_seconds": "positive",
     "crop_seconds": "positive",
     "eval_max_seconds": "positive",
+    "evaluate_on": "split",  # the split the best checkpoint is scored on
+    "init_from": "run",  # the run to warm-start from (lobes.warm_start)
     # model sizes
     "encoder_channels": "positive_int",
     "encoder_kernel_size": "positive_int",
@@ -158,7 +163,15 @@ def value_fits(kind, value):
     (False, False)
     >>> value_fits("nonneg_int", 0), value_fits("positive", 1e-4)
     (True, True)
+    >>> value_fits("split", "train"), value_fits("run", "/no/such/run")
+    (False, False)
     """
+    if kind == "split":
+        return value in ("valid", "test")
+    if kind == "run":
+        from lobes.runs import is_run_source
+
+        return isinstance(value, str) and is_run_source(value)
     if kind in ("positive_int", "nonneg_int"):
         if not isinstance(value, int) or isinstance(value, bool):
             return False

@@ -241,7 +241,10 @@ def prepare_corpus(prepare, hparams, corpus, **options):
 def fit_and_test(brain, datasets, hparams):
     """Train on ``datasets["train"]``, then test the best checkpoint.
 
-    The best checkpoint is the one with the lowest validation ``loss``; the
+    The best checkpoint is the one with the lowest validation ``loss``. It
+    is scored on the split ``evaluate_on`` names (default ``test``; a
+    recipe with ``evaluate_on: valid`` scores the validation set instead,
+    so that settings can be chosen without touching the test set); the
     epoch counter and loader options are the recipe YAML's
     (``epoch_counter``, ``{train,valid,test}_dataloader_opts``). Under
     torchrun, every process then leaves the process group together, so
@@ -261,7 +264,7 @@ def fit_and_test(brain, datasets, hparams):
             valid_loader_kwargs=hparams["valid_dataloader_opts"],
         )
         brain.evaluate(
-            datasets["test"],
+            datasets[hparams.get("evaluate_on") or "test"],
             min_key="loss",
             test_loader_kwargs=hparams["test_dataloader_opts"],
         )

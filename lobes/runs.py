@@ -289,6 +289,28 @@ def is_hub_id(source):
     )
 
 
+def is_run_source(source):
+    """Whether ``source`` may name what :func:`load_trained_run` loads: a
+    folder holding ``hyperparams.yaml`` or ``save/``, or a hub id (checked
+    before a recipe builds anything; the loader says what is missing).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> is_run_source(folder), is_run_source("/no/such/run")
+    (False, False)
+    >>> os.mkdir(os.path.join(folder, "save"))
+    >>> is_run_source(folder), is_run_source("owner/name")
+    (True, True)
+    """
+    folder = os.path.expanduser(str(source))
+    if os.path.isdir(folder):
+        return any(os.path.exists(os.path.join(folder, name))
+                   for name in (HPARAMS_FILE, "save"))
+    return is_hub_id(str(source))
+
+
 def _load_training_run(folder, module_names, hint):
     """A training run folder: the whole YAML, the best checkpoint."""
     hparams_file = os.path.join(folder, HPARAMS_FILE)
@@ -300,6 +322,10 @@ def _load_training_run(folder, module_names, hint):
         except UserError as err:
             raise ModelSourceError(
                 f"{hparams_file}: cannot be loaded ({err})"
+            ) from None
+        except (AttributeError, TypeError):  # empty, or not a mapping
+            raise ModelSourceError(
+                f"{hparams_file}: empty or not a mapping; {hint}"
             ) from None
     checkpoint = best_checkpoint(folder)
     experiment = hparams.get("experiment", hparams)

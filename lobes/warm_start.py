@@ -1,11 +1,21 @@
-"""Warm start: a separator's weights from a trained run (issue 21, build 3).
+"""Warm start: a model's weights from a trained run (issues 21 and 22).
 
-A fork of a trained backbone starts from its weights: every tensor the
-fresh separator shares with the trained one is copied; with one output more
-(``N`` -> ``N + 1``, the backbone forked into a NASS arm), the masking
-projection's first ``N`` masks come from the run and the extra noise mask's
-rows keep their fresh initialisation (reproducible when the separator was
-built with ``init_seed``, see :func:`lobes.models.mask_projection.paired_init`).
+Two kinds of fork start from a trained run's best checkpoint (lowest
+validation loss, as :func:`lobes.runs.best_checkpoint`):
+
+- a **separator** (issue 21, :func:`warm_start`): every tensor the fresh
+  separator shares with the trained one is copied; with one output more
+  (``N`` -> ``N + 1``, the backbone forked into a NASS arm), the masking
+  projection's first ``N`` masks come from the run and the extra noise
+  mask's rows keep their fresh initialisation (reproducible when the
+  separator was built with ``init_seed``, see
+  :func:`lobes.models.mask_projection.paired_init`). The checkpoint file is
+  read directly (``torch.load(..., weights_only=True)``);
+- any **other module**, e.g. an enhancer (issue 22,
+  :func:`warm_start_module`): the run is loaded by the package's one run
+  loader, :func:`lobes.runs.load_trained_run` (a training run folder, an
+  exported folder or a hub id), and its module's weights are copied whole
+  into the fresh one, which must be the same architecture and sizes.
 
 Wiring (one hparam and one call)::
 
@@ -17,9 +27,9 @@ Wiring (one hparam and one call)::
     if self.hparams.init_from:
         warm_start(self.modules.separator, self.hparams.init_from)
 
-The run's best checkpoint (lowest validation loss, as
-:func:`lobes.runs.best_checkpoint`) is read with ``torch.load(...,
-weights_only=True)``.
+``init_from`` is checked before anything is built
+(:mod:`lobes.hparam_checks`: an existing run folder, an exported folder or
+a hub id); what was copied is logged.
 
 Authors
  * noise-robust-sb contributors 2025
@@ -31,7 +41,8 @@ import torch
 
 from lobes.errors import ModelSourceError
 from lobes.models.mask_projection import output_projection
-from lobes.runs import best_checkpoint, read_state_file
+from lobes.random_state import capture_random_state, restore_random_state
+from lobes.runs import best_checkpoint, load_trained_run, read_state_file
 
 
 class WarmStart(NamedTuple):
@@ -204,3 +215,118 @@ def warm_start(separator, run_folder, module="separator"):
             "init_from must name a separation run's output folder"
         )
     return load_shared_state(separator, read_state_file(path), str(path))
+
+
+def load_same_state(module, state, source="<state>"):
+    """Copy a trained module's whole state into a fresh one of its kind.
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The fresh module, changed in place.
+    state : dict
+        The trained module's state dict: the same tensors and shapes.
+    source : str
+        Where ``state`` came from (for messages and the report).
+
+    Returns
+    -------
+    WarmStart
+        Every tensor copied whole, none in part.
+
+    Raises
+    ------
+    ModelSourceError
+        One line, when the trained module has other tensors or shapes.
+
+    Example
+    -------
+    >>> fresh, trained = torch.nn.Linear(2, 3), torch.nn.Linear(2, 3)
+    >>> load_same_state(fresh, trained.state_dict()).summary()
+    'warm start from <state>: 2 tensors copied, 0 partly'
+    >>> torch.equal(fresh.weight, trained.weight)
+    True
+    >>> load_same_state(fresh, torch.nn.Linear(2, 4).state_dict(), "m.ckpt")
+    Traceback (most recent call last):
+    ...
+    lobes.errors.ModelSourceError: m.ckpt: weight is (4, 2), the model's \
+(3, 2); warm-start from a run of the same model and sizes
+    """
+    own = module.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state))
+    if unexpected or missing:
+        raise ModelSourceError(
+            f"{source}: not this model (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); warm-start from a run of the same model "
+            "and sizes"
+        )
+    for name, tensor in own.items():
+        if state[name].shape != tensor.shape:
+            raise ModelSourceError(
+                f"{source}: {name} is {tuple(state[name].shape)}, the "
+                f"model's {tuple(tensor.shape)}; warm-start from a run of "
+                "the same model and sizes"
+            )
+    with torch.no_grad():
+        for name, tensor in own.items():
+            tensor.copy_(state[name])
+    return WarmStart(str(source), list(own), {})
+
+
+def warm_start_module(module, source, name="enhance_model",
+                      kind="enhancement", argument="init_from"):
+    """Load a trained run's module (best checkpoint) into a fresh module.
+
+    The run is loaded with :func:`lobes.runs.load_trained_run`; the global
+    random generators (Python, NumPy, torch) are as they were before (the
+    run's YAML may seed them).
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The fresh module, changed in place.
+    source : str
+        A finished run's output folder (``hyperparams.yaml`` and
+        ``save/CKPT+*``), a folder written by ``python -m lobes.export``,
+        or a hub id of one.
+    name : str
+        The module's name in the run's ``modules``.
+    kind : str
+        What the run should be, for the messages.
+    argument : str
+        The hparam that named ``source``, for the messages.
+
+    Returns
+    -------
+    WarmStart
+        What was copied (see :func:`load_same_state`).
+
+    Raises
+    ------
+    ModelSourceError
+        One line, starting with ``argument``, when the source cannot be
+        loaded or its module does not fit.
+
+    Example
+    -------
+    >>> warm_start_module(torch.nn.Linear(2, 2), "/no/such/run")
+    Traceback (most recent call last):
+    ...
+    lobes.errors.ModelSourceError: init_from: /no/such/run: no such folder; \
+pass the output folder of a finished enhancement run ...
+    """
+
+    state = capture_random_state()
+    try:
+        run = load_trained_run(source, [name], kind=kind)
+    except ModelSourceError as err:
+        raise ModelSourceError(f"{argument}: {err}") from None
+    finally:
+        restore_random_state(state)
+    path = run.checkpoint.paramfiles.get(name) or run.checkpoint.path
+    try:
+        return load_same_state(module, run.modules[name].state_dict(),
+                               str(path))
+    except ModelSourceError as err:
+        raise ModelSourceError(f"{argument}: {err}") from None

@@ -38,9 +38,11 @@ Authors
 """
 
 import functools
+import logging
 import os
 
 import speechbrain as sb
+from speechbrain.utils.distributed import if_main_process
 
 from lobes.brains.base import RecipeBrain, save_examples
 from lobes.errors import HparamsError
@@ -50,10 +52,13 @@ from lobes.objectives import (
     load_reference_model,
     reference_model_for,
 )
+from lobes.warm_start import warm_start_module
 
 # The reference loaders are re-exported where callers found them before CR
 # moved to lobes.objectives.
 __all__ = ["EnhancementBrain", "load_reference_model", "reference_model_for"]
+
+logger = logging.getLogger(__name__)
 
 
 class EnhancementBrain(RecipeBrain):
@@ -62,7 +67,9 @@ class EnhancementBrain(RecipeBrain):
     Hparams it reads (an enhancement recipe YAML): ``sample_rate``,
     ``audio_results_folder``, ``test_results_file``, ``max_grad_norm``,
     ``branch_pull`` and ``branch_pull_weight`` (CMCR-Net), the
-    ``reference_hparams`` named in CCR's advice; the ``training`` namespace
+    ``reference_hparams`` named in CCR's advice, ``init_from`` (a finished
+    enhancement run whose best weights the enhancer starts from, or
+    None); the ``training`` namespace
     (``hparams/enhancement/training.yaml``: ``valid_metrics``,
     ``test_metrics``, ``n_audio_to_save``, ``segment_length``,
     ``crop_seed``); the ``objectives`` namespace
@@ -160,6 +167,19 @@ class EnhancementBrain(RecipeBrain):
             crop_seed=self.training.get("crop_seed"),
         )
         return super().fit(epoch_counter, train_set, valid_set, **kwargs)
+
+    def on_fit_start(self):
+        """Warm-start the enhancer (``init_from``: a finished enhancement
+        run's best checkpoint, :func:`lobes.warm_start.warm_start_module`),
+        then SpeechBrain's set-up (which recovers this run's own checkpoint,
+        when there is one, over the warm start)."""
+        init_from = getattr(self.hparams, "init_from", None)
+        if init_from:
+            report = warm_start_module(self.modules.enhance_model, init_from)
+            if if_main_process():
+                logger.info("Warm start from %s: %s", init_from,
+                            report.summary())
+        super().on_fit_start()
 
     def _check_metric_names(self):
         """Fail in one line on a metric name ``enhancement_metrics`` lacks."""

@@ -86,3 +86,113 @@ def test_more_outputs_or_other_backbone_refused():
 def test_folder_without_checkpoint_refused(tmp_path):
     with pytest.raises(ModelSourceError, match="no checkpoint"):
         warm_start(build_from_fragment("convtasnet", True), str(tmp_path))
+
+
+# ---------------------------------------------------------------- enhancers
+ENHANCER_YAML = (
+    "seed: 1\n"
+    "__set_seed: !apply:speechbrain.utils.seed_everything [!ref <seed>]\n"
+    "enhance_model: !new:lobes.models.enhancement.MaskingEnhancer\n"
+    "  encoder: !new:speechbrain.lobes.models.dual_path.Encoder\n"
+    "    kernel_size: 16\n    out_channels: 8\n"
+    "  masknet: !new:speechbrain.lobes.models.conv_tasnet.MaskNet\n"
+    "    N: 8\n    B: 8\n    H: 8\n    P: 3\n    X: 1\n    R: 1\n"
+    "    C: 1\n"
+    "  decoder: !new:speechbrain.lobes.models.dual_path.Decoder\n"
+    "    in_channels: 8\n    out_channels: 1\n    kernel_size: 16\n"
+    "    stride: 8\n    bias: False\n"
+    "modules:\n  enhance_model: !ref <enhance_model>\n"
+)
+
+
+def enhancer_run(folder, seed=5):
+    """A finished enhancement run: its YAML and two checkpoints, the best
+    (lowest validation loss) first; returns the best weights."""
+    from tests.unit.test_enhancement_brain import make_enhancer
+
+    (folder / "hyperparams.yaml").write_text(ENHANCER_YAML)
+    best, worse = make_enhancer(seed=seed), make_enhancer(seed=seed + 1)
+    checkpointer = Checkpointer(str(folder / "save"),
+                                {"enhance_model": best})
+    checkpointer.save_checkpoint(meta={"loss": 1.0})
+    checkpointer.recoverables["enhance_model"] = worse
+    checkpointer.save_checkpoint(meta={"loss": 2.0})
+    return {k: v.clone() for k, v in best.state_dict().items()}
+
+
+def test_warm_started_enhancer_has_the_runs_best_weights(tmp_path):
+    import random
+
+    from lobes.warm_start import warm_start_module
+    from tests.unit.test_enhancement_brain import make_enhancer
+
+    best = enhancer_run(tmp_path)
+    fresh = make_enhancer(seed=9)
+    random.seed(3)
+    expected = random.random()
+    random.seed(3)
+    report = warm_start_module(fresh, str(tmp_path))
+    assert random.random() == expected  # its YAML's seeding undone
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, best[key]), key
+    assert report.partly_copied == {} and set(report.copied) == set(best)
+    assert "CKPT" in report.source and "enhance_model.ckpt" in report.source
+
+
+def test_enhancement_brain_warm_starts_from_init_from(tmp_path):
+    from lobes.brains.enhancement import EnhancementBrain
+    from lobes.losses.waveform import mse_loss
+    from tests.unit.test_enhancement_brain import make_enhancer
+
+    (tmp_path / "run").mkdir()
+    best = enhancer_run(tmp_path / "run")
+    brain = EnhancementBrain(
+        {"enhance_model": make_enhancer(seed=9)},
+        lambda params: torch.optim.Adam(params, 1e-3),
+        hparams={"sample_rate": 16000, "init_from": str(tmp_path / "run"),
+                 "objectives": {"compute_waveform_loss": mse_loss,
+                                "cr_weight": 0.0},
+                 "training": {"valid_metrics": []}},
+    )
+    brain.on_fit_start()
+    for key, value in brain.modules.enhance_model.state_dict().items():
+        assert torch.equal(value, best[key]), key
+
+
+@pytest.mark.parametrize("folder", ["absent", "empty", "empty_yaml",
+                                    "other_model"])
+def test_bad_init_from_fails_in_one_line(tmp_path, folder):
+    from lobes.warm_start import warm_start_module
+    from tests.unit.test_enhancement_brain import make_enhancer
+
+    source = tmp_path / folder
+    if folder.startswith("empty"):
+        source.mkdir()
+    if folder == "empty_yaml":
+        (source / "hyperparams.yaml").write_text("")
+    if folder == "other_model":
+        source.mkdir()
+        enhancer_run(source)
+    fresh = (torch.nn.Linear(2, 2) if folder == "other_model"
+             else make_enhancer())
+    with pytest.raises(ModelSourceError) as err:
+        warm_start_module(fresh, str(source))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("init_from: ")
+    assert str(source) in message
+
+
+def test_init_from_is_a_checked_hparam(tmp_path):
+    from lobes.errors import HparamsError
+    from lobes.hparam_checks import check_override_values
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("init_from: null\nevaluate_on: test\n")
+    enhancer_run(tmp_path)
+    check_override_values(str(recipe), f"init_from: {tmp_path}")
+    check_override_values(str(recipe), "evaluate_on: valid")
+    for bad, what in ((f"init_from: {tmp_path / 'nothing'}", "init_from"),
+                      ("evaluate_on: train", "valid or test")):
+        with pytest.raises(HparamsError, match=what) as err:
+            check_override_values(str(recipe), bad)
+        assert "\n" not in str(err.value)

@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""CR on enhancers that have learned: chosen on validation, tested once.
+
+The protocol of ``recipes/Voicebank/enhance/README.md`` ("Protocol", issue
+22), on the ``small`` mini VoiceBank-DEMAND corpus at the CPU sizes of
+:mod:`lobes.cpu_settings`. Every run is the recipe's own ``train.py``.
+Primary metric: wide-band PESQ; SI-SDR must stay within ``MARGIN_DB``
+(0.3 dB) of the backbone continued without CR. Stages (``--stage`` stops
+after one; a later stage runs the earlier ones it needs):
+
+1. ``backbone``: per backbone (spectral mask, Conv-TasNet) and seed, the
+   backbone trained from scratch for a stated epoch budget; its best
+   checkpoint (lowest validation loss) is the warm-start source. Scored on
+   the validation speakers only (``--evaluate_on=valid``), beside the noisy
+   input; it must be above the noisy input on PESQ, eSTOI and SI-SDR, and
+   its validation loss must have stopped improving (best epoch at least
+   ``patience`` epochs before the budget's end), or the protocol stops.
+2. ``sweep`` (validation speakers, seeds 1-3): each backbone forked
+   (``--init_from``) into fine-tunes of equal steps: ``continued`` (no
+   CR) and CR with every form x weight at the default layer-weight order
+   (32, 16, 8, 4: shallow groups most), then the reversed order (4, 8, 16,
+   32) at the best form x weight. :func:`choose_setting` picks per
+   backbone the best validation PESQ among the settings whose SI-SDR is
+   not worse than ``continued`` by more than 0.3 dB (paired by seed).
+3. ``test`` (fresh seeds 4-8): per seed and backbone, a backbone trained
+   as in 1, then forks of equal steps: ``continued``, ``cr`` (the chosen
+   setting), ``ccr_quality`` and ``ccr_similarity`` (the chosen form,
+   weight and order; the reference negative is the backbone), and
+   ``cr_random`` (the chosen CR in the trained SSL model's architecture,
+   randomly initialised: the negative control). Scored once on the test
+   set. Per-utterance paired differences to ``continued`` and to
+   ``cr_random``, with mixed-model intervals over utterances and seeds
+   (:mod:`benchmarks.power`); a gain is claimed only when both PESQ
+   intervals lie above zero (Holm-adjusted p below 0.05 against
+   ``continued``) and SI-SDR is non-inferior (the interval's low end above
+   -0.3 dB).
+
+Resumable (the JSON is rewritten after every run; a run already there is
+not run again)::
+
+    python -m benchmarks.cr_protocol --trained_ssl /path/to/ssl_hubert_small
+    python -m benchmarks.cr_protocol --stage sweep --trained_ssl ...
+    python -m benchmarks.cr_protocol --quick --out /tmp/cr_protocol.json
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import time
+
+from benchmarks import provenance
+from benchmarks.cr_protocol_analysis import (
+    FORMS,
+    MARGIN_DB,
+    ORDERS,
+    SCORES,
+    WEIGHTS,
+    choose_setting,
+    heldout_table,
+    markdown_table,
+    mean_scores,
+    parse_setting,
+    read_per_utterance,
+    setting_name,
+    summarize_backbones,
+    summarize_sweep,
+    summarize_test,
+    sweep_table,
+    valid_losses,
+)
+from benchmarks.cr_vs_baseline import (
+    RECIPE,
+    SIZES,
+    TEST_METRICS,
+    last_epoch_stats,
+    recipe_overrides,
+    ssl_overrides,
+)
+from benchmarks.paired import REPO, ResumableRuns, run_in_phases, run_recipe
+
+# The renderers, for `<!-- table: ... cr_protocol.<name> -->` markers
+__all__ = ["heldout_table", "main", "markdown_table", "sweep_table"]
+
+FULL = {
+    "corpus_size": "small", "backbone_epochs": 40, "finetune_epochs": 10,
+    "patience": 3, "batch_size": 8, "segment_length": 2.0,
+    "sweep_seeds": [1, 2, 3], "test_seeds": [4, 5, 6, 7, 8],
+    "forms": list(FORMS), "weights": list(WEIGHTS),
+}
+#: A smoke run: every form at one weight, one seed per stage.
+QUICK = {
+    "corpus_size": "tiny", "backbone_epochs": 2, "finetune_epochs": 1,
+    "patience": 0, "batch_size": 2, "segment_length": 1.0,
+    "sweep_seeds": [1], "test_seeds": [4],
+    "forms": list(FORMS), "weights": [0.01],
+}
+
+#: The test stage's forks: arm -> (YAML stem, extra overrides, SSL space).
+TEST_FORKS = {
+    "continued": ("{backbone}", {}, None),
+    "cr": ("cr_wavlm_{backbone}", {}, "trained"),
+    "ccr_quality": ("ccr_hubert_{backbone}", {"curriculum": "quality"},
+                    "trained"),
+    "ccr_similarity": ("ccr_hubert_{backbone}",
+                       {"curriculum": "similarity"}, "trained"),
+    "cr_random": ("cr_wavlm_{backbone}", {}, "random"),
+}
+
+
+def job_id(job):
+    """The key of one run in the JSON (and its folder under the work dir).
+
+    Example
+    -------
+    >>> job_id({"stage": "backbone", "backbone": "convtasnet", "seed": 1})
+    'backbone/convtasnet/seed1'
+    >>> job_id({"stage": "sweep", "backbone": "convtasnet", "seed": 1,
+    ...         "arm": "ratio/0.01/shallow"})
+    'sweep/convtasnet/seed1/ratio_0.01_shallow'
+    """
+    parts = [job["stage"], job["backbone"], f"seed{job['seed']}"]
+    if job["stage"] != "backbone":
+        parts.append(job["arm"].replace("/", "_"))
+    return "/".join(parts)
+
+
+def noisy_scores(manifest, sample_rate=16000, scores=SCORES):
+    """Per-utterance scores of the noisy input itself (a manifest's
+    ``noisy_wav`` against its ``clean_wav``), as the recipe scores.
+
+    Example
+    -------
+    >>> import csv, tempfile, torch
+    >>> from lobes.data.audio import write_audio
+    >>> folder = tempfile.mkdtemp()
+    >>> clean = torch.sin(torch.arange(16000) / 5.0) * 0.3
+    >>> for name, sig in (("c", clean), ("n", clean + 0.05 *
+    ...                                    torch.randn(16000))):
+    ...     write_audio(os.path.join(folder, f"{name}.wav"), sig, 16000)
+    >>> path = os.path.join(folder, "valid.csv")
+    >>> with open(path, "w", newline="") as fout:
+    ...     _ = fout.write("ID,noisy_wav,clean_wav\\n"
+    ...                    f"u,{folder}/n.wav,{folder}/c.wav\\n")
+    >>> items = noisy_scores(path, scores=["si_sdr"])
+    >>> 10 < items["u"]["si_sdr"] < 20
+    True
+    """
+    import csv
+
+    from lobes.data.audio import read_audio
+    from lobes.metrics import enhancement_metrics
+
+    items = {}
+    with open(manifest, encoding="utf-8") as fin:
+        for row in csv.DictReader(fin):
+            noisy = read_audio(row["noisy_wav"], sample_rate=sample_rate)
+            clean = read_audio(row["clean_wav"], sample_rate=sample_rate)
+            items[row["ID"]] = enhancement_metrics(
+                noisy, clean, sample_rate, metrics=list(scores))
+    return items
+
+
+class Protocol:
+    """Runs the recipe for the protocol's jobs; one record per run.
+
+    Arguments
+    ---------
+    setup : dict
+        :data:`FULL` or :data:`QUICK` (possibly changed on the command
+        line).
+    work : str
+        Where the runs' folders go.
+    ssl_folders : dict
+        ``{"trained": folder, "random": folder}``: CR's SSL spaces.
+    threads : int
+        CPU threads per run.
+    quick : bool
+        Smoke run (fewer test metrics).
+
+    Example
+    -------
+    >>> protocol = Protocol(QUICK, "/tmp/w", {}, 1, True)
+    >>> protocol.folder({"stage": "backbone", "backbone": "b", "seed": 4})
+    '/tmp/w/backbone/b/seed4'
+    """
+
+    def __init__(self, setup, work, ssl_folders, threads, quick):
+        self.setup = setup
+        self.work = work
+        self.ssl_folders = ssl_folders
+        self.threads = threads
+        self.quick = quick
+
+    def folder(self, job):
+        """A run's output folder."""
+        return os.path.join(self.work, job_id(job))
+
+    def _overrides(self, job, epochs, split, metrics):
+        out = self.folder(job)
+        shutil.rmtree(out, ignore_errors=True)  # not in the JSON: redo it
+        return {
+            **SIZES[job["backbone"]],
+            **recipe_overrides({**self.setup, "epochs": epochs},
+                               job["seed"], out, self.quick),
+            "evaluate_on": split, "test_metrics": list(metrics),
+        }
+
+    def _record(self, job, stem, overrides, wall):
+        out = overrides["output_folder"]
+        split = overrides["evaluate_on"]
+        items = read_per_utterance(os.path.join(out, f"{split}_results.csv"))
+        return {
+            "id": job_id(job), **job, "yaml": f"{stem}.yaml",
+            "overrides": overrides, "split": split, "items": items,
+            "means": mean_scores(items),
+            "train": last_epoch_stats(os.path.join(out, "train_log.txt")),
+            "wall_seconds": wall,
+        }
+
+    def backbone(self, job):
+        """Train a backbone from scratch for the epoch budget; score its
+        best checkpoint on the validation speakers."""
+        stem = job["backbone"]
+        overrides = self._overrides(job, self.setup["backbone_epochs"],
+                                    "valid", SCORES)
+        wall = run_recipe(RECIPE, f"{stem}.yaml", overrides, self.threads)
+        record = self._record(job, stem, overrides, wall)
+        losses = valid_losses(os.path.join(overrides["output_folder"],
+                                           "train_log.txt"))
+        best = 1 + min(range(len(losses)), key=losses.__getitem__)
+        record.update(valid_losses=losses, best_epoch=best,
+                      epochs=len(losses), plateaued=bool(
+                          best <= len(losses) - self.setup["patience"]))
+        return record
+
+    def fork(self, job, setting, split):
+        """Fine-tune a backbone (``init_from``) for the fork's epochs: no
+        CR (``continued``) or CR/CCR at ``setting``, in the job's space."""
+        backbone = self.folder({**job, "stage": "backbone"})
+        arm = job["arm"]
+        if job["stage"] == "sweep":
+            stem, extra, space = (("{backbone}", {}, None)
+                                  if arm == "continued" else
+                                  ("cr_wavlm_{backbone}", {}, "trained"))
+        else:
+            stem, extra, space = TEST_FORKS[arm]
+        stem = stem.format(backbone=job["backbone"])
+        metrics = SCORES if split == "valid" or self.quick else TEST_METRICS
+        overrides = {
+            **self._overrides(job, self.setup["finetune_epochs"], split,
+                              metrics),
+            **extra, "init_from": backbone,
+        }
+        if space is not None:
+            form, weight, order = parse_setting(setting)
+            overrides.update(ssl_overrides(self.ssl_folders[space]))
+            overrides.update(cr_form=form, cr_weight=weight,
+                             cr_layer_weights=ORDERS[order])
+        if arm.startswith("ccr"):
+            overrides["reference_model"] = backbone
+        wall = run_recipe(RECIPE, f"{stem}.yaml", overrides, self.threads)
+        return {**self._record(job, stem, overrides, wall),
+                "setting": setting if space else None, "space": space}
+
+
+def check_backbones(data, seeds, backbones, strict):
+    """Stop (or, in a smoke run, warn) unless every backbone of ``seeds``
+    is above the noisy input on validation and has stopped improving.
+
+    Example
+    -------
+    >>> data = {"noisy_valid": {"pesq": 1, "estoi": .5, "si_sdr": 5},
+    ...         "runs": [{"stage": "backbone", "backbone": "b", "seed": 1,
+    ...                   "means": {"pesq": 2, "estoi": .6, "si_sdr": 4},
+    ...                   "best_epoch": 2, "epochs": 2, "plateaued": False}]}
+    >>> check_backbones(data, [1], ["b"], strict=True)
+    Traceback (most recent call last):
+    ...
+    SystemExit: error: backbone b seed 1 is not above the noisy input on \
+validation (si_sdr) and still improving at epoch 2 of 2; raise \
+--backbone_epochs (or check the recipe) before judging CR on it
+    """
+    for row in summarize_backbones(data):
+        if row["seed"] not in seeds or row["backbone"] not in backbones:
+            continue
+        problems = []
+        if not row["above_noisy"]:
+            below = ", ".join(s for s, ok in row["above"].items() if not ok)
+            problems.append(f"not above the noisy input on validation "
+                            f"({below})")
+        if not row["plateaued"]:
+            problems.append(f"still improving at epoch {row['best_epoch']} "
+                            f"of {row['epochs']}")
+        if problems:
+            line = (f"backbone {row['backbone']} seed {row['seed']} is "
+                    f"{' and '.join(problems)}; raise --backbone_epochs (or "
+                    "check the recipe) before judging CR on it")
+            if strict:
+                raise SystemExit(f"error: {line}")
+            print(f"warning (smoke run): {line}", flush=True)
+
+
+def parse_args(argv):
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", choices=("backbone", "sweep", "test"),
+                        default="test", help="stop after this stage")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: tiny corpus, few epochs, 1 seed")
+    parser.add_argument("--trained_ssl", default=None,
+                        help="CR's SSL space: a folder of "
+                        "recipes/Voicebank/ssl_pretrain (a --quick run "
+                        "makes a tiny random one when not given)")
+    parser.add_argument("--backbones", default=",".join(SIZES))
+    parser.add_argument("--sweep_seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--test_seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--backbone_epochs", type=int, default=None)
+    parser.add_argument("--finetune_epochs", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="runs side by side (processes)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads per run")
+    parser.add_argument(
+        "--out", default=os.path.join(REPO, "benchmarks", "results",
+                                      "cr_protocol.json"),
+        help="JSON output (resumed from when it exists); the runs go to "
+        "<out without .json>_runs/")
+    args = parser.parse_args(argv)
+    args.backbones = [b for b in args.backbones.split(",") if b]
+    if set(args.backbones) - set(SIZES):
+        parser.error(f"backbones among {list(SIZES)}")
+    if args.trained_ssl is None and not args.quick:
+        parser.error("--trained_ssl is required (a folder of "
+                     "recipes/Voicebank/ssl_pretrain/train.py)")
+    if args.trained_ssl and not os.path.isfile(
+            os.path.join(args.trained_ssl, "config.json")):
+        parser.error(f"{args.trained_ssl}: no trained SSL model; make one "
+                     "with recipes/Voicebank/ssl_pretrain/train.py")
+    setup = dict(QUICK if args.quick else FULL)
+    for key in ("sweep_seeds", "test_seeds", "backbone_epochs",
+                "finetune_epochs"):
+        if getattr(args, key):
+            setup[key] = getattr(args, key)
+    if set(setup["sweep_seeds"]) & set(setup["test_seeds"]):
+        parser.error("the test seeds must be fresh: none of the sweep's")
+    return args, setup
+
+
+def _placeholders(record, ssl_folders):
+    """A record naming the SSL folders by their space, not their path."""
+    names = {folder: f"<{space} ssl>" for space, folder in
+             ssl_folders.items()}
+    overrides = {k: names.get(v, v) if isinstance(v, str) else v
+                 for k, v in record["overrides"].items()}
+    return {**record, "overrides": overrides}
+
+
+def main(argv=None):
+    """Run the protocol's stages up to ``--stage`` (see the module doc)."""
+    from lobes.ssl.probe import save_random_init
+    from lobes.ssl_features import save_tiny_ssl_model
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, setup = parse_args(argv)
+    work = os.path.splitext(args.out)[0] + "_runs"
+    trained = os.path.abspath(args.trained_ssl or save_tiny_ssl_model(
+        "hubert", os.path.join(work, "tiny_hubert")))
+    # The control: the trained space's architecture, randomly initialised
+    # (seed 1: the quick run's tiny "trained" model is seed 0's draw)
+    ssl_folders = {
+        "trained": trained,
+        "random": save_random_init(
+            trained, os.path.join(work, "random_init_ssl"), seed=1),
+    }
+    block = provenance.start(
+        [__file__, *argv], placeholders={
+            args.trained_ssl: "<trained ssl folder>", args.out: "<out>"},
+        corpus=f"mini VoiceBank-DEMAND ({setup['corpus_size']})",
+        threads=args.threads)
+    runs = ResumableRuns(args.out, {
+        "training": setup, "backbones": args.backbones,
+        "sizes": {b: SIZES[b] for b in args.backbones},
+        "margin_db": MARGIN_DB, "orders": ORDERS, "threads": args.threads,
+        "trained_ssl": os.path.basename(ssl_folders["trained"]),
+    })
+    data = runs.data
+    protocol = Protocol(setup, work, ssl_folders, args.threads, args.quick)
+    begin = time.perf_counter()
+
+    def save():
+        extra = {"backbone_summary": summarize_backbones(data),
+                 "sweep": summarize_sweep(data),
+                 "test": summarize_test(data),
+                 "provenance": provenance.finish(block)}
+        data.update(extra)
+        runs.save(table=markdown_table(data))
+
+    def run_jobs(jobs, work_fn):
+        todo = [j for j in jobs if job_id(j) not in runs.done()]
+        print(f"{len(jobs) - len(todo)} of {len(jobs)} runs done",
+              flush=True)
+
+        def finished(job, record):
+            runs.runs.append(_placeholders(record, ssl_folders))
+            save()
+            means = record["means"]
+            print(f"[{record['id']}] {record['split']}: PESQ "
+                  f"{means['pesq']:.2f}, eSTOI {means['estoi']:.3f}, SI-SDR "
+                  f"{means['si_sdr']:.2f} dB, "
+                  f"{record['wall_seconds'] / 60:.1f} min "
+                  f"({(time.perf_counter() - begin) / 60:.0f} min so far)",
+                  flush=True)
+
+        run_in_phases([todo], work_fn, args.jobs, finished)
+
+    def backbones(seeds):
+        run_jobs([{"stage": "backbone", "backbone": b, "seed": s}
+                  for b in args.backbones for s in seeds], protocol.backbone)
+        if "noisy_valid" not in data:
+            first = {"stage": "backbone", "backbone": args.backbones[0],
+                     "seed": seeds[0]}
+            items = noisy_scores(os.path.join(protocol.folder(first),
+                                              "save", "voicebank_valid.csv"))
+            data["noisy_valid"] = mean_scores(items)
+            data["noisy_valid_utterances"] = len(items)
+        save()
+        check_backbones(data, seeds, args.backbones, strict=not args.quick)
+
+    def forks(stage, arms, seeds, split, setting_of):
+        run_jobs([{"stage": stage, "backbone": b, "seed": s, "arm": arm}
+                  for b in args.backbones for arm in arms(b)
+                  for s in seeds],
+                 lambda job: protocol.fork(job, setting_of(job), split))
+
+    seeds = setup["sweep_seeds"]
+    backbones(seeds)
+    if args.stage != "backbone":
+        grid = [setting_name(f, w) for f in setup["forms"]
+                for w in setup["weights"]]
+        forks("sweep", lambda b: ["continued", *grid], seeds, "valid",
+              lambda job: job["arm"])
+
+        def deep(backbone):  # the other order, at the best form x weight
+            settings = summarize_sweep(data)[backbone]["settings"]
+            best = choose_setting({n: settings[n] for n in grid})
+            form, weight, _ = parse_setting(best["setting"])
+            return [setting_name(form, weight, "deep")]
+
+        forks("sweep", deep, seeds, "valid", lambda job: job["arm"])
+        save()
+        for backbone, sweep in data["sweep"].items():
+            print(f"choice, {backbone}: {sweep['choice']['why']}",
+                  flush=True)
+    if args.stage == "test":
+        chosen = {b: data["sweep"][b]["choice"]["setting"]
+                  for b in args.backbones}
+        frozen = data.setdefault("frozen_choice", chosen)
+        if frozen != chosen:
+            raise SystemExit(
+                f"error: the test stage began with the choice {frozen}, the "
+                f"sweep now gives {chosen}; a choice is not changed after "
+                "the test set was scored: pass another --out")
+        backbones(setup["test_seeds"])
+        forks("test", lambda b: list(TEST_FORKS), setup["test_seeds"],
+              "test", lambda job: frozen[job["backbone"]])
+    save()
+    print()
+    print(data["table"])
+    print(f"\nWrote {args.out}")
+    return data
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,473 @@
+"""The CR protocol's analysis: the validation choice, paired effects, tables.
+
+Pure functions of the results JSON of :mod:`benchmarks.cr_protocol` (the
+protocol is in its docstring and in ``recipes/Voicebank/enhance/README.md``,
+"Protocol"): :func:`choose_setting` (best validation PESQ among the CR
+settings whose SI-SDR is within ``MARGIN_DB`` of the backbone continued
+without CR), :func:`summarize_backbones`, :func:`summarize_sweep`,
+:func:`summarize_test` (per-utterance paired differences with mixed-model
+intervals over utterances and seeds, :mod:`benchmarks.power`) and the
+markdown renderers :func:`sweep_table`, :func:`heldout_table` and
+:func:`markdown_table`.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import csv
+import math
+import re
+import statistics
+
+import numpy as np
+
+from benchmarks.paired import fmt
+from benchmarks.power import holm, observed_mde, paired_effect
+
+PRIMARY = "pesq"  #: the metric a gain is claimed on
+GUARD = "si_sdr"  #: the metric CR must not lose more than MARGIN_DB on
+MARGIN_DB = 0.3
+SCORES = ("pesq", "estoi", "si_sdr")
+FORMS = ("ratio", "ratio_detached", "feature_match")
+WEIGHTS = (0.003, 0.01, 0.03)
+#: Layer-weight orders over the four SSL layer groups (shallow first).
+ORDERS = {"shallow": [32.0, 16.0, 8.0, 4.0], "deep": [4.0, 8.0, 16.0, 32.0]}
+TEST_ARMS = ("continued", "cr", "ccr_quality", "ccr_similarity", "cr_random")
+
+def setting_name(form, weight, order="shallow"):
+    """The name of a CR setting in the JSON and the tables.
+
+    Example
+    -------
+    >>> setting_name("ratio_detached", 0.01), setting_name("ratio", 0.03,
+    ...                                                    "deep")
+    ('ratio_detached/0.01/shallow', 'ratio/0.03/deep')
+    """
+    return f"{form}/{weight:g}/{order}"
+
+
+def parse_setting(name):
+    """``(form, weight, order)`` of :func:`setting_name`.
+
+    Example
+    -------
+    >>> parse_setting("feature_match/0.003/deep")
+    ('feature_match', 0.003, 'deep')
+    """
+    form, weight, order = name.split("/")
+    return form, float(weight), order
+
+
+def choose_setting(deltas, margin=MARGIN_DB):
+    """The validation choice: best PESQ, SI-SDR non-inferior.
+
+    Arguments
+    ---------
+    deltas : dict
+        Setting name -> ``{"pesq": d, "si_sdr": d}``: the mean over seeds
+        of the setting's validation score minus ``continued``'s (same
+        seed).
+    margin : float
+        SI-SDR may be at most this much (dB) below ``continued``.
+
+    Returns
+    -------
+    dict
+        ``setting`` (the name), ``passed`` (whether it met the margin; when
+        none does, the setting of least SI-SDR loss is taken and
+        ``passed`` is False), ``excluded`` (names over the margin) and
+        ``why`` (one sentence). PESQ differences equal to 0.001 are a
+        tie, which goes to the smaller weight, then the better SI-SDR.
+
+    Example
+    -------
+    >>> choice = choose_setting({
+    ...     "ratio/0.03/shallow": {"pesq": 0.20, "si_sdr": -0.8},
+    ...     "ratio_detached/0.01/shallow": {"pesq": 0.05, "si_sdr": -0.2},
+    ...     "feature_match/0.01/shallow": {"pesq": 0.02, "si_sdr": 0.1}})
+    >>> choice["setting"], choice["passed"], choice["excluded"]
+    ('ratio_detached/0.01/shallow', True, ['ratio/0.03/shallow'])
+    >>> choose_setting({"a/0.03/shallow": {"pesq": 0.1, "si_sdr": 0.0},
+    ...                 "a/0.01/shallow": {"pesq": 0.1, "si_sdr": -0.1}}
+    ...                )["setting"]
+    'a/0.01/shallow'
+    >>> choice = choose_setting({"a/1/shallow": {"pesq": 0.1, "si_sdr": -0.5},
+    ...                          "b/1/shallow": {"pesq": 0.0, "si_sdr": -0.4}})
+    >>> choice["setting"], choice["passed"]
+    ('b/1/shallow', False)
+    """
+    if not deltas:
+        raise ValueError("no settings to choose from")
+    excluded = sorted(n for n, d in deltas.items()
+                      if not d[GUARD] >= -margin)  # NaN: excluded
+    eligible = [n for n in sorted(deltas) if n not in excluded]
+    if eligible:
+        best = max(eligible, key=lambda n: (round(deltas[n][PRIMARY], 3),
+                                            -parse_setting(n)[1],
+                                            deltas[n][GUARD]))
+        why = (f"{best}: best validation PESQ ({deltas[best][PRIMARY]:+.3f} "
+               f"vs continued) of the {len(eligible)} settings whose SI-SDR "
+               f"is within {margin} dB of continued "
+               f"({deltas[best][GUARD]:+.2f} dB)")
+        return {"setting": best, "passed": True, "excluded": excluded,
+                "why": why}
+    best = max(sorted(deltas), key=lambda n: deltas[n][GUARD])
+    why = (f"no setting kept SI-SDR within {margin} dB of continued; "
+           f"{best} lost least ({deltas[best][GUARD]:+.2f} dB): tested "
+           "only as the least harmful, no gain can be claimed")
+    return {"setting": best, "passed": False, "excluded": excluded,
+            "why": why}
+
+
+def read_per_utterance(path):
+    """``{utterance: {metric: value}}`` of a recipe's results CSV.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "r.csv")
+    >>> _ = open(path, "w").write("snt_id,pesq\\na,2.0\\nb,\\navg,2.0\\n")
+    >>> read_per_utterance(path)
+    {'a': {'pesq': 2.0}, 'b': {'pesq': nan}}
+    """
+    with open(path, encoding="utf-8") as fin:
+        rows = list(csv.DictReader(fin))
+    return {
+        row["snt_id"]: {k: float(v) if v not in ("", None) else math.nan
+                        for k, v in row.items() if k != "snt_id"}
+        for row in rows if row["snt_id"] != "avg"
+    }
+
+
+def valid_losses(train_log):
+    """The validation loss of every epoch of a ``train_log.txt``.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "log.txt")
+    >>> _ = open(path, "w").write(
+    ...     "epoch: 1, lr: 1e-3 - train loss: 0.5 - valid loss: 0.4\\n"
+    ...     "epoch: 2, lr: 1e-3 - train loss: 0.3 - valid loss: 0.45, "
+    ...     "valid pesq: 2.1\\n")
+    >>> valid_losses(path)
+    [0.4, 0.45]
+    """
+    losses = []
+    with open(train_log, encoding="utf-8") as fin:
+        for line in fin:
+            match = re.search(r"valid loss: ([-\d.e+]+)", line)
+            if line.startswith("epoch:") and match:
+                losses.append(float(match.group(1)))
+    return losses
+
+
+def mean_scores(items, scores=SCORES):
+    """Mean of each score over utterances (NaNs left out).
+
+    Example
+    -------
+    >>> mean_scores({"a": {"pesq": 2.0}, "b": {"pesq": 3.0}}, ["pesq"])
+    {'pesq': 2.5}
+    """
+    return {s: float(np.nanmean([v.get(s, math.nan) for v in items.values()]))
+            for s in scores}
+
+
+def paired_table(arm, base, score):
+    """``[seeds, utterances]`` differences ``arm - base`` on the utterances
+    every seed of both has (dicts ``{seed: {utt: {score: value}}}``).
+
+    Example
+    -------
+    >>> one = {4: {"a": {"pesq": 3.0}, "b": {"pesq": 1.0}}}
+    >>> two = {4: {"a": {"pesq": 1.0}, "b": {"pesq": 2.0}, "c": {}}}
+    >>> paired_table(one, two, "pesq").tolist()
+    [[2.0, -1.0]]
+    """
+    seeds = sorted(set(arm) & set(base))
+    utts = sorted(set.intersection(*(set(arm[s]) & set(base[s])
+                                     for s in seeds)))
+    return np.asarray([[arm[s][u].get(score, math.nan)
+                        - base[s][u].get(score, math.nan) for u in utts]
+                       for s in seeds], dtype=float)
+
+
+def effect_summary(table):
+    """Mean, 95 % interval, p and MDE of a paired table (NaN columns out).
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> table = (0.2 + rng.normal(0, 0.05, (5, 1)) + rng.normal(0, 0.3, (1, 50))
+    ...          + rng.normal(0, 0.1, (5, 50)))
+    >>> cell = effect_summary(table)
+    >>> bool(cell["low"] > 0), round(cell["mean"], 1)
+    (True, 0.2)
+    """
+    finite = table[:, np.isfinite(table).all(0)] if table.size else table
+    if finite.size == 0:
+        return {"mean": math.nan, "low": math.nan, "high": math.nan,
+                "p": math.nan, "mde": math.nan}
+    effect = paired_effect(finite, bootstrap=0)
+    usable = math.isfinite(effect.low) and effect.df >= 1
+    return {"mean": effect.mean,
+            "low": effect.low if usable else math.nan,
+            "high": effect.high if usable else math.nan, "p": effect.p,
+            "mde": observed_mde(finite) if finite.shape[0] > 1 else math.nan}
+
+
+def _runs(data, **where):
+    return [r for r in data.get("runs", [])
+            if all(r.get(k) == v for k, v in where.items())]
+
+
+def summarize_backbones(data):
+    """Per backbone run: validation scores against the noisy input's.
+
+    Example
+    -------
+    >>> data = {"noisy_valid": {"pesq": 1.5, "estoi": 0.6, "si_sdr": 5.0},
+    ...         "runs": [{"stage": "backbone", "backbone": "x", "seed": 1,
+    ...                   "means": {"pesq": 2.0, "estoi": 0.7, "si_sdr": 9},
+    ...                   "best_epoch": 3, "epochs": 8, "plateaued": True}]}
+    >>> summarize_backbones(data)[0]["above_noisy"]
+    True
+    """
+    noisy = data.get("noisy_valid") or {}
+    rows = []
+    for run in _runs(data, stage="backbone"):
+        above = {s: bool(run["means"][s] > noisy.get(s, math.inf))
+                 for s in SCORES}
+        rows.append({k: run[k] for k in ("backbone", "seed", "best_epoch",
+                                         "epochs", "plateaued")}
+                    | {"means": run["means"], "above": above,
+                       "above_noisy": all(above.values())})
+    return sorted(rows, key=lambda r: (r["backbone"], r["seed"]))
+
+
+def summarize_sweep(data, margin=MARGIN_DB):
+    """Per backbone: each setting's mean paired validation difference to
+    ``continued`` over the seeds both have, and the choice.
+
+    Example
+    -------
+    >>> runs = [{"stage": "sweep", "backbone": "x", "seed": s, "arm": arm,
+    ...          "means": {"pesq": p, "estoi": 0.7, "si_sdr": 9.0},
+    ...          "train": {}}
+    ...         for s in (1, 2) for arm, p in (("continued", 2.0),
+    ...                                        ("ratio/0.01/shallow", 2.1))]
+    >>> sweep = summarize_sweep({"runs": runs})
+    >>> sweep["x"]["choice"]["setting"], sweep["x"]["seeds"]
+    ('ratio/0.01/shallow', [1, 2])
+    """
+    out = {}
+    for backbone in sorted({r["backbone"] for r in _runs(data,
+                                                         stage="sweep")}):
+        runs = _runs(data, stage="sweep", backbone=backbone)
+        base = {r["seed"]: r for r in runs if r["arm"] == "continued"}
+        settings = {}
+        for name in sorted({r["arm"] for r in runs} - {"continued"}):
+            mine = {r["seed"]: r for r in runs if r["arm"] == name
+                    and r["seed"] in base}
+            if not mine:
+                continue
+            row = {"seeds": sorted(mine)}
+            for score in SCORES:
+                diffs = [mine[s]["means"][score] - base[s]["means"][score]
+                         for s in mine]
+                row[score] = statistics.fmean(diffs)
+                row[f"worst_{score}"] = min(diffs)
+            for key in ("cr", "cr_grad_ratio", "cr_grad_cosine"):
+                values = [mine[s]["train"].get(key, math.nan) for s in mine]
+                row[key] = float(np.nanmean(values)) if any(
+                    math.isfinite(v) for v in values) else math.nan
+            settings[name] = row
+        out[backbone] = {"seeds": sorted(base), "settings": settings,
+                         "continued": {s: base[s]["means"]
+                                       for s in sorted(base)}}
+        if settings:
+            out[backbone]["choice"] = choose_setting(settings, margin)
+    return out
+
+
+def summarize_test(data, margin=MARGIN_DB):
+    """Per backbone and arm: test means and paired effects.
+
+    Each arm is compared with ``continued`` (and the CR arms with
+    ``cr_random``) on per-utterance differences, seeds x utterances
+    (:func:`effect_summary`). Holm adjusts the PESQ p-values of the CR
+    arms (not the control) against ``continued`` over both backbones. An
+    arm's gain is ``claimed`` when its PESQ interval against ``continued``
+    is above zero with a Holm-adjusted p below 0.05, its PESQ interval
+    against ``cr_random`` is above zero, and its SI-SDR interval's low end
+    against ``continued`` is above ``-margin``.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> def items(shift):
+    ...     return {f"u{i}": {"pesq": 2 + shift + rng.normal(0, .1),
+    ...                       "estoi": .8, "si_sdr": 10 + rng.normal(0, .1)}
+    ...             for i in range(40)}
+    >>> runs = [{"stage": "test", "backbone": "x", "seed": s, "arm": arm,
+    ...          "items": items(shift)} for s in (4, 5, 6)
+    ...         for arm, shift in (("continued", 0), ("cr", .3),
+    ...                            ("cr_random", 0))]
+    >>> row = summarize_test({"runs": runs})["x"]["cr"]
+    >>> row["claimed"], bool(row["vs_random"]["pesq"]["low"] > 0)
+    (True, True)
+    """
+    out = {}
+    for backbone in sorted({r["backbone"] for r in _runs(data,
+                                                         stage="test")}):
+        runs = _runs(data, stage="test", backbone=backbone)
+        arms = {arm: {r["seed"]: r["items"] for r in runs
+                      if r["arm"] == arm} for arm in TEST_ARMS}
+        rows = {}
+        for arm, by_seed in arms.items():
+            if not by_seed:
+                continue
+            items = {f"{s}/{u}": v for s, its in by_seed.items()
+                     for u, v in its.items()}
+            row = {"seeds": sorted(by_seed), "means": mean_scores(items)}
+            if arm != "continued" and arms["continued"]:
+                row["vs_continued"] = {
+                    s: effect_summary(paired_table(by_seed,
+                                                   arms["continued"], s))
+                    for s in SCORES}
+            if arm not in ("continued", "cr_random") and arms["cr_random"]:
+                row["vs_random"] = {
+                    s: effect_summary(paired_table(by_seed, arms["cr_random"],
+                                                   s))
+                    for s in SCORES}
+            rows[arm] = row
+        out[backbone] = rows
+    primary = [(b, a) for b, rows in out.items() for a, row in rows.items()
+               if "vs_continued" in row and a != "cr_random"]
+    adjusted = holm([out[b][a]["vs_continued"][PRIMARY]["p"]
+                     for b, a in primary]) if primary else []
+    for (backbone, arm), p in zip(primary, adjusted):
+        row = out[backbone][arm]
+        row["holm_p"] = p
+        if "vs_random" in row:
+            row["claimed"] = bool(
+                row["vs_continued"][PRIMARY]["low"] > 0 and p < 0.05
+                and row["vs_random"][PRIMARY]["low"] > 0
+                and row["vs_continued"][GUARD]["low"] > -margin)
+    return out
+
+
+def _cell(effect, digits=2):
+    if effect is None or not math.isfinite(effect["mean"]):
+        return "—"
+    if not math.isfinite(effect["low"]):
+        return f"{effect['mean']:+.{digits}f}"
+    return (f"{effect['mean']:+.{digits}f} [{effect['low']:+.{digits}f}, "
+            f"{effect['high']:+.{digits}f}]")
+
+
+def sweep_table(data):
+    """The validation tables: backbones against the noisy input, then each
+    setting's paired difference to ``continued`` and the choice.
+
+    Example
+    -------
+    >>> data = {"sweep": {"x": {"seeds": [1], "continued": {}, "settings": {
+    ...     "ratio/0.01/shallow": {"seeds": [1], "pesq": 0.1, "estoi": 0.01,
+    ...         "si_sdr": -0.1, "worst_si_sdr": -0.1, "cr": 0.9,
+    ...         "cr_grad_ratio": 0.2, "cr_grad_cosine": 0.1}},
+    ...     "choice": {"setting": "ratio/0.01/shallow", "passed": True,
+    ...                "excluded": [], "why": "best"}}}}
+    >>> print(sweep_table(data).splitlines()[-3])
+    | x | ratio/0.01/shallow | 1 | +0.100 | +0.010 | -0.10 | -0.10 | ... |
+    """
+    lines = []
+    backbones = data.get("backbone_summary") or []
+    if backbones:
+        noisy = data.get("noisy_valid") or {}
+        lines += [
+            "| backbone | seed | best epoch / budget | plateaued | PESQ "
+            "| eSTOI | SI-SDR | above noisy |", "|---|---:|---|---|---:|"
+            "---:|---:|---|",
+            f"| noisy input | — | — | — | {fmt(noisy.get('pesq'))} "
+            f"| {fmt(noisy.get('estoi'), 3)} | {fmt(noisy.get('si_sdr'))} "
+            "| — |"]
+        for row in backbones:
+            means = row["means"]
+            lines.append(
+                f"| {row['backbone']} | {row['seed']} | {row['best_epoch']} "
+                f"/ {row['epochs']} | {'yes' if row['plateaued'] else 'no'} "
+                f"| {fmt(means['pesq'])} | {fmt(means['estoi'], 3)} "
+                f"| {fmt(means['si_sdr'])} "
+                f"| {'yes' if row['above_noisy'] else 'no'} |")
+        lines.append("")
+    lines += ["| backbone | setting (form/weight/order) | seeds | Δ PESQ "
+              "| Δ eSTOI | Δ SI-SDR | worst seed Δ SI-SDR | CR | CR/main "
+              "gradient | CR·main cosine | choice |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    whys = []
+    for backbone, sweep in (data.get("sweep") or {}).items():
+        choice = sweep.get("choice") or {}
+        for name, row in sweep["settings"].items():
+            mark = ("chosen" if name == choice.get("setting") else
+                    f"SI-SDR < -{MARGIN_DB} dB"
+                    if name in choice.get("excluded", []) else "")
+            lines.append(
+                f"| {backbone} | {name} | {len(row['seeds'])} "
+                f"| {row['pesq']:+.3f} | {row['estoi']:+.3f} "
+                f"| {row['si_sdr']:+.2f} | {row['worst_si_sdr']:+.2f} "
+                f"| {fmt(row['cr'], 3)} | {fmt(row['cr_grad_ratio'], 3)} "
+                f"| {fmt(row['cr_grad_cosine'], 2)} | {mark} |")
+        if choice:
+            whys.append(f"- {backbone}: {choice['why']}.")
+    return "\n".join(lines + ([""] + whys if whys else []))
+
+
+def heldout_table(data):
+    """The test table: means, paired differences to ``continued`` and to
+    the random-space control, and whether a gain is claimed.
+
+    Example
+    -------
+    >>> effect = {"mean": 0.1, "low": 0.05, "high": 0.15, "p": 0.01,
+    ...           "mde": 0.04}
+    >>> row = {"seeds": [4], "means": {"pesq": 2.1, "estoi": .8,
+    ...        "si_sdr": 9.0}, "vs_continued": dict.fromkeys(
+    ...        ("pesq", "estoi", "si_sdr"), effect),
+    ...        "vs_random": dict.fromkeys(("pesq", "estoi", "si_sdr"),
+    ...        effect), "claimed": True, "holm_p": 0.02}
+    >>> print(heldout_table({"test": {"x": {"cr": row}}}).splitlines()[-1])
+    | x | cr | 1 | 2.10 | 0.800 | 9.00 | +0.10 [+0.05, +0.15] | ... | yes |
+    """
+    lines = ["| backbone | arm | seeds | PESQ | eSTOI | SI-SDR "
+             "| Δ PESQ vs continued [95 % CI] | Δ eSTOI | Δ SI-SDR "
+             "| Δ PESQ vs random space | MDE PESQ | Holm p (PESQ) "
+             "| gain claimed |",
+             "|---|---|---:|---:|---:|---:|---|---|---|---|---:|---:|---|"]
+    for backbone, rows in (data.get("test") or {}).items():
+        for arm, row in rows.items():
+            versus = row.get("vs_continued") or {}
+            random_ = (row.get("vs_random") or {}).get(PRIMARY)
+            claimed = {True: "yes", False: "no"}.get(row.get("claimed"), "—")
+            means = row["means"]
+            lines.append(
+                f"| {backbone} | {arm} | {len(row['seeds'])} "
+                f"| {fmt(means['pesq'])} | {fmt(means['estoi'], 3)} "
+                f"| {fmt(means['si_sdr'])} | {_cell(versus.get('pesq'))} "
+                f"| {_cell(versus.get('estoi'), 3)} "
+                f"| {_cell(versus.get('si_sdr'))} | {_cell(random_)} "
+                f"| {fmt((versus.get('pesq') or {}).get('mde'), 3)} "
+                f"| {fmt(row.get('holm_p'), 3)} | {claimed} |")
+    return "\n".join(lines)
+
+
+def markdown_table(data):
+    """The sweep tables, then the test table.
+
+    Example
+    -------
+    >>> print(markdown_table({}).splitlines()[0])
+    | backbone | setting (form/weight/order) | seeds | Δ PESQ | ...
+    """
+    return sweep_table(data) + "\n\n" + heldout_table(data)

@@ -1,0 +1,232 @@
+"""The CR protocol (issue 22): the validation choice, the claim rule, the
+tables and the forks' wiring, on synthetic results (no training)."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import cr_protocol
+from benchmarks import cr_protocol_analysis as analysis
+
+SETTINGS = {
+    "ratio/0.03/shallow": {"pesq": 0.30, "si_sdr": -0.31},
+    "ratio_detached/0.01/shallow": {"pesq": 0.10, "si_sdr": -0.30},
+    "feature_match/0.01/shallow": {"pesq": 0.05, "si_sdr": 0.20},
+    "feature_match/0.003/shallow": {"pesq": math.nan, "si_sdr": math.nan},
+}
+
+
+def test_choice_takes_best_pesq_within_the_margin():
+    choice = analysis.choose_setting(SETTINGS)
+    # -0.30 dB is within the 0.3 dB margin, -0.31 dB is not, NaN is not
+    assert choice["setting"] == "ratio_detached/0.01/shallow"
+    assert choice["passed"]
+    assert choice["excluded"] == ["feature_match/0.003/shallow",
+                                  "ratio/0.03/shallow"]
+    assert "0.3 dB" in choice["why"]
+
+
+def test_choice_margin_is_a_parameter():
+    choice = analysis.choose_setting(SETTINGS, margin=0.5)
+    assert choice["setting"] == "ratio/0.03/shallow"
+
+
+def test_no_setting_within_the_margin_takes_the_least_harmful_flagged():
+    deltas = {"ratio/0.03/shallow": {"pesq": 0.3, "si_sdr": -1.0},
+              "ratio/0.01/deep": {"pesq": 0.1, "si_sdr": -0.4}}
+    choice = analysis.choose_setting(deltas)
+    assert choice["setting"] == "ratio/0.01/deep"
+    assert not choice["passed"]
+    assert "no gain can be claimed" in choice["why"]
+
+
+def test_pesq_tie_goes_to_the_smaller_weight():
+    deltas = {"ratio/0.03/shallow": {"pesq": 0.1004, "si_sdr": 0.5},
+              "ratio/0.003/shallow": {"pesq": 0.1001, "si_sdr": 0.0}}
+    assert (analysis.choose_setting(deltas)["setting"]
+            == "ratio/0.003/shallow")
+
+
+def _sweep_runs(deltas_by_seed):
+    """Sweep runs whose ``continued`` differs by seed, the settings at a
+    fixed paired difference."""
+    runs = []
+    for seed, deltas in deltas_by_seed.items():
+        base = {"pesq": 2.0 + seed, "estoi": 0.7, "si_sdr": 8.0 + seed}
+        runs.append({"stage": "sweep", "backbone": "b", "seed": seed,
+                     "arm": "continued", "means": base, "train": {}})
+        for name, (d_pesq, d_si_sdr) in deltas.items():
+            runs.append({
+                "stage": "sweep", "backbone": "b", "seed": seed, "arm": name,
+                "means": {"pesq": base["pesq"] + d_pesq, "estoi": 0.7,
+                          "si_sdr": base["si_sdr"] + d_si_sdr},
+                "train": {"cr": 0.5, "cr_grad_ratio": 0.2}})
+    return runs
+
+
+def test_sweep_pairs_settings_with_continued_by_seed():
+    runs = _sweep_runs({
+        1: {"ratio/0.01/shallow": (0.2, -0.6), "ratio/0.01/deep": (0.1, 0)},
+        2: {"ratio/0.01/shallow": (0.2, 0.0), "ratio/0.01/deep": (0.1, 0)},
+    })
+    sweep = analysis.summarize_sweep({"runs": runs})["b"]
+    shallow = sweep["settings"]["ratio/0.01/shallow"]
+    assert shallow["pesq"] == pytest.approx(0.2)
+    assert shallow["si_sdr"] == pytest.approx(-0.3)
+    assert shallow["worst_si_sdr"] == pytest.approx(-0.6)
+    # mean SI-SDR loss 0.3 dB: within the margin, and the better PESQ
+    assert sweep["choice"]["setting"] == "ratio/0.01/shallow"
+
+
+def _items(rng, shift, utts=60):
+    return {f"u{i}": {"pesq": 2.0 + 0.3 * math.sin(i) + shift
+                      + rng.normal(0, 0.05),
+                      "estoi": 0.8, "si_sdr": 10.0 + rng.normal(0, 0.1)}
+            for i in range(utts)}
+
+
+def _test_runs(shifts, seeds=(4, 5, 6, 7, 8)):
+    rng = np.random.default_rng(0)
+    return [{"stage": "test", "backbone": "b", "seed": seed, "arm": arm,
+             "items": _items(rng, shift + 0.01 * seed)}
+            for seed in seeds for arm, shift in shifts.items()]
+
+
+def test_a_gain_the_random_space_also_gives_is_not_claimed():
+    test = analysis.summarize_test({"runs": _test_runs(
+        {"continued": 0.0, "cr": 0.2, "ccr_quality": 0.2,
+         "cr_random": 0.2})})["b"]
+    assert test["cr"]["vs_continued"]["pesq"]["low"] > 0
+    assert not test["cr"]["claimed"]
+    assert "claimed" not in test["cr_random"]  # the control claims nothing
+    assert "holm_p" not in test["cr_random"]
+
+
+def test_a_gain_above_zero_and_above_the_control_is_claimed():
+    test = analysis.summarize_test({"runs": _test_runs(
+        {"continued": 0.0, "cr": 0.2, "ccr_quality": -0.1,
+         "cr_random": 0.0})})["b"]
+    assert test["cr"]["claimed"]
+    assert test["cr"]["vs_random"]["pesq"]["low"] > 0
+    assert not test["ccr_quality"]["claimed"]
+    assert test["cr"]["holm_p"] < 0.05
+
+
+def _synthetic_data():
+    data = {
+        "noisy_valid": {"pesq": 1.9, "estoi": 0.75, "si_sdr": 8.0},
+        "runs": [
+            {"stage": "backbone", "backbone": "b", "seed": 1,
+             "means": {"pesq": 2.4, "estoi": 0.8, "si_sdr": 12.0},
+             "best_epoch": 30, "epochs": 40, "plateaued": True},
+            *_sweep_runs({1: {"ratio/0.01/shallow": (0.1, -0.1),
+                              "ratio/0.03/shallow": (0.3, -0.9)}}),
+            *_test_runs({"continued": 0.0, "cr": 0.2, "cr_random": 0.0}),
+        ],
+    }
+    data["backbone_summary"] = analysis.summarize_backbones(data)
+    data["sweep"] = analysis.summarize_sweep(data)
+    data["test"] = analysis.summarize_test(data)
+    return data
+
+
+def test_tables_render_a_tiny_synthetic_data_dict():
+    table = analysis.markdown_table(_synthetic_data())
+    lines = table.splitlines()
+    assert "| noisy input | — | — | — | 1.90 | 0.750 | 8.00 | — |" in lines
+    assert "| b | 1 | 30 / 40 | yes | 2.40 | 0.800 | 12.00 | yes |" in lines
+    chosen = next(line for line in lines if line.endswith("| chosen |"))
+    assert "ratio/0.01/shallow" in chosen
+    assert any("ratio/0.03/shallow" in line and "SI-SDR < -0.3 dB" in line
+               for line in lines)
+    assert any(line.startswith("- b: ratio/0.01/shallow") for line in lines)
+    cr = next(line for line in lines if line.startswith("| b | cr |"))
+    assert cr.endswith("| yes |") and "[+" in cr
+    control = next(line for line in lines
+                   if line.startswith("| b | cr_random |"))
+    assert control.endswith("| — |")
+    # every row of a table has as many cells as its header
+    for block in table.split("\n\n"):
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        assert len({row.count("|") for row in rows}) <= 1, block
+
+
+def test_renderers_are_reachable_from_the_benchmark_module():
+    data = _synthetic_data()
+    assert cr_protocol.markdown_table(data) == analysis.markdown_table(data)
+
+
+def test_backbone_below_the_noisy_input_stops_the_protocol(capsys):
+    data = _synthetic_data()
+    data["runs"][0]["means"]["estoi"] = 0.7
+    with pytest.raises(SystemExit, match="not above the noisy input on "
+                       r"validation \(estoi\)"):
+        cr_protocol.check_backbones(data, [1], ["b"], strict=True)
+    cr_protocol.check_backbones(data, [1], ["b"], strict=False)
+    assert "warning (smoke run)" in capsys.readouterr().out
+
+
+def test_forks_warm_start_and_score_the_right_split(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_recipe(recipe, yaml, overrides, threads):
+        out = overrides["output_folder"]
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, f"{overrides['evaluate_on']}_results"
+                               ".csv"), "w") as fout:
+            fout.write("snt_id,pesq,estoi,si_sdr\nu1,2.0,0.8,10.0\n"
+                       "avg,2.0,0.8,10.0\n")
+        with open(os.path.join(out, "train_log.txt"), "w") as fout:
+            fout.write("epoch: 1, lr: 1e-3 - train loss: 0.5 - valid loss: "
+                       "0.4\nepoch: 2, lr: 1e-3 - train loss: 0.4 - valid "
+                       "loss: 0.45\n")
+        calls.append((yaml, overrides))
+        return 1.0
+
+    monkeypatch.setattr(cr_protocol, "run_recipe", fake_run_recipe)
+    ssl = {"trained": "/ssl/trained", "random": "/ssl/random"}
+    protocol = cr_protocol.Protocol(cr_protocol.QUICK, str(tmp_path), ssl, 1,
+                                    quick=True)
+    job = {"stage": "backbone", "backbone": "spectral_mask", "seed": 4}
+    record = protocol.backbone(job)
+    assert record["best_epoch"] == 1 and record["epochs"] == 2
+    assert calls[-1][1]["evaluate_on"] == "valid"
+    assert "init_from" not in calls[-1][1]
+    backbone = protocol.folder(job)
+
+    sweep = protocol.fork({**job, "stage": "sweep", "arm": "continued"},
+                          "continued", "valid")
+    assert sweep["setting"] is None
+    yaml, overrides = calls[-1]
+    assert yaml == "spectral_mask.yaml" and "cr_weight" not in overrides
+    assert overrides["init_from"] == backbone
+    assert overrides["evaluate_on"] == "valid"
+
+    setting = "ratio_detached/0.01/deep"
+    for arm in cr_protocol.TEST_FORKS:
+        protocol.fork({**job, "stage": "test", "arm": arm}, setting, "test")
+        yaml, overrides = calls[-1]
+        assert overrides["init_from"] == backbone
+        assert overrides["evaluate_on"] == "test"
+        assert overrides["number_of_epochs"] == 1
+        if arm == "continued":
+            assert yaml == "spectral_mask.yaml"
+            continue
+        assert overrides["cr_form"] == "ratio_detached"
+        assert overrides["cr_weight"] == 0.01
+        assert overrides["cr_layer_weights"] == [4.0, 8.0, 16.0, 32.0]
+        space = "random" if arm == "cr_random" else "trained"
+        assert overrides["ssl_source"] == ssl[space]
+        assert (overrides.get("reference_model") == backbone) == (
+            arm.startswith("ccr"))
+    ids = {cr_protocol.job_id({**job, "stage": "test", "arm": arm})
+           for arm in cr_protocol.TEST_FORKS}
+    assert len(ids) == len(cr_protocol.TEST_FORKS)
+
+
+def test_test_seeds_must_be_fresh():
+    with pytest.raises(SystemExit):
+        cr_protocol.parse_args(["--quick", "--sweep_seeds", "1",
+                                "--test_seeds", "1"])
