@@ -50,7 +50,7 @@ tables: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/yamllint -s .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) $(VENV)-lock .pytest_cache .ruff_cache
