@@ -394,9 +394,11 @@ def _train_all(seed, args, workdir):
 
 #: separate.py settings of the papers' MCEM, which this benchmark measures
 #: whatever separate.yaml ships (AV-VAE alone, one iteration count for
-#: both VAEs, no noise stop); a run's own flags come after and win.
+#: both VAEs, no noise stop, 40 MH steps of which 30 burn-in); a run's
+#: own flags come after and win.
 PAPERS_MCEM = ("--lips_fallback=False", "--av_vae_iterations=null",
-               "--a_vae_iterations=null", "--max_noise_growth=null")
+               "--a_vae_iterations=null", "--max_noise_growth=null",
+               "--num_mh_steps=40", "--burn_in=30")
 
 
 def _separate(seed, args, folders, out, flags):

@@ -58,7 +58,6 @@ from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.tag import Tag
 
-from lobes.checkpoint_files import check_model_checkpoints
 from lobes.chunking import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_OVERLAP_SECONDS,
@@ -83,6 +82,7 @@ from lobes.pretrained import noise_output_index
 from lobes.runs import (
     HPARAMS_FILE,
     best_checkpoint,
+    check_model_checkpoints,
     load_trained_run,
     read_state_file,
 )

@@ -15,18 +15,12 @@ epoch, in one line that names what is wrong and the fix
   :func:`check_hparams` applies the same rules to a loaded experiment;
 - :func:`check_writable`: the output folder can be written, before
   anything is written;
-- :func:`check_checkpoints`: every checkpoint a resume or a test may load
-  is whole (each ``.ckpt`` written by ``torch.save`` loads weights-only,
-  each text one is readable and not empty, ``CKPT.yaml`` is a mapping);
-  otherwise one line names the file and says to delete its ``CKPT+``
-  folder (the run then resumes from the one before) or to use another
-  output folder.
+- checkpoints are checked by :mod:`lobes.checkpoint_files`.
 """
 
 import os
 import re
 import tempfile
-import zipfile
 
 import yaml
 
@@ -39,16 +33,6 @@ class OutputFolderError(UserError):
     Example
     -------
     >>> isinstance(OutputFolderError("x"), UserError)
-    True
-    """
-
-
-class CheckpointError(UserError):
-    """A checkpoint file is truncated or corrupt.
-
-    Example
-    -------
-    >>> isinstance(CheckpointError("x"), UserError)
     True
     """
 
@@ -476,133 +460,3 @@ def check_writable(folder, argument="--output_folder"):
         raise OutputFolderError(
             f"{folder}: output folder {what} ({reason}); {fix}"
         ) from None
-
-
-#: The first bytes of the files ``torch.save`` writes (zip; old pickle).
-_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
-
-
-def torch_file_problem(path):
-    """Why a file written by ``torch.save`` is truncated or corrupt, or None.
-
-    A zip archive (torch's format) is checked whole, every member against
-    its CRC, without unpickling anything; a file in torch's legacy format
-    is left to ``torch.load``.
-
-    Example
-    -------
-    >>> import tempfile, torch
-    >>> path = os.path.join(tempfile.mkdtemp(), "model.ckpt")
-    >>> torch.save({"w": torch.ones(100)}, path)
-    >>> torch_file_problem(path) is None
-    True
-    >>> with open(path, "rb") as fin:
-    ...     data = fin.read()
-    >>> with open(path, "wb") as fout:
-    ...     _ = fout.write(data[:300])
-    >>> torch_file_problem(path)
-    '300 bytes, not a complete torch zip archive'
-    """
-    size = os.path.getsize(path)
-    if size == 0:
-        return "empty file"
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as fin:
-            if fin.read(1) == b"\x80":
-                return None  # torch's legacy format: torch.load judges it
-        return f"{size} bytes, not a complete torch zip archive"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        bad = f"unreadable: {' '.join(str(err).split())[:80]}"
-    return None if bad is None else f"{bad} fails its check"
-
-
-def _check_file(path):
-    """The reason a checkpoint file is unusable, or None."""
-    try:
-        with open(path, "rb") as fin:
-            head = fin.read(4)
-    except OSError as err:
-        return err.strerror or type(err).__name__
-    if not head:
-        return "empty file"
-    if any(head.startswith(magic) for magic in _TORCH_MAGIC):
-        return torch_file_problem(path)
-    try:
-        with open(path, encoding="utf-8") as fin:
-            text = fin.read()
-    except UnicodeDecodeError:
-        return "neither a torch file nor text"
-    if os.path.basename(path) == "CKPT.yaml":
-        try:
-            meta = yaml.safe_load(text)
-        except yaml.YAMLError:
-            return "not valid YAML"
-        if not isinstance(meta, dict):
-            return "not a YAML mapping"
-    return None
-
-
-def check_checkpoint(ckpt_dir):
-    """Fail in one line if a file of one ``CKPT+...`` folder is unusable.
-
-    Example
-    -------
-    >>> import tempfile, torch
-    >>> ckpt = os.path.join(tempfile.mkdtemp(), "CKPT+1")
-    >>> os.makedirs(ckpt)
-    >>> _ = open(os.path.join(ckpt, "CKPT.yaml"), "w").write("end-of-epoch: true\\n")
-    >>> torch.save({"w": torch.ones(3)}, os.path.join(ckpt, "model.ckpt"))
-    >>> check_checkpoint(ckpt)
-    >>> data = open(os.path.join(ckpt, "model.ckpt"), "rb").read()
-    >>> _ = open(os.path.join(ckpt, "model.ckpt"), "wb").write(data[:100])
-    >>> check_checkpoint(ckpt)
-    Traceback (most recent call last):
-    ...
-    lobes.hparam_checks.CheckpointError: .../CKPT+1/model.ckpt: truncated or corrupt checkpoint (100 bytes, ...); delete the folder .../CKPT+1 to resume from the checkpoint before it, or pass another --output_folder
-    """  # noqa: E501
-    ckpt_dir = str(ckpt_dir)
-    names = sorted(os.listdir(ckpt_dir))
-    if "CKPT.yaml" not in names:
-        raise CheckpointError(
-            f"{ckpt_dir}: checkpoint folder without CKPT.yaml (an unfinished "
-            f"save); delete the folder {ckpt_dir} to resume from the "
-            "checkpoint before it, or pass another --output_folder"
-        )
-    for name in names:
-        path = os.path.join(ckpt_dir, name)
-        if not os.path.isfile(path):
-            continue
-        reason = _check_file(path)
-        if reason is not None:
-            raise CheckpointError(
-                f"{path}: truncated or corrupt checkpoint ({reason}); "
-                f"delete the folder {ckpt_dir} to resume from the checkpoint "
-                "before it, or pass another --output_folder"
-            )
-
-
-def check_checkpoints(save_folder, prefix="CKPT+"):
-    """Check every checkpoint folder in ``save_folder`` (if any).
-
-    Returns the checked folders (oldest name first).
-
-    Example
-    -------
-    >>> import tempfile
-    >>> check_checkpoints(os.path.join(tempfile.mkdtemp(), "none"))
-    []
-    """
-    save_folder = str(save_folder)
-    if not os.path.isdir(save_folder):
-        return []
-    folders = sorted(
-        os.path.join(save_folder, name) for name in os.listdir(save_folder)
-        if name.startswith(prefix)
-        and os.path.isdir(os.path.join(save_folder, name))
-    )
-    for folder in folders:
-        check_checkpoint(folder)
-    return folders

@@ -51,7 +51,6 @@ from speechbrain.inference.separation import SepformerSeparation
 from speechbrain.utils.data_utils import split_path
 from speechbrain.utils.fetching import fetch
 
-from lobes.checkpoint_files import check_model_checkpoints
 from lobes.chunking import (  # noqa: F401 (public here before the split)
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_OVERLAP_SECONDS,
@@ -64,7 +63,12 @@ from lobes.chunking import (  # noqa: F401 (public here before the split)
 from lobes.data.audio import audio_info, read_audio, write_audio
 from lobes.errors import ModelSourceError
 from lobes.models.noise_aware import NoiseAwareSeparator, NoiseOutputTracker
-from lobes.runs import is_hub_id, load_trained_run, read_state_file
+from lobes.runs import (
+    check_model_checkpoints,
+    is_hub_id,
+    load_trained_run,
+    read_state_file,
+)
 from lobes.waveform_adapter import WaveformEnhancementAdapter
 
 logger = logging.getLogger(__name__)

@@ -21,13 +21,10 @@ a cache folder the first time.
 import os
 import sys
 
+from lobes.checkpoint_files import check_checkpoints
 from lobes.errors import DataFolderError, HparamsError, exit_on_user_error
 from lobes.exclusive_run import lock_output_folder
-from lobes.hparam_checks import (
-    check_checkpoints,
-    check_override_values,
-    check_writable,
-)
+from lobes.hparam_checks import check_override_values, check_writable
 from lobes.interrupt import GracefulStop
 from lobes.overrides import (
     load_hparams,
@@ -173,7 +170,7 @@ def setup_experiment(hparams, hparams_file, run_opts, overrides):
 
     The output folder must be writable, holds one run at a time
     (:func:`lobes.exclusive_run.lock_output_folder`) and its checkpoints must be
-    readable (:func:`lobes.hparam_checks.check_checkpoints`); then
+    readable (:func:`lobes.checkpoint_files.check_checkpoints`); then
     SpeechBrain's ``ddp_init_group`` and ``create_experiment_directory``.
 
     Then ``<output_folder>/hyperparams.yaml``: the YAML, its fragments

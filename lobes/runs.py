@@ -38,8 +38,8 @@ from typing import NamedTuple
 
 import torch
 
+from lobes.checkpoint_files import check_checkpoint_file, torch_file_problem
 from lobes.errors import ModelSourceError, UserError
-from lobes.hparam_checks import torch_file_problem
 from lobes.models.noise_aware import NoiseAwareSeparator
 from lobes.overrides import load_hparams
 from lobes.ssl_features import _hub_reachable, _looks_like_path
@@ -498,3 +498,54 @@ def separator_from_parts(hparams, loadables):
 #: Training modules an exported folder stores as parts, and how to put them
 #: together again.
 ASSEMBLED_MODULES = {"separator": separator_from_parts}
+
+
+def check_model_checkpoints(source, module_names):
+    """Check the checkpoint files a model source would load.
+
+    Arguments
+    ---------
+    source : str
+        A training run's output folder (the files of ``module_names`` in
+        its best checkpoint are checked), a folder written by
+        ``python -m lobes.export`` (all its ``*.ckpt`` files), or anything
+        else (a hub id, a missing folder: nothing is checked here; the
+        loader reports those).
+    module_names : list of str
+        The modules loaded from a training run (``separator``).
+
+    Raises
+    ------
+    ModelSourceError
+        One line naming the damaged file and the fix: for a run, delete
+        that checkpoint folder so that the next best one is used, or pass
+        a checkpoint folder of another run; for an export, export again.
+
+    Example
+    -------
+    >>> check_model_checkpoints("noise-robust-sb/not-a-folder", ["m"])
+    >>> check_model_checkpoints("/no/such/folder", ["m"])
+    """
+    source = str(source)
+    if not os.path.isdir(source):
+        return
+    if is_exported_folder(source):
+        fix = (
+            "export the model again (python -m lobes.export <run folder> "
+            f"{source} --overwrite) or fetch the folder again"
+        )
+        for name in sorted(os.listdir(source)):
+            if name.endswith(".ckpt"):
+                check_checkpoint_file(os.path.join(source, name), fix)
+        return
+    if not os.path.isdir(os.path.join(source, "save")):
+        return
+    checkpoint = best_checkpoint(source)
+    fix = (
+        f"delete its checkpoint folder {checkpoint.path} to use the run's "
+        "next best checkpoint, or pass another run"
+    )
+    for name in module_names:
+        path = checkpoint.paramfiles.get(name)
+        if path is not None and os.path.isfile(path):
+            check_checkpoint_file(str(path), fix)

@@ -9,12 +9,14 @@ import textwrap
 import pytest
 import torch
 
-from lobes.errors import HparamsError, UserError
-from lobes.hparam_checks import (
+from lobes.checkpoint_files import (
     CheckpointError,
-    OutputFolderError,
     check_checkpoint,
     check_checkpoints,
+)
+from lobes.errors import HparamsError, UserError
+from lobes.hparam_checks import (
+    OutputFolderError,
     check_hparams,
     check_override_values,
     check_value,
