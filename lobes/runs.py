@@ -37,6 +37,8 @@ import textwrap
 from typing import NamedTuple
 
 import torch
+from speechbrain.utils.checkpoints import Checkpoint, Checkpointer
+from speechbrain.utils.fetching import FetchConfig, fetch
 
 from lobes.checkpoint_files import check_checkpoint_file, torch_file_problem
 from lobes.errors import ModelSourceError, UserError
@@ -91,8 +93,6 @@ def best_checkpoint(folder):
     ...
     lobes.errors.ModelSourceError: /no/such/run/save: no checkpoint; ...
     """
-    from speechbrain.utils.checkpoints import Checkpointer
-
     save = os.path.join(folder, "save")
     checkpoints = []
     if os.path.isdir(save):
@@ -365,8 +365,6 @@ def _fetch_exported(source, savedir):
     when it is not all there, ``HF_HUB_OFFLINE`` is not set and the hub
     answers is it downloaded.
     """
-    from speechbrain.utils.fetching import FetchConfig
-
     if os.path.isdir(source):
         try:
             return _fetch_and_load(source, savedir, FetchConfig())
@@ -407,8 +405,6 @@ def _fetch_and_load(source, savedir, fetch_config):
     The files ``from_hparams`` collects, collected the same way; the
     checkpoints are read with :func:`load_state_file`.
     """
-    from speechbrain.utils.fetching import fetch
-
     path = fetch(HPARAMS_FILE, source=source, savedir=savedir,
                  fetch_config=fetch_config)
     hparams = _load_inference_yaml(path)
@@ -448,8 +444,6 @@ def _load_inference_yaml(path):
 
 def _load_exported(source, module_names, kind, savedir):
     """An exported folder or hub id: the inference YAML, one file a module."""
-    from speechbrain.utils.checkpoints import Checkpoint
-
     hparams, hparams_path, paramfiles = _fetch_exported(source, savedir)
     loadables = hparams["pretrainer"].loadables
     modules = {}

@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 import torch
+from speechbrain.dataio.dataset import DynamicItemDataset
 
 from lobes.data.audio import read_audio
 from lobes.errors import DataFolderError
@@ -258,8 +259,6 @@ def av_datasets(hparams, manifests):
     >>> item["id"], item["wav_sig"].shape, item["lips_sig"].shape, item["fps"]
     ('a_1', torch.Size([1600]), torch.Size([3, 4, 4]), 30.0)
     """
-    from speechbrain.dataio.dataset import DynamicItemDataset
-
     picked = select_utterances(
         manifests,
         speaker_dependent=bool(hparams.get("speaker_dependent", False)),
@@ -428,8 +427,6 @@ def mixture_datasets(hparams, manifests):
     >>> item["id"], item["mix_sig"].shape, item["sources_sig"].shape
     ('m1', torch.Size([1600]), torch.Size([1600, 2]))
     """
-    from speechbrain.dataio.dataset import DynamicItemDataset
-
     datasets = {}
     for split in SPLITS:
         rows = read_rows(manifests[f"mix_{split}"])

@@ -23,6 +23,7 @@ import json
 import os
 import zlib
 
+import speechbrain as sb
 import torch
 import torch.nn.functional as F
 
@@ -133,8 +134,6 @@ def enhancement_datasets(
     >>> sets["train"][0]["noisy_sig"].shape, sets["test"][0]["clean_sig"].shape
     (torch.Size([800]), torch.Size([1600]))
     """
-    import speechbrain as sb
-
     segment_samples = int(round(float(segment_length) * int(sample_rate)))
     if segment_samples <= 0:
         raise HparamsError(
