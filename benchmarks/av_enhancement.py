@@ -39,8 +39,9 @@ and 48 validation items on the small mini corpus).
 2. **Test** (``--seeds``, scored once with the choices above): per seed,
    the A-VAE, the kept AV-VAE and the one-output supervised Conv-TasNet
    trained; ``separate.py`` on the test items (mixture, AV-VAE, A-VAE,
-   NMF, supervised); then the AV-VAE with the fallback and without on
-   corrupted lips (:data:`lobes.data.lip_corruption.CORRUPTIONS`). Paired
+   NMF, supervised); then the AV-VAE with the fallback on corrupted lips
+   (:data:`lobes.data.lip_corruption.CORRUPTIONS`; ``--plain``: without
+   it too). Paired
    differences per item (same seed, same item) get a mixed-model
    t-interval over seeds and items and the design's minimum detectable
    effect (:mod:`benchmarks.power`); the unreliable-lips criterion is
@@ -471,6 +472,8 @@ def score_test_seed(runner, seed, choice):
     }  # fmt: skip
     for fallback in (True, False):
         for kind in CORRUPTED:
+            if not fallback and kind != "none" and not runner.args.plain:
+                continue  # the plain AV-VAE on corrupted lips: --plain
             if kind == "none" and not fallback:
                 scores = main["items"]["av_vae"]
             else:
@@ -681,6 +684,9 @@ def parse_args(argv):
                         default=[1, 2, 3, 4, 5])
     parser.add_argument("--vae_epochs", type=int, default=60)
     parser.add_argument("--supervised_epochs", type=int, default=15)
+    parser.add_argument("--plain", action="store_true",
+                        help="also score the AV-VAE without its fallback "
+                        "on every corrupted lips (5 more runs a seed)")
     parser.add_argument("--probe_iterations", type=int, default=10,
                         help="EM iterations of the variant choice")
     parser.add_argument("--iteration_grid", type=int, nargs="+",
