@@ -77,6 +77,7 @@ from benchmarks.av_vae_benchmark import (
     VAE_FLAGS,
     _run,
     _training_facts,
+    separate_once,
 )
 from benchmarks.power import observed_mde, paired_effect
 from lobes.models.mcem import GAIN_INITS
@@ -246,16 +247,7 @@ class Runner:
                   for key, folder in folders.items()],
                 *flags,
             ]  # fmt: skip
-            if self.args.quick:
-                command += ["--num_mh_steps=4", "--burn_in=2",
-                            "--nmf_iterations=10",
-                            "--dictionary_iterations=10"]  # fmt: skip
-            seconds = _run(command, os.path.join(out, "benchmark.log"))
-            with open(summary_path) as fin:
-                summary = json.load(fin)
-            summary["separation_seconds"] = seconds
-            with open(summary_path, "w") as fout:
-                json.dump(summary, fout, indent=2, sort_keys=True)
+            separate_once(command, out, self.args.quick)
         with open(summary_path) as fin:
             summary = json.load(fin)
         with open(os.path.join(out, "benchmark.log")) as fin:

@@ -415,17 +415,25 @@ def _separate(seed, args, folders, out, flags):
             f"--supervised_folder={folders['supervised']}",
             "--num_speakers=2", *PAPERS_MCEM, *flags,
         ]
-        if args.quick:
-            command += ["--num_mh_steps=4", "--burn_in=2",
-                        "--nmf_iterations=10", "--dictionary_iterations=10"]
-        seconds = _run(command, os.path.join(out, "benchmark.log"))
-        with open(summary_path) as fin:
-            summary = json.load(fin)
-        summary["separation_seconds"] = seconds
-        with open(summary_path, "w") as fout:
-            json.dump(summary, fout, indent=2, sort_keys=True)
+        separate_once(command, out, args.quick)
     with open(summary_path) as fin:
         return json.load(fin)
+
+
+def separate_once(command, out, quick=False):
+    """Run a ``separate.py`` ``command`` whose output folder is ``out``
+    (logged to ``out/benchmark.log``; ``quick``: few MH steps and NMF
+    iterations) and add its wall time to ``out/summary.json``."""
+    if quick:
+        command = [*command, "--num_mh_steps=4", "--burn_in=2",
+                   "--nmf_iterations=10", "--dictionary_iterations=10"]
+    seconds = _run(command, os.path.join(out, "benchmark.log"))
+    summary_path = os.path.join(out, "summary.json")
+    with open(summary_path) as fin:
+        summary = json.load(fin)
+    summary["separation_seconds"] = seconds
+    with open(summary_path, "w") as fout:
+        json.dump(summary, fout, indent=2, sort_keys=True)
 
 
 def tune_iterations(args, workdir):
