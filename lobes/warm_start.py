@@ -86,6 +86,18 @@ class WarmStart(NamedTuple):
         return f"{line} ({partly})" if partly else line
 
 
+def _check_same_tensors(own, state, source, what, kind):
+    """One line when ``state`` does not name the tensors of ``own``."""
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state))
+    if unexpected or missing:
+        raise ModelSourceError(
+            f"{source}: not this {what} (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); warm-start from a run of the same {kind} "
+            "and sizes"
+        )
+
+
 def load_shared_state(separator, state, source="<state>"):
     """Copy a trained separator's state into a fresh one, shared rows only.
 
@@ -127,14 +139,8 @@ def load_shared_state(separator, state, source="<state>"):
     {'masknet.mask_conv1x1.conv.weight': 16}
     """
     own = separator.state_dict()
-    unexpected = sorted(set(state) - set(own))
-    missing = sorted(set(own) - set(state))
-    if unexpected or missing:
-        raise ModelSourceError(
-            f"{source}: not this separator's backbone (missing "
-            f"{missing[:3]}, unexpected {unexpected[:3]}); warm-start from a "
-            "run of the same backbone and sizes"
-        )
+    _check_same_tensors(own, state, source, "separator's backbone",
+                        "backbone")
     projection = "masknet." + output_projection(separator.masknet)[0] + "."
     copied, partly = [], {}
     with torch.no_grad():
@@ -253,14 +259,7 @@ def load_same_state(module, state, source="<state>"):
 (3, 2); warm-start from a run of the same model and sizes
     """
     own = module.state_dict()
-    unexpected = sorted(set(state) - set(own))
-    missing = sorted(set(own) - set(state))
-    if unexpected or missing:
-        raise ModelSourceError(
-            f"{source}: not this model (missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}); warm-start from a run of the same model "
-            "and sizes"
-        )
+    _check_same_tensors(own, state, source, "model", "model")
     for name, tensor in own.items():
         if state[name].shape != tensor.shape:
             raise ModelSourceError(
