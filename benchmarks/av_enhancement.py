@@ -236,18 +236,15 @@ class Runner:
         returns per-item scores and the summary."""
         out = os.path.join(self.args.work, name)
         summary_path = os.path.join(out, "summary.json")
-        if not os.path.isfile(summary_path):
-            os.makedirs(out, exist_ok=True)
-            command = [
-                sys.executable, "separate.py", "hparams/separate.yaml",
-                f"--output_folder={out}", f"--seed={seed}",
-                f"--mini_corpus_size={self.size}", "--num_speakers=1",
-                "--n_audio_to_save=0", *PAPERS_MCEM,
-                *[f"--{key}_folder={folder}"
-                  for key, folder in folders.items()],
-                *flags,
-            ]  # fmt: skip
-            separate_once(command, out, self.args.quick)
+        command = [
+            sys.executable, "separate.py", "hparams/separate.yaml",
+            f"--output_folder={out}", f"--seed={seed}",
+            f"--mini_corpus_size={self.size}", "--num_speakers=1",
+            "--n_audio_to_save=0", *PAPERS_MCEM,
+            *[f"--{key}_folder={folder}" for key, folder in folders.items()],
+            *flags,
+        ]  # fmt: skip
+        separate_once(command, out, self.args.quick)
         with open(summary_path) as fin:
             summary = json.load(fin)
         with open(os.path.join(out, "benchmark.log")) as fin:

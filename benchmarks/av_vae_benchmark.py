@@ -403,37 +403,71 @@ PAPERS_MCEM = ("--lips_fallback=False", "--av_vae_iterations=null",
 
 def _separate(seed, args, folders, out, flags):
     """``separate.py`` with the seed's models (skipped when done)."""
-    summary_path = os.path.join(out, "summary.json")
-    if not os.path.isfile(summary_path):
-        os.makedirs(out, exist_ok=True)
-        command = [
-            sys.executable, "separate.py", "hparams/separate.yaml",
-            f"--output_folder={out}", f"--seed={seed}",
-            f"--mini_corpus_size={'tiny' if args.quick else 'small'}",
-            f"--av_vae_folder={folders['av_vae']}",
-            f"--a_vae_folder={folders['a_vae']}",
-            f"--supervised_folder={folders['supervised']}",
-            "--num_speakers=2", *PAPERS_MCEM, *flags,
-        ]
-        separate_once(command, out, args.quick)
-    with open(summary_path) as fin:
+    command = [
+        sys.executable, "separate.py", "hparams/separate.yaml",
+        f"--output_folder={out}", f"--seed={seed}",
+        f"--mini_corpus_size={'tiny' if args.quick else 'small'}",
+        f"--av_vae_folder={folders['av_vae']}",
+        f"--a_vae_folder={folders['a_vae']}",
+        f"--supervised_folder={folders['supervised']}",
+        "--num_speakers=2", *PAPERS_MCEM, *flags,
+    ]
+    separate_once(command, out, args.quick)
+    with open(os.path.join(out, "summary.json")) as fin:
         return json.load(fin)
+
+
+#: Where separate_once records the arguments a run folder was made with.
+COMMAND_FILE = "benchmark_command.json"
 
 
 def separate_once(command, out, quick=False):
     """Run a ``separate.py`` ``command`` whose output folder is ``out``
     (logged to ``out/benchmark.log``; ``quick``: few MH steps and NMF
-    iterations) and add its wall time to ``out/summary.json``."""
+    iterations) and add its wall time to ``out/summary.json``, unless
+    ``out`` already holds a finished run of the same arguments.
+
+    A finished folder made with other arguments (a choice changed since)
+    is run again, never reused; one without a record of its arguments
+    (made before the record existed) is kept.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> out = tempfile.mkdtemp()
+    >>> write = ("import json; json.dump({}, open('%s/summary.json', 'w'))"
+    ...          % out)
+    >>> separate_once([sys.executable, "-c", write], out)
+    >>> json.load(open(os.path.join(out, COMMAND_FILE)))[0]
+    '-c'
+    >>> separate_once([sys.executable, "-c", write], out)  # done: skipped
+    >>> separate_once([sys.executable, "-c", "pass"], out)  # other: rerun
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: ...summary.json...
+    """
     if quick:
         command = [*command, "--num_mh_steps=4", "--burn_in=2",
                    "--nmf_iterations=10", "--dictionary_iterations=10"]
-    seconds = _run(command, os.path.join(out, "benchmark.log"))
     summary_path = os.path.join(out, "summary.json")
+    record_path = os.path.join(out, COMMAND_FILE)
+    arguments = list(command[1:])  # not the interpreter's path
+    if os.path.isfile(summary_path):
+        if not os.path.isfile(record_path):
+            return
+        with open(record_path) as fin:
+            if json.load(fin) == arguments:
+                return
+        os.remove(summary_path)
+    os.makedirs(out, exist_ok=True)
+    seconds = _run(command, os.path.join(out, "benchmark.log"))
     with open(summary_path) as fin:
         summary = json.load(fin)
     summary["separation_seconds"] = seconds
     with open(summary_path, "w") as fout:
         json.dump(summary, fout, indent=2, sort_keys=True)
+    with open(record_path, "w") as fout:
+        json.dump(arguments, fout, indent=1)
 
 
 def tune_iterations(args, workdir):
