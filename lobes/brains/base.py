@@ -171,9 +171,33 @@ class RecipeBrain(sb.Brain):
         return loader
 
     def on_fit_start(self):
-        """SpeechBrain's set-up; then start timing the first steps."""
+        """Warm-start from ``init_from`` (a finished run, when the YAML
+        names one: :meth:`warm_start`), then SpeechBrain's set-up (which
+        recovers this run's own checkpoint, when there is one, over the
+        warm start); then start timing the first steps."""
+        init_from = getattr(getattr(self, "hparams", None), "init_from",
+                            None)
+        if init_from:
+            report = self.warm_start(init_from)
+            if if_main_process():
+                logger.info("Warm start from %s: %s", init_from,
+                            report.summary())
         super().on_fit_start()
         self._timing = {"steps": 0, "start": None}
+
+    def warm_start(self, source):
+        """Load the trained weights of run ``source`` into the model this
+        Brain trains; a Brain whose recipes take ``init_from`` says how.
+
+        Returns
+        -------
+        lobes.warm_start.WarmStart
+            What was copied.
+        """
+        raise HparamsError(
+            f"init_from={source}: {type(self).__name__} cannot warm-start; "
+            "remove init_from"
+        )
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Stop here on a signal; log the device and time per epoch once."""

@@ -42,7 +42,6 @@ import logging
 import os
 
 import speechbrain as sb
-from speechbrain.utils.distributed import if_main_process
 
 from lobes.brains.base import RecipeBrain, save_examples
 from lobes.errors import HparamsError
@@ -168,18 +167,10 @@ class EnhancementBrain(RecipeBrain):
         )
         return super().fit(epoch_counter, train_set, valid_set, **kwargs)
 
-    def on_fit_start(self):
-        """Warm-start the enhancer (``init_from``: a finished enhancement
-        run's best checkpoint, :func:`lobes.warm_start.warm_start_module`),
-        then SpeechBrain's set-up (which recovers this run's own checkpoint,
-        when there is one, over the warm start)."""
-        init_from = getattr(self.hparams, "init_from", None)
-        if init_from:
-            report = warm_start_module(self.modules.enhance_model, init_from)
-            if if_main_process():
-                logger.info("Warm start from %s: %s", init_from,
-                            report.summary())
-        super().on_fit_start()
+    def warm_start(self, source):
+        """The enhancer from a finished enhancement run's best checkpoint
+        (:func:`lobes.warm_start.warm_start_module`)."""
+        return warm_start_module(self.modules.enhance_model, source)
 
     def _check_metric_names(self):
         """Fail in one line on a metric name ``enhancement_metrics`` lacks."""

@@ -234,15 +234,9 @@ class SeparationBrain(RecipeBrain):
         return super().fit(epoch_counter, train_set, valid_set, **kwargs)
 
     def on_fit_start(self):
-        """Warm-start (``init_from``), log the training setup, then compile,
-        wrap, init and recover (the run's own checkpoint, when there is one,
-        replaces the warm start)."""
-        init_from = getattr(self.hparams, "init_from", None)
-        if init_from:
-            report = warm_start(self.separator, init_from)
-            if if_main_process():
-                logger.info("Warm start from %s: %s", init_from,
-                            report.summary())
+        """Warm-start (``init_from``), compile, wrap, init and recover (the
+        run's own checkpoint, when there is one, replaces the warm start);
+        then log the training setup."""
         super().on_fit_start()
         if if_main_process():
             logger.info(
@@ -254,6 +248,11 @@ class SeparationBrain(RecipeBrain):
                 self.max_grad_norm,
                 self.precision,
             )
+
+    def warm_start(self, source):
+        """The separator's shared layers from a finished separation run
+        (:func:`lobes.warm_start.warm_start`)."""
+        return warm_start(self.separator, source)
 
     def on_stage_start(self, stage, epoch=None):
         """Reset statistics; seed the epoch's random training data."""
