@@ -30,13 +30,15 @@ CPU sizes of :mod:`lobes.cpu_settings`):
    (:mod:`benchmarks.power`).
 
 Choices are made on validation: ``--stage validation`` (the default)
-scores the arms on the validation mixtures (the recipe's test split
-pointed at them); ``--stage test`` trains the same arms again and scores
-the test split, once, after the choices are fixed. ``--noise_snr`` is the
-noise-level pre-check: with the backbone only (phase 1 at each
-``--gains``), on validation mixtures, the error breakdown of the speaker
-outputs (:func:`lobes.metrics.error_breakdown`) per mixture SNR, and the
-smallest noise gain where residual noise is at least as loud as the
+trains the arms and scores them on the validation mixtures (the recipe's
+test split pointed at them); ``--stage test`` then scores those trained
+arms (their best checkpoint by validation loss, not trained again) once on
+a wider test split: mini WHAM! with ``--test_mixtures`` (360) test
+mixtures, the same training and validation mixtures, its own 60 first.
+``--noise_snr`` is the noise-level pre-check: with the backbone only
+(phase 1 at each ``--gains``), on validation mixtures, the error breakdown
+of the speaker outputs (:func:`lobes.metrics.error_breakdown`) per mixture
+SNR, and the smallest noise gain where residual noise is at least as loud as the
 interfering speaker.
 
 Writes JSON after every run (``--out``, resumed from when it exists) with
@@ -110,6 +112,16 @@ BASELINE_ARM = "backbone"
 
 STAGES = ("validation", "test")
 
+#: Setup keys the test stage may set differently from the validation
+#: stage it follows: the stage, and the size of the wider test split.
+TEST_STAGE_KEYS = ("stage", "test_mixtures")
+
+#: Test mixtures of the test stage (mini WHAM!'s own test split is 60):
+#: the same training and validation mixtures, the 60 first.
+TEST_MIXTURES = 360
+#: The same for ``--quick`` (the tiny corpus has 4).
+QUICK_TEST_MIXTURES = 6
+
 #: The training of every run: phase 1, then phase 2 (epochs of 100 steps
 #: on the small corpus at batch 4).
 FULL = {
@@ -132,6 +144,12 @@ QUICK = {
 RESULT_KEYS = ("si-snr_i", "sdr_i", "noise_si-snr", "si-snr_i_oracle",
                "sdr_i_oracle", "noise_si-snr_oracle")
 BREAKDOWN_KEYS = ("interference_db", "noise_db", "artifact_db")
+#: Last-epoch training statistics kept from each arm's ``train_log.txt``:
+#: NCE and its chance level, NCE's gradient over PIT's on the masked
+#: features, and on the separator's parameters NCE's share of the two
+#: gradients' norms and their cosine.
+TRAIN_KEYS = ("nce", "nce_chance", "nce_grad_ratio", "nce_param_share",
+              "nce_pit_cosine")
 
 #: What the comparison reports: metric x noise choice.
 COMPARED = ("si-snr_i", "sdr_i")
@@ -405,40 +423,94 @@ def run_backbone(job, setup, work, views, threads):
     }
 
 
-def run_arm(job, setup, work, folders, threads):
-    """Phase 2: fork a backbone into one arm; train, test, measure."""
+def arm_overrides(job, setup, out, data_folder, backbone_folder):
+    """The recipe YAML and overrides of one arm's run."""
     stem, extra = arm_spec(job["arm"], setup.get("noise_loss_weight"))
     stem = stem.format(backbone=job["backbone"])
-    out = os.path.join(work, job_id(job))
-    shutil.rmtree(out, ignore_errors=True)
-    backbone_folder = os.path.join(
-        work, backbone_id(job["backbone"], job["seed"], job["gain_db"])
-    )
     overrides = recipe_overrides(
-        job["backbone"], stem, setup, job["seed"], out,
-        folders[job["stage"]][job["gain_db"]], setup["fork_epochs"],
+        job["backbone"], stem, setup, job["seed"], out, data_folder,
+        setup["fork_epochs"],
     )
     overrides.update(extra)
     overrides["init_from"] = backbone_folder
     if setup.get("fork_lr") is not None:
         overrides["lr"] = setup["fork_lr"]
-    wall = run_recipe(RECIPE, f"{stem}.yaml", overrides, threads)
+    return f"{stem}.yaml", overrides
+
+
+def run_arm(job, setup, work, folders, threads):
+    """Phase 2: fork a backbone into one arm; train, score, measure."""
+    out = os.path.join(work, job_id(job))
+    shutil.rmtree(out, ignore_errors=True)
+    yaml, overrides = arm_overrides(
+        job, setup, out, folders[job["stage"]][job["gain_db"]],
+        os.path.join(work, backbone_id(job["backbone"], job["seed"],
+                                       job["gain_db"])),
+    )
+    wall = run_recipe(RECIPE, yaml, overrides, threads)
+    return arm_record(job, setup, yaml, overrides, out, out, wall)
+
+
+def trained_arm(job):
+    """The validation-stage job whose trained arm a test-stage job scores.
+
+    Example
+    -------
+    >>> trained_arm({"stage": "test", "arm": "nass", "seed": 2})["stage"]
+    'validation'
+    """
+    return {**job, "stage": "validation"}
+
+
+def run_arm_test(job, setup, work, test_root, threads):
+    """Test stage: score a trained arm, once, on the test mixtures.
+
+    The arm is not trained again: the checkpoints of its validation-stage
+    run (same seed, backbone and settings; the best one by validation
+    loss is what gets scored) are copied into a fresh folder, and the
+    recipe runs there with the same overrides on ``test_root``. Its epoch
+    counter is already at the end, so it only tests.
+    """
+    trained = os.path.join(work, job_id(trained_arm(job)))
+    out = os.path.join(work, job_id(job))
+    checkpoints = sorted(
+        name for name in os.listdir(os.path.join(trained, "save"))
+        if name.startswith("CKPT")
+    )
+    if not checkpoints:
+        raise SystemExit(f"error: {trained}/save: no checkpoint to test; "
+                         "run --stage validation first")
+    shutil.rmtree(out, ignore_errors=True)
+    for name in checkpoints:
+        shutil.copytree(os.path.join(trained, "save", name),
+                        os.path.join(out, "save", name))
+    yaml, overrides = arm_overrides(
+        job, setup, out, test_root,
+        os.path.join(work, backbone_id(job["backbone"], job["seed"],
+                                       job["gain_db"])),
+    )
+    wall = run_recipe(RECIPE, yaml, overrides, threads)
+    return arm_record(job, setup, yaml, overrides, out, trained, wall)
+
+
+def arm_record(job, setup, yaml, overrides, out, trained, wall):
+    """One arm's record: scores of ``out``, training statistics of
+    ``trained`` (the same folder, but in the test stage)."""
     results = os.path.join(out, "test_results.csv")
     average, utterances = read_average(results)
     average = with_oracle(average)
-    train = last_epoch_stats(os.path.join(out, "train_log.txt"))
+    train = last_epoch_stats(os.path.join(trained, "train_log.txt"))
     return {
-        "id": job_id(job), "phase": "arm", **job, "yaml": f"{stem}.yaml",
+        "id": job_id(job), "phase": "arm", **job, "yaml": yaml,
         "overrides": overrides,
         **{key: average.get(key, math.nan)
            for key in RESULT_KEYS + BREAKDOWN_KEYS if key in average},
         "per_mixture": with_oracle(read_per_mixture(results)),
-        "nce": train.get("nce", math.nan),
-        "nce_chance": train.get("nce_chance", math.nan),
-        "nce_grad_ratio": train.get("nce_grad_ratio", math.nan),
+        **{key: train.get(key, math.nan) for key in TRAIN_KEYS},
         "train_loss": train.get("loss", math.nan),
         "epochs": train.get("epoch"),
-        "steps": train_steps(out, setup["fork_epochs"], setup["batch_size"]),
+        "steps": train_steps(trained, setup["fork_epochs"],
+                             setup["batch_size"]),
         "wall_seconds": wall, "test_utterances": utterances,
     }
 
@@ -547,8 +619,8 @@ def compare(runs, bootstrap=2000):
 def arm_means(runs):
     """Per stage, gain, backbone and arm: the mean over seeds of each
     average (SI-SNRi, SDRi, their oracle, the error breakdown, NCE)."""
-    keys = (*RESULT_KEYS, *BREAKDOWN_KEYS, "nce", "nce_chance",
-            "nce_grad_ratio", "steps", "wall_seconds")
+    keys = (*RESULT_KEYS, *BREAKDOWN_KEYS, *TRAIN_KEYS, "steps",
+            "wall_seconds")
     groups = {}
     for run in runs:
         if run.get("phase") == "arm":
@@ -610,25 +682,32 @@ def comparison_table(results):
         lines += [
             "",
             "| backbone | arm | seeds | SI-SNRi | SDRi | SI-SNRi (oracle) "
-            "| interference dB | noise dB | artifacts dB | NCE (ln K) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| interference dB | noise dB | artifacts dB | NCE (ln K) "
+            "| NCE gradient share (cosine to PIT) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in means:
-            nce = "—"
+            nce = share = "—"
             if not math.isnan(row["nce"]):
                 nce = f"{row['nce']:.2f} ({row['nce_chance']:.2f})"
+            if not math.isnan(row.get("nce_param_share", math.nan)):
+                share = (f"{row['nce_param_share']:.2f} "
+                         f"({row['nce_pit_cosine']:+.2f})")
             lines.append(
                 f"| {row['backbone']} | {row['arm']} | {row['seeds']} "
                 f"| {fmt(row['si-snr_i'])} | {fmt(row['sdr_i'])} "
                 f"| {fmt(row['si-snr_i_oracle'])} "
                 f"| {fmt(row['interference_db'])} | {fmt(row['noise_db'])} "
-                f"| {fmt(row['artifact_db'])} | {nce} |"
+                f"| {fmt(row['artifact_db'])} | {nce} | {share} |"
             )
     gain = setup.get("gain_db")
     lines += [
         "",
         f"Stage: {setup.get('stage', '?')}; mini WHAM! "
-        f"({training.get('corpus_size', '?')}) with the noise "
+        f"({training.get('corpus_size', '?')}"
+        + (f", {setup['test_mixtures']} test mixtures"
+           if setup.get("test_mixtures") else "")
+        + ") with the noise "
         f"{fmt(gain, 1, sign=True) if gain is not None else '?'} dB; "
         f"backbones {training.get('backbone_epochs', '?')} epochs, then "
         f"{training.get('fork_epochs', '?')} epochs per arm from the "
@@ -998,7 +1077,8 @@ def check_chosen_on_validation(validation_path, setup):
         validated = json.load(fin).get("setup", {})
     differ = sorted(
         key for key in set(validated) | set(setup)
-        if key != "stage" and validated.get(key) != setup.get(key)
+        if key not in TEST_STAGE_KEYS
+        and validated.get(key) != setup.get(key)
     )
     if differ:
         raise SystemExit(
@@ -1007,6 +1087,45 @@ def check_chosen_on_validation(validation_path, setup):
             "settings first"
         )
     return validated
+
+
+def check_arms_trained(validation_path, jobs):
+    """Refuse a test stage whose arms the validation stage has not trained.
+
+    Raises
+    ------
+    SystemExit
+        Naming the results file and the first missing arm.
+
+    Example
+    -------
+    >>> import json, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "v.json")
+    >>> _ = open(path, "w").write(json.dumps({"runs": [
+    ...     {"id": "validation/noise+0dB/dprnn/nass/seed1"}]}))
+    >>> job = {"stage": "test", "gain_db": 0, "backbone": "dprnn",
+    ...        "arm": "nass", "seed": 1}
+    >>> check_arms_trained(path, [job])
+    >>> check_arms_trained(path, [dict(job, seed=2)])
+    Traceback (most recent call last):
+    ...
+    SystemExit: error: ...v.json: 1 arm(s) not trained on validation ...
+    """
+    import json
+
+    try:
+        with open(validation_path, encoding="utf-8") as fin:
+            done = {run["id"] for run in json.load(fin).get("runs", [])}
+    except OSError:
+        done = set()
+    missing = [job_id(trained_arm(job)) for job in jobs
+               if job_id(trained_arm(job)) not in done]
+    if missing:
+        raise SystemExit(
+            f"error: {validation_path}: {len(missing)} arm(s) not trained "
+            f"on validation yet ({missing[0]}); run --stage validation "
+            "with the same settings first"
+        )
 
 
 def parse_args(argv):
@@ -1044,8 +1163,16 @@ def parse_args(argv):
                         help="runs trained side by side (processes)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads per run")
+    parser.add_argument("--test_mixtures", type=int, default=None,
+                        help="test stage: mixtures of the wider test split "
+                        f"(default {TEST_MIXTURES}; mini WHAM!'s own 60 "
+                        "first)")
     parser.add_argument("--out", default=None,
                         help="JSON output (resumed from when it exists)")
+    parser.add_argument("--validation_out", default=None,
+                        help="test stage: the validation results file whose "
+                        "trained arms it scores (default: the committed "
+                        "one's path)")
     parser.add_argument("--work", default=os.path.join(
         REPO, "benchmarks", "results", "nass_vs_baseline_runs"),
         help="run folders (backbones shared by the stages)")
@@ -1100,33 +1227,48 @@ def main(argv=None):
     gain = args.gain_db
     record = {"training": setup, "stage": args.stage, "gain_db": gain,
               "sizes": SIZES, "nce_size": NCE_SIZE, "threads": args.threads}
-    if args.stage == "test" and not args.quick:
-        check_chosen_on_validation(default_out("validation"), record)
+    test = args.stage == "test"
+    if test:
+        record["test_mixtures"] = args.test_mixtures or (
+            QUICK_TEST_MIXTURES if args.quick else TEST_MIXTURES)
+        validated = args.validation_out or default_out("validation")
+        if not args.quick:
+            check_chosen_on_validation(validated, record)
     out = args.out or default_out(args.stage)
     runs = ResumableRuns(out, record)
     if "parameters" not in runs.data:
         runs.save(parameters=parameter_overheads())
     views = {gain: view_at(gain)}
-    folders = {"validation": views, "test": {gain: corpus_at(gain)}}
+    test_root = None
+    if test:  # a wider test split; training and validation mixtures kept
+        wide = ensure_mini_corpus("wham", size=setup["corpus_size"],
+                                  test_mixtures=record["test_mixtures"])
+        test_root = (wide if gain == 0 else louder_noise_corpus(
+            wide, f"{wide}_{gain_label(gain)}", gain))
     done = runs.done()
     backbones, arms = [], []
     for seed in setup["seeds"]:
         for backbone in setup["backbones"]:
             job = {"backbone": backbone, "seed": seed, "gain_db": gain}
-            if backbone_id(backbone, seed, gain) not in done:
+            if backbone_id(backbone, seed, gain) not in done and not test:
                 backbones.append(job)
             for arm in setup["arms"]:
                 job = {"stage": args.stage, "gain_db": gain,
                        "backbone": backbone, "arm": arm, "seed": seed}
                 if job_id(job) not in done:
                     arms.append(job)
+    if test:
+        check_arms_trained(validated, arms)
     print(f"{len(done)} runs done; {len(backbones)} backbones and "
           f"{len(arms)} arms to go", flush=True)
     begin = time.perf_counter()
 
     def work_on(job):
+        if test:
+            return run_arm_test(job, setup, work, test_root, args.threads)
         if "arm" in job:
-            return run_arm(job, setup, work, folders, args.threads)
+            return run_arm(job, setup, work, {"validation": views},
+                           args.threads)
         return run_backbone(job, setup, work, views, args.threads)
 
     def finished(job, run):

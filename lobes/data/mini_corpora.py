@@ -22,7 +22,7 @@ the command line, and re-exports the names other modules read here.
 Command line::
 
     python -m lobes.data.mini_corpora --corpus wham --out DIR [--seed N]
-        [--size tiny|small]
+        [--size tiny|small] [--test_mixtures N]
 """
 
 import argparse
@@ -84,7 +84,7 @@ CORPORA = ("wham", "librimix", "voicebank", "av")
 GENERATOR_VERSION = 1
 
 
-def _check_args(corpus, size):
+def _check_args(corpus, size, test_mixtures=None):
     if corpus not in CORPORA:
         raise UserError(
             f"unknown mini corpus {corpus!r}; choose one of "
@@ -94,9 +94,17 @@ def _check_args(corpus, size):
         raise UserError(
             f"unknown mini corpus size {size!r}; choose tiny or small"
         )
+    if test_mixtures is not None and (
+        corpus != "wham" or int(test_mixtures) < 1
+    ):
+        raise UserError(
+            f"test_mixtures={test_mixtures!r}: only mini WHAM! takes a "
+            "test split size, a positive integer"
+        )
 
 
-def generate(corpus, out_dir, seed=0, size="tiny", final_root=None):
+def generate(corpus, out_dir, seed=0, size="tiny", final_root=None,
+             test_mixtures=None):
     """Generate a mini corpus into ``out_dir`` (its root folder).
 
     Arguments
@@ -113,6 +121,10 @@ def generate(corpus, out_dir, seed=0, size="tiny", final_root=None):
     final_root : str, optional
         Where the corpus will finally live, for the absolute paths written
         in LibriMix's metadata (default ``out_dir``).
+    test_mixtures : int, optional
+        Mini WHAM! only: test mixtures instead of the size's (a wider test
+        set for benchmarks; training and validation mixtures unchanged,
+        the size's test mixtures first).
 
     Returns
     -------
@@ -126,7 +138,7 @@ def generate(corpus, out_dir, seed=0, size="tiny", final_root=None):
     >>> sorted(os.listdir(os.path.join(root, "testset_txt")))[:2]
     ['p232_001.txt', 'p232_002.txt']
     """
-    _check_args(corpus, size)
+    _check_args(corpus, size, test_mixtures)
     os.makedirs(out_dir, exist_ok=True)
     if corpus == "av":  # audio-visual: its own module and layout
         with _one_thread():
@@ -138,7 +150,7 @@ def generate(corpus, out_dir, seed=0, size="tiny", final_root=None):
     torch.set_num_threads(1)
     try:
         if corpus == "wham":
-            _generate_wham(out_dir, seed, size, speech)
+            _generate_wham(out_dir, seed, size, speech, test_mixtures)
         elif corpus == "librimix":
             _generate_librimix(out_dir, seed, size, speech, final_root)
         else:
@@ -190,10 +202,12 @@ def _locked(lock_path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_mini_corpus(corpus, size="small", seed=0, cache_dir=None):
+def ensure_mini_corpus(corpus, size="small", seed=0, cache_dir=None,
+                       test_mixtures=None):
     """Return the folder of a cached mini corpus, generating it if needed.
 
-    The corpus lives in ``<cache>/<corpus>_<size>_seed<seed>``. It is
+    The corpus lives in ``<cache>/<corpus>_<size>_seed<seed>`` (with
+    ``_test<test_mixtures>`` when given). It is
     generated into a temporary sibling folder and renamed into place with a
     ``.complete`` marker, under a file lock: an interrupted generation is
     redone and concurrent callers wait for one another.
@@ -208,6 +222,8 @@ def ensure_mini_corpus(corpus, size="small", seed=0, cache_dir=None):
         Corpus seed.
     cache_dir : str, optional
         Cache folder (default :func:`default_cache_dir`).
+    test_mixtures : int, optional
+        Mini WHAM! only: the test split's size (see :func:`generate`).
 
     Returns
     -------
@@ -224,11 +240,13 @@ def ensure_mini_corpus(corpus, size="small", seed=0, cache_dir=None):
     >>> ensure_mini_corpus("voicebank", "tiny", cache_dir=cache) == root
     True
     """
-    _check_args(corpus, size)
+    _check_args(corpus, size, test_mixtures)
     cache = os.path.abspath(
         os.path.expanduser(cache_dir or default_cache_dir())
     )
     name = f"{corpus}_{size}_seed{int(seed)}"
+    if test_mixtures is not None:
+        name += f"_test{int(test_mixtures)}"
     final = os.path.join(cache, name)
     marker = os.path.join(final, ".complete")
     if _is_complete(marker):
@@ -257,7 +275,8 @@ def ensure_mini_corpus(corpus, size="small", seed=0, cache_dir=None):
                 file=sys.stderr,
                 flush=True,
             )
-            generate(corpus, tmp, seed=seed, size=size, final_root=final)
+            generate(corpus, tmp, seed=seed, size=size, final_root=final,
+                     test_mixtures=test_mixtures)
             with open(os.path.join(tmp, ".complete"), "w") as fout:
                 json.dump(
                     {
@@ -283,9 +302,12 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="corpus root folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=("tiny", "small"), default="tiny")
+    parser.add_argument("--test_mixtures", type=int, default=None,
+                        help="mini WHAM! only: the test split's size")
     args = parser.parse_args(argv)
     start = time.time()
-    generate(args.corpus, args.out, seed=args.seed, size=args.size)
+    generate(args.corpus, args.out, seed=args.seed, size=args.size,
+             test_mixtures=args.test_mixtures)
     print(
         f"{args.corpus} ({args.size}, seed {args.seed}) written to "
         f"{args.out} in {time.time() - start:.1f} s"

@@ -46,6 +46,8 @@ class FakeRecipe:
 
     def __init__(self):
         self.calls = []
+        #: The test stage's data folder (it only scores there).
+        self.test_root = None
 
     def arm_of(self, yaml, overrides):
         if not yaml.startswith("nass_"):
@@ -92,11 +94,15 @@ class FakeRecipe:
                                     ["snt_id", *columns]) + "\n")
             averages = [str(np.mean([r[c] for r in rows])) for c in columns]
             fout.write(",".join(["avg", *averages]) + "\n")
+        if overrides["data_folder"] == self.test_root:  # scores only
+            assert os.listdir(os.path.join(out, "save")) == ["CKPT+fake"]
+            return 1.0
         with open(os.path.join(out, "train_log.txt"), "w",
                   encoding="utf-8") as fout:
             fout.write(f"epoch: {overrides['number_of_epochs']}, lr: 1e-3 - "
                        f"train loss: -3.0{', train nce: 3.5' if nass else ''}"
                        " - valid loss: -2.0\n")
+        os.makedirs(os.path.join(out, "save", "CKPT+fake"), exist_ok=True)
         with open(os.path.join(out, "save", "wham_train.csv"), "w",
                   encoding="utf-8") as fout:
             fout.write("ID\n" + "x\n" * SPLITS["tr"])
@@ -108,6 +114,7 @@ def fake(monkeypatch, tmp_path):
     """The benchmark on a fake corpus with the fake recipe."""
     corpus = fake_corpus(tmp_path / "wham")
     recipe = FakeRecipe()
+    recipe.test_root = corpus
     monkeypatch.setattr(bench, "run_recipe", recipe)
     import lobes.data.mini_corpora as mini
 
@@ -230,13 +237,28 @@ def test_test_stage_needs_validation_with_the_same_settings(fake):
     assert bench.check_chosen_on_validation(str(path), setup)["gain_db"] == 6
 
 
-def test_test_stage_scores_the_test_split(fake):
+def test_test_stage_scores_the_trained_arms_on_the_test_split(fake):
     recipe, corpus, tmp_path = fake
-    data, _ = run_main(tmp_path, "--stage", "test")
-    arms = [o for _, o in recipe.calls if "init_from" in o]
-    assert arms and all(o["data_folder"] == corpus for o in arms)
+    validation = tmp_path / "validation.json"
+    with pytest.raises(SystemExit, match="not trained on validation"):
+        run_main(tmp_path, "--stage", "test", "--validation_out",
+                 str(validation))
+    run_main(tmp_path, "--out", str(validation))
+    trained = len(recipe.calls)
+    data, _ = run_main(tmp_path, "--stage", "test", "--validation_out",
+                       str(validation))
+    tests = recipe.calls[trained:]
+    # one scoring run per arm, none trains a backbone, all on the test
+    # split, each from its validation-stage arm's checkpoints
+    assert len(tests) == len(bench.DEFAULT_ARMS)
+    for _, overrides in tests:
+        assert overrides["data_folder"] == corpus
+        assert "/test/" in overrides["output_folder"]
     nass = next(r for r in data["runs"] if r.get("arm") == "nass")
     assert nass["per_mixture"]["mixtures"][0] == "tt0"
+    assert nass["nce"] == 3.5  # the trained arm's training statistics
+    assert data["setup"]["test_mixtures"] == bench.QUICK_TEST_MIXTURES
+    assert "6 test mixtures" in data["table"]
 
 
 def test_compare_drops_unpaired_seeds_and_nan_mixtures():

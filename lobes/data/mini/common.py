@@ -177,11 +177,12 @@ def _split_rng(seed, corpus, split, extra=0):
     )
 
 
-def _write_info(out_dir, corpus, seed, size):
+def _write_info(out_dir, corpus, seed, size, **extra):
     info = {
         "corpus": corpus,
         "seed": seed,
         "size": size,
+        **extra,
         "generator": "lobes.data.mini_corpora",
         "note": "synthetic speech (eSpeak NG) and synthetic noises",
     }

@@ -39,7 +39,7 @@ def _wsj_speaker_code(index):
 WHAM_TRANSCRIPTS = "transcripts.txt"
 
 
-def _wham_plan(seed, size):
+def _wham_plan(seed, size, test_mixtures=None):
     """The random draws of mini WHAM!, split by split, in generation order.
 
     Only each split's own generator is drawn from (speech and noise
@@ -55,13 +55,31 @@ def _wham_plan(seed, size):
         into the split's speakers), ``texts`` (lower-case GRID texts),
         ``level`` and ``snr`` (dB).
 
+    Arguments
+    ---------
+    seed : int
+        Corpus seed.
+    size : str
+        ``"tiny"`` or ``"small"``.
+    test_mixtures : int, optional
+        Test mixtures instead of the size's. Each split draws from its own
+        generator, so the training and validation mixtures stay the same
+        and the size's test mixtures are the first ones.
+
     Example
     -------
     >>> plan = _wham_plan(0, "tiny")
     >>> len(plan["test"]), len(plan["test"][0]["texts"])
     (4, 2)
+    >>> wide = _wham_plan(0, "tiny", test_mixtures=9)
+    >>> len(wide["test"]), wide["test"][:4] == plan["test"]
+    (9, True)
+    >>> wide["train"] == plan["train"]
+    True
     """
-    config = SIZES["wham"][size]
+    config = dict(SIZES["wham"][size])
+    if test_mixtures is not None:
+        config["test"] = int(test_mixtures)
     code_offset = 0
     plan = {}
     for split in SPLITS:
@@ -165,7 +183,8 @@ def wham_transcripts(root):
             "information (mini_corpus.json); pass a transcripts file "
             "('<utterance id> <words>' lines, e.g. from WSJ0's .dot files)"
         )
-    plan = _wham_plan(int(info["seed"]), info["size"])
+    plan = _wham_plan(int(info["seed"]), info["size"],
+                      info.get("test_mixtures"))
     for split, mixtures in plan.items():
         folder = os.path.join(root, "wav8k", "min", WHAM_SPLITS[split],
                               "mix_both")
@@ -184,10 +203,10 @@ def wham_transcripts(root):
     }
 
 
-def _generate_wham(out_dir, seed, size, speech):
+def _generate_wham(out_dir, seed, size, speech, test_mixtures=None):
     speakers = _speaker_groups(seed, size, "wham")
     pools = _noise_pools(seed, "wham", speakers, speech)
-    plan = _wham_plan(seed, size)
+    plan = _wham_plan(seed, size, test_mixtures)
     folders = ("mix_both", "mix_clean", "mix_single", "s1", "s2", "noise")
     for split in SPLITS:
         split_speakers = speakers[split]
@@ -229,4 +248,5 @@ def _generate_wham(out_dir, seed, size, speech):
                 speech_names=("s1", "s2"),
             )
     _write_wham_transcripts(os.path.join(out_dir, WHAM_TRANSCRIPTS), plan)
-    _write_info(out_dir, "wham", seed, size)
+    extra = {} if test_mixtures is None else {"test_mixtures": test_mixtures}
+    _write_info(out_dir, "wham", seed, size, **extra)
