@@ -71,6 +71,7 @@ from benchmarks.paired import (
     ResumableRuns,
     fmt,
     fmt_delta,
+    portable,
     read_average,
     run_in_phases,
     run_recipe,
@@ -1089,6 +1090,54 @@ def check_chosen_on_validation(validation_path, setup):
     return validated
 
 
+def widen_arms(path, record):
+    """Let a results file take more arms than it was started with.
+
+    When ``path`` holds runs of the same setup but for fewer arms, its
+    setup is widened to ``record``'s arms (its runs are kept, the new arms
+    run next; an added ``nass_noise_weight`` arm brings its
+    ``noise_loss_weight``); any other difference is left for
+    :class:`benchmarks.paired.ResumableRuns` to refuse.
+
+    Example
+    -------
+    >>> import json, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "r.json")
+    >>> _ = open(path, "w").write(json.dumps({"setup": {"training": {
+    ...     "arms": ["backbone"], "seeds": [1]}}, "runs": [{"id": "a"}]}))
+    >>> record = {"training": {"arms": ["backbone", "nass"], "seeds": [1]}}
+    >>> widen_arms(path, record)
+    True
+    >>> json.load(open(path))["setup"]["training"]["arms"]
+    ['backbone', 'nass']
+    >>> widen_arms(path, {"training": {"arms": ["nass"], "seeds": [1]}})
+    False
+    """
+    import json
+
+    if not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as fin:
+        data = json.load(fin)
+    old = data.get("setup", {})
+    training = dict(old.get("training", {}))
+    old_arms = training.get("arms", [])
+    new_arms = record["training"]["arms"]
+    training["arms"] = new_arms
+    if (training.get("noise_loss_weight") is None
+            and "noise_loss_weight" in record["training"]):  # its arm is new
+        training["noise_loss_weight"] = record["training"][
+            "noise_loss_weight"]
+    rest = {**old, "training": training}
+    if (set(old_arms) >= set(new_arms) or not set(old_arms) <= set(new_arms)
+            or rest != portable(record)):
+        return False
+    data["setup"] = rest
+    with open(path, "w", encoding="utf-8") as fout:
+        json.dump(data, fout, indent=1)
+    return True
+
+
 def check_arms_trained(validation_path, jobs):
     """Refuse a test stage whose arms the validation stage has not trained.
 
@@ -1235,6 +1284,7 @@ def main(argv=None):
         if not args.quick:
             check_chosen_on_validation(validated, record)
     out = args.out or default_out(args.stage)
+    widen_arms(out, record)
     runs = ResumableRuns(out, record)
     if "parameters" not in runs.data:
         runs.save(parameters=parameter_overheads())

@@ -215,6 +215,20 @@ def test_finished_backbone_is_reused_not_retrained(fake):
     assert [y for y, _ in recipe.calls[first:]].count("sepformer.yaml") == 1
 
 
+def test_an_arm_added_later_runs_alone_into_the_same_file(fake):
+    recipe, _, tmp_path = fake
+    run_main(tmp_path, "--arms", "backbone", "nass")
+    first = len(recipe.calls)
+    data, _ = run_main(tmp_path, "--arms", "backbone", "nass",
+                       "nass_noise_weight", "--noise_loss_weight", "0.5")
+    added = recipe.calls[first:]
+    assert len(added) == 1 and added[0][1]["noise_loss_weight"] == 0.5
+    assert {r["arm"] for r in data["runs"] if "arm" in r} == {
+        "backbone", "nass", "nass_noise_weight"}
+    with pytest.raises(SystemExit, match="another setup"):
+        run_main(tmp_path, "--arms", "backbone", "nass", "--fork_epochs", "2")
+
+
 def test_noise_weight_arm_passes_its_weight(fake):
     recipe, _, tmp_path = fake
     run_main(tmp_path, "--arms", "backbone", "nass_noise_weight",
