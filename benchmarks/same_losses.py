@@ -125,12 +125,45 @@ def compare_logs(before, after):
     }
 
 
-def run_rows(commit, rows, work, ssl_folder):
+def restore_missing(tree, restore):
+    """Put back files a commit lacks, each from a named commit.
+
+    Arguments
+    ---------
+    tree : str
+        A worktree of the commit.
+    restore : list of str
+        ``path@commit`` items: ``path`` is written from ``commit`` when the
+        tree has no such file (a commit whose recipe cannot run for a file
+        deleted too early can still be checked).
+
+    Returns
+    -------
+    list of str
+        The items restored in this tree.
+    """
+    restored = []
+    for item in restore:
+        path, source = item.rsplit("@", 1)
+        target = os.path.join(tree, path)
+        if os.path.exists(target):
+            continue
+        text = subprocess.run(["git", "show", f"{source}:{path}"], cwd=REPO,
+                              check=True, capture_output=True).stdout
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as fout:
+            fout.write(text)
+        restored.append(item)
+    return restored
+
+
+def run_rows(commit, rows, work, ssl_folder, restore=()):
     """Run ``rows`` at ``commit``; ``row -> train_log.txt text`` (or None)."""
     tree = os.path.join(work, "trees", commit)
     if not os.path.isdir(tree):
         subprocess.run(["git", "worktree", "add", "--detach", tree, commit],
                        cwd=REPO, check=True, capture_output=True)
+    restored = restore_missing(tree, restore)
     out_root = os.path.join(work, "runs", commit)
     shutil.rmtree(out_root, ignore_errors=True)
     script = (
@@ -152,7 +185,8 @@ def run_rows(commit, rows, work, ssl_folder):
         path = os.path.join(out_root, row, "train_log.txt")
         ok, message = status[row]
         # "12.3s", or "exit 2 after 3s" (the command's paths left out)
-        logs[row] = {"ok": ok, "message": message.split(": ")[0][:80]}
+        logs[row] = {"ok": ok, "message": message.split(": ")[0][:80],
+                     "restored": restored}
         if ok and os.path.isfile(path):
             with open(path, encoding="utf-8") as fin:
                 logs[row]["epochs"] = parse_train_log(fin.read())
@@ -171,6 +205,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commits", nargs="+", required=True)
     parser.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS))
+    parser.add_argument("--restore", nargs="+", default=[],
+                        metavar="PATH@COMMIT",
+                        help="files to put back, from COMMIT, at a commit "
+                        "that lacks them")
     parser.add_argument("--out", default=os.path.join(
         REPO, "benchmarks", "results", "same_losses.json"))
     parser.add_argument("--work", default=None,
@@ -192,7 +230,8 @@ def main(argv=None):
         for commit in commits:
             print(f"running {len(args.rows)} rows at {commit[:8]}",
                   flush=True)
-            logs[commit] = run_rows(commit, args.rows, work, ssl_folder)
+            logs[commit] = run_rows(commit, args.rows, work, ssl_folder,
+                                    args.restore)
     finally:
         for commit in commits:
             subprocess.run(["git", "worktree", "remove", "--force",
@@ -212,6 +251,12 @@ def main(argv=None):
             print(f"{before[:8]} -> {after[:8]} {row}: "
                   f"{'same' if verdict['same'] else verdict}", flush=True)
     results = merge(args.out, {"runs": logs, "pairs": pairs})
+    results["commit_times"] = {
+        commit: int(subprocess.run(
+            ["git", "show", "-s", "--format=%ct", commit], cwd=REPO,
+            check=True, capture_output=True, text=True).stdout)
+        for commit in results["runs"]
+    }
     results["provenance"] = provenance.finish(block)
     results["commands"] = sorted({*results.get("commands", []),
                                   block["command"]})
@@ -255,27 +300,58 @@ def merge(path, new):
 
 
 def markdown_table(results):
-    """The verdicts (a results file) as markdown.
+    """The verdicts (a results file) as markdown, by recipe row and in
+    commit order.
+
+    Pairs where a side did not run are left out of the table and its
+    failures listed below it; a side run with files put back
+    (``--restore``) is marked.
 
     Example
     -------
-    >>> print(markdown_table({"pairs": [{"before": "a" * 40,
-    ...     "after": "b" * 40, "row": "WHAM/x", "same": True,
-    ...     "compared": 4, "differ": []}]}))
-    | before | after | recipe row | per-epoch statistics | compared |
+    >>> a, b = "a" * 40, "b" * 40
+    >>> print(markdown_table({"pairs": [
+    ...     {"before": a, "after": b, "row": "WHAM/x", "same": True,
+    ...      "compared": 4, "differ": []},
+    ...     {"before": b, "after": "c" * 40, "row": "WHAM/x",
+    ...      "same": None}],
+    ...     "runs": {"c" * 40: {"WHAM/x": {"ok": False,
+    ...                                   "message": "exit 2 after 3s"}}}}))
+    | recipe row | before | after | per-epoch statistics | compared |
     |---|---|---|---|---:|
-    | aaaaaaa | bbbbbbb | WHAM/x | same | 4 |
+    | WHAM/x | aaaaaaa | bbbbbbb | same | 4 |
+    <BLANKLINE>
+    Did not run (exit status): WHAM/x at ccccccc.
     """
-    lines = ["| before | after | recipe row | per-epoch statistics "
+    runs = results.get("runs", {})
+
+    def label(commit, row):
+        restored = runs.get(commit, {}).get(row, {}).get("restored")
+        return commit[:7] + (" (file restored)" if restored else "")
+
+    lines = ["| recipe row | before | after | per-epoch statistics "
              "| compared |", "|---|---|---|---|---:|"]
-    for pair in results["pairs"]:
-        verdict = ("not run at both" if pair["same"] is None else
-                   "same" if pair["same"] else
+    times = results.get("commit_times", {})
+    pairs = sorted(results["pairs"], key=lambda pair: (
+        pair["row"], times.get(pair["before"], 0),
+        times.get(pair["after"], 0)))
+    for pair in pairs:
+        if pair["same"] is None:
+            continue
+        verdict = ("same" if pair["same"] else
                    "differ: " + pair["differ"][0] if pair["differ"]
                    else "differ")
-        lines.append(f"| {pair['before'][:7]} | {pair['after'][:7]} "
-                     f"| {pair['row']} | {verdict} "
+        lines.append(f"| {pair['row']} | {label(pair['before'], pair['row'])}"
+                     f" | {label(pair['after'], pair['row'])} | {verdict} "
                      f"| {pair.get('compared', 0)} |")
+    failed = sorted(
+        (row, commit[:7]) for commit, rows in runs.items()
+        for row, run in rows.items() if not run.get("ok")
+    )
+    if failed:
+        lines += ["", "Did not run (exit status): " + "; ".join(
+            f"{row} at {', '.join(c for r, c in failed if r == row)}"
+            for row in sorted({row for row, _ in failed})) + "."]
     return "\n".join(lines)
 
 
