@@ -141,6 +141,15 @@ def restore_missing(tree, restore):
     -------
     list of str
         The items restored in this tree.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> tree = tempfile.mkdtemp()
+    >>> restore_missing(tree, ["benchmarks/README.md@HEAD"])
+    ['benchmarks/README.md@HEAD']
+    >>> restore_missing(tree, ["benchmarks/README.md@HEAD"])  # there now
+    []
     """
     restored = []
     for item in restore:
@@ -157,7 +166,7 @@ def restore_missing(tree, restore):
     return restored
 
 
-def run_rows(commit, rows, work, ssl_folder, restore=()):
+def _run_rows(commit, rows, work, ssl_folder, restore=()):
     """Run ``rows`` at ``commit``; ``row -> train_log.txt text`` (or None)."""
     tree = os.path.join(work, "trees", commit)
     if not os.path.isdir(tree):
@@ -194,7 +203,13 @@ def run_rows(commit, rows, work, ssl_folder, restore=()):
 
 
 def resolve(commit):
-    """The full hash of a commit name."""
+    """The full hash of a commit name.
+
+    Example
+    -------
+    >>> len(resolve("HEAD"))
+    40
+    """
     return subprocess.run(["git", "rev-parse", commit], cwd=REPO,
                           check=True, capture_output=True,
                           text=True).stdout.strip()
@@ -230,7 +245,7 @@ def main(argv=None):
         for commit in commits:
             print(f"running {len(args.rows)} rows at {commit[:8]}",
                   flush=True)
-            logs[commit] = run_rows(commit, args.rows, work, ssl_folder,
+            logs[commit] = _run_rows(commit, args.rows, work, ssl_folder,
                                     args.restore)
     finally:
         for commit in commits:
