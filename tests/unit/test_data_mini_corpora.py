@@ -299,3 +299,23 @@ def test_cli(tmp_path, capsys):
     assert len(os.listdir(tmp_path / "noisy_testset_wav")) == 4
     with pytest.raises(SystemExit):
         mini_corpora.main(["--corpus", "timit", "--out", str(tmp_path)])
+
+
+def test_wider_wham_test_split_keeps_the_other_mixtures(corpora,
+                                                        tmp_path):
+    base = corpora["wham", 0]
+    wide = generate("wham", str(tmp_path / "wide"), seed=0, size="tiny",
+                    test_mixtures=7)
+    tt = os.path.join("wav8k", "min", "tt", "mix_both")
+    assert len(os.listdir(os.path.join(wide, tt))) == 7
+    for name in _files(base):
+        if name.endswith(".wav") and (os.sep + "tt" + os.sep not in name):
+            with open(os.path.join(base, name), "rb") as a, \
+                    open(os.path.join(wide, name), "rb") as b:
+                assert a.read() == b.read(), name
+    for name in os.listdir(os.path.join(base, tt)):  # the 4 first, as they were
+        assert np.array_equal(_read(os.path.join(base, tt, name)),
+                              _read(os.path.join(wide, tt, name)))
+    with pytest.raises(UserError, match="only mini WHAM! takes"):
+        generate("voicebank", str(tmp_path / "vb"), size="tiny",
+                 test_mixtures=7)
