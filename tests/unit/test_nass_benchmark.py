@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from benchmarks import nass_analysis, provenance
 from benchmarks import nass_vs_baseline as bench
-from benchmarks import provenance
+from benchmarks.power import holm
 
 SPLITS = {"tr": 6, "cv": 5, "tt": 4}
 
@@ -189,7 +190,7 @@ def test_quick_run_pairs_forks_with_their_backbone(fake):
         pytest.approx(-0.2)
     assert nass["low"] <= 0.4 <= nass["high"]
     ps = [r["p"] for r in saved["comparisons"]]
-    assert [r["p_holm"] for r in saved["comparisons"]] == bench.holm(ps)
+    assert [r["p_holm"] for r in saved["comparisons"]] == holm(ps)
     assert len(saved["comparisons"]) == 3 * 2 * 2  # arms x metrics x choices
 
     table = bench.markdown_table(saved)
@@ -273,6 +274,10 @@ def test_test_stage_scores_the_trained_arms_on_the_test_split(fake):
     assert nass["nce"] == 3.5  # the trained arm's training statistics
     assert data["setup"]["test_mixtures"] == bench.QUICK_TEST_MIXTURES
     assert "6 test mixtures" in data["table"]
+
+
+def test_the_arms_are_reported_in_the_benchmarks_order():
+    assert tuple(bench.ARMS) == nass_analysis.ARM_ORDER
 
 
 def test_compare_drops_unpaired_seeds_and_nan_mixtures():
