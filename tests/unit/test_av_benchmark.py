@@ -92,7 +92,7 @@ def _enhancement_data(av_gain, fallback_gain, seeds=(1, 2, 3, 4, 5),
 
 
 def test_enhancement_summary_recovers_known_effects():
-    bench = importlib.import_module("benchmarks.av_enhancement")
+    bench = importlib.import_module("benchmarks.av_enhancement_analysis")
     data = _enhancement_data(av_gain=1.0, fallback_gain=-0.1)
     summary = bench.summarize(data)
     assert summary["seeds"] == [1, 2, 3, 4, 5] and summary["items"] == 40
