@@ -172,12 +172,19 @@ class RecipeBrain(sb.Brain):
 
     def on_fit_start(self):
         """Warm-start from ``init_from`` (a finished run, when the YAML
-        names one: :meth:`warm_start`), then SpeechBrain's set-up (which
-        recovers this run's own checkpoint, when there is one, over the
-        warm start); then start timing the first steps."""
+        names one: :meth:`warm_start`) unless this run has a checkpoint of
+        its own, which SpeechBrain's set-up then recovers (a resumed or
+        re-tested run continues from where it was, and its log says so);
+        then start timing the first steps."""
         init_from = getattr(getattr(self, "hparams", None), "init_from",
                             None)
-        if init_from:
+        own = (self.checkpointer is not None
+               and self.checkpointer.find_checkpoint() is not None)
+        if init_from and own:
+            if if_main_process():
+                logger.info("init_from=%s not applied: this run resumes "
+                            "its own checkpoint", init_from)
+        elif init_from:
             report = self.warm_start(init_from)
             if if_main_process():
                 logger.info("Warm start from %s: %s", init_from,

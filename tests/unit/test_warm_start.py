@@ -159,6 +159,40 @@ def test_enhancement_brain_warm_starts_from_init_from(tmp_path):
         assert torch.equal(value, best[key]), key
 
 
+def test_a_run_with_its_own_checkpoint_is_not_warm_started(tmp_path):
+    from lobes.brains.enhancement import EnhancementBrain
+    from lobes.losses.waveform import mse_loss
+    from tests.unit.test_enhancement_brain import make_enhancer
+
+    (tmp_path / "run").mkdir()
+    best = enhancer_run(tmp_path / "run")
+
+    def brain(model, init_from):
+        return EnhancementBrain(
+            {"enhance_model": model},
+            lambda params: torch.optim.Adam(params, 1e-3),
+            hparams={"sample_rate": 16000, "init_from": init_from,
+                     "objectives": {"compute_waveform_loss": mse_loss,
+                                    "cr_weight": 0.0},
+                     "training": {"valid_metrics": []}},
+            checkpointer=Checkpointer(str(tmp_path / "save"),
+                                      {"enhance_model": model}),
+        )
+
+    first = brain(make_enhancer(seed=9), None)  # a run, interrupted
+    first.on_fit_start()
+    first.checkpointer.save_checkpoint(meta={"loss": 0.5})
+    mine = first.modules.enhance_model.state_dict()
+    again = brain(make_enhancer(seed=11), str(tmp_path / "run"))
+    calls = []
+    again.warm_start = calls.append
+    again.on_fit_start()  # the same command again
+    assert calls == []  # its own checkpoint, recovered, is what it holds
+    weights = again.modules.enhance_model.state_dict()
+    assert all(torch.equal(weights[k], mine[k]) for k in mine)
+    assert not all(torch.equal(weights[k], best[k]) for k in best)
+
+
 @pytest.mark.parametrize("folder", ["absent", "empty", "empty_yaml",
                                     "other_model"])
 def test_bad_init_from_fails_in_one_line(tmp_path, folder):
