@@ -39,12 +39,14 @@ Authors
 
 import functools
 import logging
+import math
 import os
 
 import speechbrain as sb
 
 from lobes.brains.base import RecipeBrain, save_examples
 from lobes.errors import HparamsError
+from lobes.losses.gradient_share import gradient_share
 from lobes.metrics import ENHANCEMENT_METRICS, enhancement_metrics
 from lobes.objectives import (
     ContrastiveObjective,
@@ -198,6 +200,25 @@ class EnhancementBrain(RecipeBrain):
         """
         return float(getattr(self.hparams, "branch_pull_weight", 0) or 0)
 
+    def _log_gradient_share(self, name, main_loss, term):
+        """Every ``cr_grad_ratio_every`` steps (as CR's), ``term``'s
+        gradient on the enhancer's parameters against ``main_loss``'s:
+        ``<name>_grad_ratio`` (norm over norm) and ``<name>_grad_cosine``
+        (negative: the term pulls against the main loss)."""
+        every = int(self.objectives.get("cr_grad_ratio_every") or 0)
+        if not (every and self.step % every == 1 % every
+                and term.requires_grad):
+            return
+        share = gradient_share(
+            main_loss, term,
+            [p for p in self.modules.enhance_model.parameters()
+             if p.requires_grad],
+        )
+        for suffix, key in (("grad_ratio", "second_to_first"),
+                            ("grad_cosine", "cosine")):
+            if math.isfinite(share[key]):  # NaN: a zero gradient
+                self.add_stat(f"{name}_{suffix}", share[key])
+
     def compute_forward(self, batch, stage):
         """Enhance the batch's noisy waveforms: ``[B, T]`` -> ``[B, T]``.
 
@@ -224,11 +245,19 @@ class EnhancementBrain(RecipeBrain):
         if stage == sb.Stage.TRAIN:
             self.add_stat("waveform_loss", loss)
         if branches is not None:
-            pull, _ = self.hparams.branch_pull(
+            pull, details = self.hparams.branch_pull(
                 *branches, clean, noisy, lengths
             )
             self.add_stat("branch_pull", pull)
-            loss = loss + self.branch_pull_weight * pull
+            weighted = self.branch_pull_weight * pull
+            if stage == sb.Stage.TRAIN:
+                self._log_gradient_share("branch_pull", loss, weighted)
+                if details.get("contrast_term") is not None:
+                    self._log_gradient_share(
+                        "contrast", loss,
+                        self.branch_pull_weight * details["contrast_term"],
+                    )
+            loss = loss + weighted
         if stage == sb.Stage.TRAIN and self.contrastive.enabled:
             loss, _ = self.contrastive.regularize(
                 loss, enhanced, clean, noisy, lengths, batch.id,

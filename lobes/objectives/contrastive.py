@@ -451,7 +451,7 @@ reference, got []
             steps=steps,
         )
         every = self.grad_ratio_every
-        if every and step % every == 1 and term.requires_grad:
+        if every and step % every == 1 % every and term.requires_grad:
             share = gradient_share(main_loss, term, parameters)
             for name, key in (("cr_grad_ratio", "second_to_first"),
                               ("cr_grad_cosine", "cosine")):

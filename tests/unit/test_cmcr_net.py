@@ -256,3 +256,40 @@ def test_cost_does_not_count_a_gru_twice(benchmark):
     # GRU decomposes into matrix products that FlopCounterMode sees.
     assert macs["recurrent_macs_added"] == 0
     assert macs["counted_macs"] == benchmark.recurrent_macs(gru, 10)
+
+
+def test_brain_logs_the_gradient_share_of_the_pull_and_its_contrast():
+    import speechbrain as sb
+
+    from lobes.brains.enhancement import EnhancementBrain
+    from lobes.losses.waveform import mse_loss
+    from tests.unit.test_enhancement_brain import _Batch
+
+    def shares(contrast_weight):
+        brain = EnhancementBrain(
+            {"enhance_model": tiny_model()},
+            lambda params: torch.optim.Adam(params, 1e-3),
+            hparams={"sample_rate": 16000,
+                     "branch_pull": BranchPullLoss(contrast_weight),
+                     "branch_pull_weight": 0.1,
+                     "objectives": {"compute_waveform_loss": mse_loss,
+                                    "cr_weight": 0.0,
+                                    "cr_grad_ratio_every": 1},
+                     "training": {"valid_metrics": []}},
+            run_opts={"device": "cpu"},
+        )
+        clean, noise = torch.randn(2, 2, 1600).unbind(0)
+        batch = _Batch(["a", "b"], clean + noise, clean, torch.ones(2))
+        brain.on_stage_start(sb.Stage.TRAIN, 1)
+        brain.step = 1
+        brain.compute_objectives(
+            brain.compute_forward(batch, sb.Stage.TRAIN), batch,
+            sb.Stage.TRAIN,
+        )
+        return brain.stage_statistics(sb.Stage.TRAIN)
+
+    stats = shares(0.5)
+    assert stats["branch_pull_grad_ratio"] > 0
+    assert -1 <= stats["branch_pull_grad_cosine"] <= 1
+    assert stats["contrast_grad_ratio"] > 0
+    assert "contrast_grad_ratio" not in shares(0.0)

@@ -183,3 +183,16 @@ def test_gradient_ratio_every_few_steps(tiny_wavlm):
         [weight], step=2,
     )
     assert "cr_grad_ratio" not in stats
+
+
+def test_gradient_ratio_every_step(tiny_wavlm):
+    objective = make_objective(tiny_wavlm, grad_ratio_every=1)
+    weight = torch.nn.Parameter(torch.ones(()))
+    enhanced, clean, noisy, lengths = signals()
+    main = (weight * enhanced - clean).pow(2).mean()
+    for step in (1, 2, 3):
+        _, stats = objective.regularize(
+            main, weight * enhanced, clean, noisy, lengths, ["a", "b"],
+            [weight], step=step,
+        )
+        assert "cr_grad_ratio" in stats, step
