@@ -76,11 +76,16 @@ from benchmarks.cr_vs_baseline import (
     RECIPE,
     SIZES,
     TEST_METRICS,
-    last_epoch_stats,
     recipe_overrides,
     ssl_overrides,
 )
-from benchmarks.paired import REPO, ResumableRuns, run_in_phases, run_recipe
+from benchmarks.paired import (
+    REPO,
+    ResumableRuns,
+    last_epoch_stats,
+    run_in_phases,
+    run_recipe,
+)
 
 # The renderers, for `<!-- table: ... cr_protocol.<name> -->` markers
 __all__ = ["heldout_table", "main", "markdown_table", "sweep_table"]

@@ -37,7 +37,6 @@ Authors
 import argparse
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -46,6 +45,7 @@ from benchmarks.paired import (
     ResumableRuns,
     fmt,
     fmt_delta,
+    last_epoch_stats,
     read_average,
     run_in_phases,
     run_recipe,
@@ -106,31 +106,6 @@ def job_id(job):
 def run_folder(work, job):
     """Where a run writes (the backbone's is CCR's reference model)."""
     return os.path.join(work, job_id(job))
-
-
-def last_epoch_stats(train_log):
-    """The last epoch's train statistics in ``train_log.txt`` as floats.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "log.txt")
-    >>> _ = open(path, "w").write(
-    ...     "epoch: 3, lr: 1.00e-03 - train loss: 0.5, train cr: 2.1, "
-    ...     "train cr_grad_ratio: 3.0e-01 - valid loss: 0.4\\n")
-    >>> last_epoch_stats(path)
-    {'epoch': 3, 'loss': 0.5, 'cr': 2.1, 'cr_grad_ratio': 0.3}
-    """
-    with open(train_log, encoding="utf-8") as fin:
-        lines = [line for line in fin if line.startswith("epoch:")]
-    if not lines:
-        return {}
-    line = lines[-1]
-    stats = {"epoch": int(re.match(r"epoch: (\d+)", line).group(1))}
-    train = line.split(" - ")[1] if " - " in line else ""
-    for name, value in re.findall(r"train ([\w-]+): ([-\d.e+]+)", train):
-        stats[name] = float(value)
-    return stats
 
 
 def recipe_overrides(setup, seed, out, quick):

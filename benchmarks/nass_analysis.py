@@ -13,7 +13,6 @@ Authors
 
 import csv
 import math
-import re
 
 from benchmarks.nass_precheck import BREAKDOWN_KEYS, precheck_table
 from benchmarks.paired import fmt
@@ -39,31 +38,6 @@ TRAIN_KEYS = ("nce", "nce_chance", "nce_grad_ratio", "nce_param_share",
 #: What the comparison reports: metric x noise choice.
 COMPARED = ("si-snr_i", "sdr_i")
 CHOICES = {"deployed": "", "oracle": "_oracle"}
-
-
-def last_epoch_stats(train_log):
-    """The last epoch's train statistics in ``train_log.txt`` as floats.
-
-    Example
-    -------
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "log.txt")
-    >>> _ = open(path, "w").write(
-    ...     "epoch: 2, lr: 3.00e-03 - train loss: 1.5, train nce: 2.1, "
-    ...     "train nce_chance: 4.16 - valid loss: 1.2\\n")
-    >>> last_epoch_stats(path)
-    {'epoch': 2, 'loss': 1.5, 'nce': 2.1, 'nce_chance': 4.16}
-    """
-    with open(train_log, encoding="utf-8") as fin:
-        lines = [line for line in fin if line.startswith("epoch:")]
-    if not lines:
-        return {}
-    line = lines[-1]
-    stats = {"epoch": int(re.match(r"epoch: (\d+)", line).group(1))}
-    train = line.split(" - ")[1] if " - " in line else ""
-    for name, value in re.findall(r"train ([\w-]+): ([-\d.e+]+)", train):
-        stats[name] = float(value)
-    return stats
 
 
 def read_per_mixture(path, keys=RESULT_KEYS + BREAKDOWN_KEYS):

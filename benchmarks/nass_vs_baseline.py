@@ -76,7 +76,6 @@ from benchmarks.nass_analysis import (
     TRAIN_KEYS,
     arm_means,
     compare,
-    last_epoch_stats,
     markdown_table,
     read_per_mixture,
     with_oracle,
@@ -101,6 +100,7 @@ from benchmarks.nass_stages import (
 )
 from benchmarks.paired import (
     ResumableRuns,
+    last_epoch_stats,
     read_average,
     run_in_phases,
     run_recipe,
