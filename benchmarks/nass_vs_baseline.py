@@ -216,8 +216,9 @@ def run_backbone(job, setup, work, views, threads):
         views[job["gain_db"]], setup["backbone_epochs"],
     )
     results = os.path.join(folder, "test_results.csv")
-    wall = math.nan
+    wall, code = math.nan, None
     if not os.path.isfile(results):  # not trained yet, or interrupted
+        code = provenance.code_state()
         shutil.rmtree(folder, ignore_errors=True)
         wall = run_recipe(RECIPE, f"{job['backbone']}.yaml", overrides,
                           threads)
@@ -231,7 +232,7 @@ def run_backbone(job, setup, work, views, threads):
         "valid_utterances": utterances,
         "steps": train_steps(folder, setup["backbone_epochs"],
                              setup["batch_size"]),
-        "wall_seconds": wall,
+        "wall_seconds": wall, "code": code,
     }
 
 
@@ -259,8 +260,10 @@ def run_arm(job, setup, work, folders, threads):
         os.path.join(work, backbone_id(job["backbone"], job["seed"],
                                        job["gain_db"])),
     )
+    code = provenance.code_state()
     wall = run_recipe(RECIPE, yaml, overrides, threads)
-    return arm_record(job, setup, yaml, overrides, out, out, wall)
+    return {**arm_record(job, setup, yaml, overrides, out, out, wall),
+            "code": code}
 
 
 def run_arm_test(job, setup, work, test_root, threads):
@@ -290,8 +293,10 @@ def run_arm_test(job, setup, work, test_root, threads):
         os.path.join(work, backbone_id(job["backbone"], job["seed"],
                                        job["gain_db"])),
     )
+    code = provenance.code_state()
     wall = run_recipe(RECIPE, yaml, overrides, threads)
-    return arm_record(job, setup, yaml, overrides, out, trained, wall)
+    return {**arm_record(job, setup, yaml, overrides, out, trained, wall),
+            "code": code}
 
 
 def arm_record(job, setup, yaml, overrides, out, trained, wall):

@@ -110,6 +110,25 @@ def start(argv=None, placeholders=None, **facts):
     }
 
 
+def code_state():
+    """The commit checked out now and whether the tracked tree is clean.
+
+    A long benchmark records it per run: code committed while it runs is
+    what the later runs import.
+
+    Example
+    -------
+    >>> state = code_state()
+    >>> sorted(state), len(state["commit"]) in (0, 40)
+    (['commit', 'tree_clean'], True)
+    """
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "tree_clean": _git("status", "--porcelain", "--untracked-files=no")
+        == "",
+    }
+
+
 def finish(block):
     """The block with the wall and CPU seconds and the load so far.
 

@@ -175,6 +175,7 @@ def test_quick_run_pairs_forks_with_their_backbone(fake):
     assert set(provenance.REQUIRED) <= set(saved["provenance"])
     arm = next(r for r in saved["runs"] if r.get("arm") == "nass")
     assert arm["per_mixture"]["mixtures"] == [f"cv{k}" for k in range(5)]
+    assert len(arm["code"]["commit"]) == 40  # the code each run imported
     assert len(arm["per_mixture"]["si-snr_i_oracle"]) == 5
     base = next(r for r in saved["runs"] if r.get("arm") == "backbone")
     assert base["per_mixture"]["si-snr_i_oracle"] == \
