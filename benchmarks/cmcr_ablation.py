@@ -1,23 +1,38 @@
 #!/usr/bin/env python3
-"""What each part of CMCR-Net is worth on mini VoiceBank: CR, the two
-attentions of the collaboration module, and the branch pull.
+"""CMCR-Net part by part: its contrast term chosen on validation, then an
+ablation scored once on the test set.
 
 Every run is the VoiceBank recipe itself (``recipes/Voicebank/enhance/
-train.py`` in a subprocess, one CPU thread) at a CPU size of CMCR-Net, on
-the ``small`` mini VoiceBank-DEMAND corpus, tested on its test split:
+train.py`` in a subprocess, one CPU thread) at the CPU size of CMCR-Net
+(:mod:`lobes.cpu_settings`), on the ``small`` mini VoiceBank-DEMAND corpus,
+at the recipe's defaults (CR's form and weight as ``cmcr_net.yaml`` ships
+them; each run records the CR weight it used). CR's space is
+``--trained_ssl`` (``recipes/Voicebank/ssl_pretrain``). Two stages, in the
+order of ``recipes/Voicebank/enhance/README.md``'s protocol:
 
-- ``cmcr_cr``: CMCR-Net trained with CR (``cmcr_net.yaml``), the full model;
-- ``no_cr``: without CR (``cmcr_net_nocr.yaml``);
-- ``no_contrastive_attention``, ``no_interactive_attention``,
-  ``no_branch_pull``: the full model less one part.
+1. ``validation`` (seeds 1-3, validation speakers only,
+   ``--evaluate_on=valid``): ``full`` (the recipe, the branch pull's
+   contrast term off) and the contrast term on at each of
+   :data:`CONTRAST_WEIGHTS` (``--branch_contrast_weight``: the contrastive
+   attention's own contrastive signal). :func:`choose_contrast` keeps the
+   weight of best validation PESQ among those whose SI-SDR is at most
+   0.3 dB below ``full``'s (the CR protocol's rule).
+2. ``test`` (fresh seeds 4-8, scored once on the test speakers): ``full``,
+   ``no_cr``, ``no_contrastive_attention``, ``no_interactive_attention``,
+   ``no_branch_pull`` and ``contrast`` (the chosen weight), each against
+   ``full``: per-utterance paired differences over seeds and utterances,
+   the two-way mixed-model 95 % interval and the minimum detectable effect
+   (:mod:`benchmarks.power`), Holm over the arms' PESQ p-values; the noisy
+   input's scores beside, so that a model that has not learned shows.
 
-CR's feature space is ``--trained_ssl`` (``recipes/Voicebank/ssl_pretrain``).
-Each arm is compared seed by seed with the full model: the mean paired
-difference with a 95 % t-interval (what removing the part changes). Also
-per arm: parameters at inference, PESQ, eSTOI, SI-SDR, CSIG/CBAK/COVL,
-DNSMOS, wall time. Writes JSON after every run and resumes from it::
+Every run's train log keeps each loss term's gradient share against the
+waveform loss (``cr_grad_*``, ``branch_pull_grad_*``, ``contrast_grad_*``).
+Writes JSON after every run and resumes from it::
 
     python -m benchmarks.cmcr_ablation --trained_ssl /path/to/ssl_hubert_small
+    python -m benchmarks.cmcr_ablation --stage test --trained_ssl ...
+    python -m benchmarks.cmcr_ablation --quick --trained_ssl ... \\
+        --out /tmp/cmcr.json                                  # smoke run
 
 Authors
  * noise-robust-sb contributors 2025
@@ -30,6 +45,19 @@ import shutil
 import sys
 import time
 
+from benchmarks import provenance
+from benchmarks.cr_protocol import noisy_scores
+from benchmarks.cr_protocol_analysis import (
+    GUARD,
+    MARGIN_DB,
+    PRIMARY,
+    SCORES,
+    _cell,
+    effect_summary,
+    mean_scores,
+    paired_table,
+    read_per_utterance,
+)
 from benchmarks.cr_vs_baseline import (
     TEST_METRICS,
     recipe_overrides,
@@ -38,29 +66,29 @@ from benchmarks.cr_vs_baseline import (
 from benchmarks.paired import (
     ResumableRuns,
     effective_hparam,
-    fmt,
-    fmt_delta,
-    read_average,
+    last_epoch_stats,
     run_in_phases,
     run_recipe,
-    summarize,
 )
-from lobes.cpu_settings import (
-    ENHANCEMENT,
-    ENHANCEMENT_TRAINING,
-)
+from benchmarks.power import holm
+from lobes.cpu_settings import ENHANCEMENT, ENHANCEMENT_TRAINING
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RECIPE = os.path.join(REPO, "recipes", "Voicebank", "enhance")
 
-#: CMCR-Net at a CPU size (lobes.cpu_settings; the fragment's defaults are
-#: the paper-ish 9.6M-parameter network) and the authors' learning rate.
+#: CMCR-Net at a CPU size (the fragment's defaults are the paper-ish
+#: 9.6M-parameter network) and the authors' learning rate.
 SIZE = ENHANCEMENT["cmcr_net"]
 
-#: Arms: name -> (recipe YAML, extra overrides).
+#: The contrast term's weights tried on validation (it is a squared
+#: cosine, at most 1, beside SI-SNR terms in dB).
+CONTRAST_WEIGHTS = (0.03, 0.1, 0.3)
+
+#: The test stage's arms: name -> (recipe YAML, extra overrides);
+#: ``contrast`` takes the weight chosen on validation.
 ARMS = {
-    "cmcr_cr": ("cmcr_net.yaml", {}),
+    "full": ("cmcr_net.yaml", {}),
     "no_cr": ("cmcr_net_nocr.yaml", {}),
     "no_contrastive_attention": (
         "cmcr_net.yaml", {"contrastive_attention": False}
@@ -69,36 +97,78 @@ ARMS = {
         "cmcr_net.yaml", {"interactive_attention": False}
     ),
     "no_branch_pull": ("cmcr_net.yaml", {"branch_pull_weight": 0.0}),
+    "contrast": ("cmcr_net.yaml", {"branch_contrast_weight": None}),
 }
+BASELINE = "full"
 
+#: The gradient shares every run's train log keeps (last epoch).
+SHARES = ("cr_grad_cosine", "branch_pull_grad_cosine",
+          "contrast_grad_cosine")
 
 FULL = {"corpus_size": "small",
         "epochs": ENHANCEMENT_TRAINING["number_of_epochs"],
         "batch_size": ENHANCEMENT_TRAINING["batch_size"],
         "segment_length": ENHANCEMENT_TRAINING["segment_length"],
-        "seeds": [1, 2, 3]}
+        "valid_seeds": [1, 2, 3], "test_seeds": [4, 5, 6, 7, 8]}
 QUICK = {"corpus_size": "tiny", "epochs": 1, "batch_size": 2,
-         "segment_length": 1.0, "seeds": [1]}
+         "segment_length": 1.0, "valid_seeds": [1], "test_seeds": [4]}
+
+
+def contrast_arm(weight):
+    """The validation arm of one contrast weight.
+
+    Example
+    -------
+    >>> contrast_arm(0.1), contrast_weight_of(contrast_arm(0.1))
+    ('contrast/0.1', 0.1)
+    """
+    return f"contrast/{weight:g}"
+
+
+def contrast_weight_of(arm):
+    """The contrast weight of a :func:`contrast_arm` name."""
+    return float(arm.split("/")[1])
+
+
+def arm_spec(arm, chosen=None):
+    """The recipe YAML and overrides of an arm.
+
+    Example
+    -------
+    >>> arm_spec("contrast/0.3")
+    ('cmcr_net.yaml', {'branch_contrast_weight': 0.3})
+    >>> arm_spec("contrast", chosen=0.1)
+    ('cmcr_net.yaml', {'branch_contrast_weight': 0.1})
+    """
+    if arm.startswith("contrast/"):
+        return "cmcr_net.yaml", {"branch_contrast_weight":
+                                 contrast_weight_of(arm)}
+    yaml, extra = ARMS[arm]
+    return yaml, {k: (chosen if v is None else v) for k, v in extra.items()}
 
 
 def job_id(job):
-    """The key of one run in the JSON."""
-    return f"{job['arm']}/seed{job['seed']}"
+    """The key of one run in the JSON (and its folder).
+
+    Example
+    -------
+    >>> job_id({"stage": "validation", "arm": "contrast/0.1", "seed": 2})
+    'validation/contrast_0.1/seed2'
+    """
+    return f"{job['stage']}/{job['arm'].replace('/', '_')}/seed{job['seed']}"
 
 
 def parameters(arm):
-    """Inference parameters of an arm's network at the benchmark size.
-
-    CR and the branch pull are training objectives: the network is the
-    one of ``cmcr_net_nocr.yaml`` with the arm's structural switches.
-    """
+    """Inference parameters of an arm's network at the benchmark size
+    (CR, the pull and its contrast are training objectives only)."""
     import torch
 
     from lobes.overrides import load_hparams
 
-    _, extra = ARMS[arm]
+    _, extra = arm_spec(arm, chosen=0.0)
     overrides = {k: v for k, v in {**SIZE, **extra}.items()
-                 if k not in ("lr", "branch_pull_weight")}
+                 if k not in ("lr", "branch_pull_weight",
+                              "branch_contrast_weight")}
     path = os.path.join(RECIPE, "hparams", "cmcr_net_nocr.yaml")
     with torch.random.fork_rng(devices=[]):
         experiment = load_hparams(path, overrides)
@@ -106,124 +176,245 @@ def parameters(arm):
 
 
 def run_arm(job, setup, work, ssl_folder, threads, quick):
-    """Train and test one arm with the recipe; return its measurements."""
-    yaml, extra = ARMS[job["arm"]]
+    """Train one arm with the recipe and score its best checkpoint on the
+    stage's split; its per-utterance scores and training statistics."""
+    yaml, extra = arm_spec(job["arm"], setup.get("contrast_weight"))
     out = os.path.join(work, job_id(job))
     shutil.rmtree(out, ignore_errors=True)
+    split = "valid" if job["stage"] == "validation" else "test"
+    metrics = SCORES if split == "valid" or quick else TEST_METRICS
     overrides = {
-        **SIZE, **extra,
-        **recipe_overrides(setup, job["seed"], out, quick),
+        **SIZE, **extra, **recipe_overrides(setup, job["seed"], out, quick),
+        "evaluate_on": split, "test_metrics": list(metrics),
     }
     if yaml == "cmcr_net.yaml":
         overrides.update(ssl_overrides(ssl_folder))
-        if setup.get("cr_weight") is not None:
-            overrides["cr_weight"] = setup["cr_weight"]
+    code = provenance.code_state()
     wall = run_recipe(RECIPE, yaml, overrides, threads)
-    average, utterances = read_average(
-        os.path.join(out, "test_results.csv")
-    )
+    items = read_per_utterance(os.path.join(out, f"{split}_results.csv"))
     return {
         "id": job_id(job), **job, "yaml": yaml, "overrides": overrides,
-        **{m: average.get(m, math.nan) for m in TEST_METRICS},
+        "split": split, "items": items, "means": mean_scores(items),
+        "train": last_epoch_stats(os.path.join(out, "train_log.txt")),
         "cr_weight": effective_hparam(out, "cr_weight"),
         "parameters": parameters(job["arm"]), "wall_seconds": wall,
-        "test_utterances": utterances,
+        "code": code,
     }
 
 
-def summarize_runs(runs):
-    """Per arm: means, and paired differences to the full model."""
-    for run in runs:
-        run.setdefault("model", "cmcr_net")
-    return summarize(
-        runs, ("model",), (*TEST_METRICS, "parameters", "wall_seconds"),
-        lambda run: {"model": "cmcr_net", "arm": "cmcr_cr"},
-    )
+def by_seed(data, stage, arm):
+    """``{seed: items}`` of an arm's runs in a stage."""
+    return {run["seed"]: run["items"] for run in data.get("runs", [])
+            if run["stage"] == stage and run["arm"] == arm}
 
 
-def markdown_table(summary):
-    """The summary as a markdown table."""
-    lines = [
-        "| arm | seeds | parameters | PESQ | Δ PESQ [95 % CI] | eSTOI "
-        "| SI-SDR | Δ SI-SDR [95 % CI] | CSIG | CBAK | COVL | DNSMOS "
-        "| wall min |",
-        "|---|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in summary:
-        full = row["arm"] == "cmcr_cr"
-        deltas = [
-            "—" if full else fmt_delta(
-                row[f"delta_{key}"], row[f"delta_{key}_ci95"]
-            )
-            for key in ("pesq", "si_sdr")
-        ]
+def seed_deltas(data, stage, arm, base=BASELINE):
+    """Mean over seeds of the arm's mean score minus the base's (same
+    seed), per score.
+
+    Example
+    -------
+    >>> def run(arm, seed, pesq):
+    ...     return {"stage": "validation", "arm": arm, "seed": seed,
+    ...             "items": {"u": {"pesq": pesq, "estoi": 0.8,
+    ...                             "si_sdr": 1.0}}}
+    >>> data = {"runs": [run("full", 1, 2.0), run("c", 1, 2.5),
+    ...                  run("full", 2, 2.0), run("c", 2, 2.1)]}
+    >>> round(seed_deltas(data, "validation", "c")["pesq"], 2)
+    0.3
+    """
+    arm, base = (by_seed(data, stage, a) for a in (arm, base))
+    seeds = sorted(set(arm) & set(base))
+    out = {}
+    for score in SCORES:
+        diffs = [mean_scores(arm[s], [score])[score]
+                 - mean_scores(base[s], [score])[score] for s in seeds]
+        out[score] = sum(diffs) / len(diffs) if diffs else math.nan
+    return out
+
+
+def choose_contrast(deltas, margin=MARGIN_DB):
+    """The validation choice of the contrast weight.
+
+    Arguments
+    ---------
+    deltas : dict
+        :func:`contrast_arm` name -> :func:`seed_deltas` against ``full``.
+    margin : float
+        SI-SDR may be at most this much (dB) below ``full``'s.
+
+    Returns
+    -------
+    dict
+        ``weight``, ``passed`` (False: no weight met the margin; the one
+        that lost least SI-SDR is tested, and no gain can be claimed) and
+        ``why``. PESQ equal to 0.001 is a tie, which goes to the smaller
+        weight.
+
+    Example
+    -------
+    >>> choose_contrast({"contrast/0.03": {"pesq": 0.02, "si_sdr": 0.1},
+    ...                  "contrast/0.1": {"pesq": 0.05, "si_sdr": -0.2},
+    ...                  "contrast/0.3": {"pesq": 0.09, "si_sdr": -0.5}}
+    ...                 )["weight"]
+    0.1
+    """
+    eligible = [n for n in deltas if deltas[n][GUARD] >= -margin]
+    if eligible:
+        best = max(eligible, key=lambda n: (round(deltas[n][PRIMARY], 3),
+                                            -contrast_weight_of(n)))
+        return {"weight": contrast_weight_of(best), "passed": True,
+                "why": (f"{best}: best validation PESQ "
+                        f"({deltas[best][PRIMARY]:+.3f} vs full) of the "
+                        f"{len(eligible)} weights whose SI-SDR is within "
+                        f"{margin} dB of full")}
+    best = max(deltas, key=lambda n: deltas[n][GUARD])
+    return {"weight": contrast_weight_of(best), "passed": False,
+            "why": (f"no weight kept SI-SDR within {margin} dB of full; "
+                    f"{best} lost least: tested, no gain claimed")}
+
+
+def summarize_test(data):
+    """Each test arm against ``full``: paired effects per score, Holm over
+    the arms' PESQ p-values; means, parameters and gradient shares."""
+    base = by_seed(data, "test", BASELINE)
+    rows = []
+    for arm in ARMS:
+        mine = by_seed(data, "test", arm)
+        if not mine:
+            continue
+        runs = [r for r in data["runs"]
+                if r["stage"] == "test" and r["arm"] == arm]
+        row = {"arm": arm, "seeds": len(mine),
+               "means": {s: sum(r["means"][s] for r in runs) / len(runs)
+                         for s in SCORES},
+               "parameters": runs[0]["parameters"],
+               "shares": {k: [r["train"].get(k) for r in runs]
+                          for k in SHARES}}
+        if arm != BASELINE:
+            tables = {s: paired_table(mine, base, s) for s in SCORES}
+            row["utterances"] = tables[PRIMARY].shape[1]
+            row["effects"] = {s: effect_summary(t)
+                              for s, t in tables.items()}
+        rows.append(row)
+    tested = [r for r in rows if "effects" in r
+              and math.isfinite(r["effects"][PRIMARY]["p"])]
+    for row, p in zip(tested, holm([r["effects"][PRIMARY]["p"]
+                                    for r in tested])):
+        row["p_holm"] = p
+    return rows
+
+
+def markdown_table(data):
+    """The validation choice and the test ablation (a results file).
+
+    Example
+    -------
+    >>> text = markdown_table({"runs": [], "choice": None})
+    >>> text.splitlines()[0]
+    '| validation arm | seeds | Δ PESQ | Δ eSTOI | Δ SI-SDR |'
+    """
+    lines = ["| validation arm | seeds | Δ PESQ | Δ eSTOI | Δ SI-SDR |",
+             "|---|---:|---:|---:|---:|"]
+    for weight in CONTRAST_WEIGHTS:
+        arm = contrast_arm(weight)
+        seeds = len(by_seed(data, "validation", arm))
+        if seeds:
+            d = seed_deltas(data, "validation", arm)
+            lines.append(f"| {arm} | {seeds} | {d['pesq']:+.3f} "
+                         f"| {d['estoi']:+.3f} | {d['si_sdr']:+.2f} |")
+    choice = data.get("choice")
+    lines += ["", "Δ: against `full` (contrast off), mean over seeds of "
+              "each seed's mean on the validation speakers. Choice: "
+              + (choice["why"] if choice else "not made yet") + "."]
+    rows = summarize_test(data)
+    if not rows:
+        return "\n".join(lines)
+    noisy = data.get("noisy_test") or {}
+    lines += ["", "| test arm | seeds × utterances | PESQ | Δ PESQ [95 % CI]"
+              " | p (Holm) | MDE | Δ eSTOI [95 % CI] | Δ SI-SDR [95 % CI] "
+              "| parameters | gradient cosine to the waveform loss "
+              "(CR, pull, contrast) |",
+              "|---|---|---:|---|---:|---:|---|---|---:|---|"]
+    for row in rows:
+        effects = row.get("effects", {})
+        cosines = " / ".join(
+            "—" if not [v for v in row["shares"][k] if v is not None]
+            else f"{_mean(row['shares'][k]):+.2f}" for k in SHARES)
         lines.append(
-            f"| {row['arm']} | {len(row['seeds'])} "
-            f"| {row['parameters']:,.0f} | {fmt(row['pesq'])} | {deltas[0]}"
-            f" | {fmt(row['estoi'], 3)} | {fmt(row['si_sdr'])} "
-            f"| {deltas[1]} | {fmt(row['csig'])} | {fmt(row['cbak'])} "
-            f"| {fmt(row['covl'])} | {fmt(row['dnsmos_ovrl'])} "
-            f"| {row['wall_seconds'] / 60:.1f} |"
-        )
+            f"| {row['arm']} | {row['seeds']} × {row.get('utterances', '—')}"
+            f" | {row['means']['pesq']:.2f} "
+            f"| {_cell(effects.get('pesq'), 3)} "
+            f"| {row.get('p_holm', math.nan):.3f} "
+            f"| {effects.get('pesq', {}).get('mde', math.nan):.3f} "
+            f"| {_cell(effects.get('estoi'), 3)} "
+            f"| {_cell(effects.get('si_sdr'))} | {row['parameters']:,} "
+            f"| {cosines} |")
+    if noisy:
+        lines += ["", f"Noisy input (test): PESQ {noisy['pesq']:.2f}, eSTOI "
+                  f"{noisy['estoi']:.3f}, SI-SDR {noisy['si_sdr']:.2f} dB."]
     return "\n".join(lines)
 
 
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values)
+
+
 def main(argv=None):
-    """Run the benchmark (see the module docstring)."""
+    """Run a stage (see the module docstring)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", choices=("validation", "test"),
+                        default="validation")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny corpus, one epoch, one seed")
     parser.add_argument("--trained_ssl", required=True,
                         help="folder of recipes/Voicebank/ssl_pretrain")
-    parser.add_argument("--arms", default=",".join(ARMS))
-    parser.add_argument("--cr_weight", type=float, default=None,
-                        help="CR's weight in every arm with CR (default: "
-                        "the recipe's; each run records the weight it used)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument(
-        "--out", default=os.path.join(REPO, "benchmarks", "results",
-                                      "cmcr_ablation.json"),
-    )
+    parser.add_argument("--out", default=os.path.join(
+        REPO, "benchmarks", "results", "cmcr_ablation.json"))
     args = parser.parse_args(argv)
-    setup = dict(QUICK if args.quick else FULL)
-    if args.seeds:
-        setup["seeds"] = args.seeds
-    if args.epochs:
-        setup["epochs"] = args.epochs
-    if args.cr_weight is not None:
-        setup["cr_weight"] = args.cr_weight
-    arms = [a for a in args.arms.split(",") if a]
-    if set(arms) - set(ARMS):
-        parser.error(f"arms among {list(ARMS)}")
     if not os.path.isfile(os.path.join(args.trained_ssl, "config.json")):
         parser.error(f"{args.trained_ssl}: no trained SSL model; make one "
                      "with recipes/Voicebank/ssl_pretrain/train.py")
-    begin = time.perf_counter()
+    setup = dict(QUICK if args.quick else FULL)
+    block = provenance.start(
+        [__file__, *argv], placeholders={args.trained_ssl: "<trained SSL>"},
+        corpus="mini VoiceBank-DEMAND", corpus_size=setup["corpus_size"],
+        threads=args.threads)
     work = os.path.splitext(args.out)[0] + "_runs"
-    runs = ResumableRuns(args.out, {
-        "training": setup, "size": SIZE, "threads": args.threads,
-        "trained_ssl": os.path.abspath(args.trained_ssl),
-    })
+    runs = ResumableRuns(args.out, {"training": setup, "size": SIZE,
+                                    "threads": args.threads})
+    data = runs.data
+    if args.stage == "test":
+        if not data.get("choice"):
+            raise SystemExit(f"error: {args.out}: no validation choice; run "
+                             "--stage validation first")
+        setup["contrast_weight"] = data["choice"]["weight"]
+        arms, seeds = list(ARMS), setup["test_seeds"]
+    else:
+        arms = [BASELINE] + [contrast_arm(w) for w in CONTRAST_WEIGHTS]
+        seeds = setup["valid_seeds"]
     done = runs.done()
-    jobs = [{"arm": arm, "seed": seed} for seed in setup["seeds"]
-            for arm in arms if job_id({"arm": arm, "seed": seed}) not in done]
+    jobs = [{"stage": args.stage, "arm": arm, "seed": seed}
+            for seed in seeds for arm in arms
+            if job_id({"stage": args.stage, "arm": arm, "seed": seed})
+            not in done]
     print(f"{len(done)} runs done, {len(jobs)} to go", flush=True)
+    begin = time.perf_counter()
 
     def finished(job, run):
-        weights = {r.get("cr_weight") for r in runs.runs + [run]
-                   if r["arm"] != "no_cr"} - {None}
-        if len(weights) > 1:
-            raise SystemExit(
-                f"error: {args.out} would mix runs at CR weights "
-                f"{sorted(weights)}; pass --cr_weight or another --out"
-            )
-        summary = summarize_runs(runs.runs + [run])
-        runs.add(run, summary=summary, table=markdown_table(summary))
-        print(f"[{run['id']}] PESQ {run['pesq']:.2f}, SI-SDR "
-              f"{run['si_sdr']:.2f} dB, {run['wall_seconds'] / 60:.1f} min "
+        runs.add(run)
+        if args.stage == "test" and "noisy_test" not in data:
+            data["noisy_test"] = mean_scores(noisy_scores(os.path.join(
+                work, job_id(job), "save", "voicebank_test.csv")))
+        runs.save(table=markdown_table(data),
+                  provenance=provenance.finish(block))
+        print(f"[{run['id']}] PESQ {run['means']['pesq']:.2f}, SI-SDR "
+              f"{run['means']['si_sdr']:.2f} dB, "
+              f"{run['wall_seconds'] / 60:.1f} min "
               f"({(time.perf_counter() - begin) / 60:.0f} min so far)",
               flush=True)
 
@@ -234,11 +425,15 @@ def main(argv=None):
                             args.quick),
         args.jobs, finished,
     )
-    print()
-    print(runs.data.get("table", ""))
+    if args.stage == "validation" and not data.get("choice"):
+        data["choice"] = choose_contrast({
+            contrast_arm(w): seed_deltas(data, "validation", contrast_arm(w))
+            for w in CONTRAST_WEIGHTS})
+    runs.save(table=markdown_table(data), provenance=provenance.finish(block))
+    print(data["table"])
     print(f"\nWrote {args.out}")
-    return runs.data
+    return data
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

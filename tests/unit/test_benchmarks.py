@@ -83,16 +83,29 @@ def test_cr_summary_pairs_each_space_with_the_one_backbone_run():
 def test_cmcr_ablations_are_paired_with_the_full_model():
     cmcr = load("cmcr_ablation")
 
-    def run(arm, seed, pesq):
-        values = {m: 1.0 for m in cmcr.TEST_METRICS}
-        values.update(pesq=pesq, parameters=1000, wall_seconds=60.0)
-        return {"arm": arm, "seed": seed, **values}
+    def run(stage, arm, seed, pesq):
+        items = {f"u{k}": {"pesq": pesq + 0.01 * ((k * seed) % 3),
+                           "estoi": 0.8, "si_sdr": 10.0}
+                 for k in range(6)}
+        return {"stage": stage, "arm": arm, "seed": seed, "items": items,
+                "means": cmcr.mean_scores(items), "parameters": 1000,
+                "train": {"branch_pull_grad_cosine": -0.5}}
 
-    runs = [run("cmcr_cr", 1, 2.0), run("cmcr_cr", 2, 2.2),
-            run("no_cr", 1, 1.9), run("no_cr", 2, 2.0)]
-    rows = {r["arm"]: r for r in cmcr.summarize_runs(runs)}
-    assert rows["no_cr"]["delta_pesq"] == pytest.approx(-0.15)
-    assert math.isnan(rows["cmcr_cr"]["delta_pesq"])
-    assert "| no_cr | 2 | 1,000 | 1.95 | -0.15 [" in cmcr.markdown_table(
-        cmcr.summarize_runs(runs)
-    )
+    runs = [run("validation", "full", s, 2.0) for s in (1, 2)]
+    runs += [run("validation", "contrast/0.1", s, 2.1) for s in (1, 2)]
+    runs += [run("test", "full", s, 2.0) for s in (4, 5, 6)]
+    runs += [run("test", "no_cr", s, 1.8 + 0.01 * s) for s in (4, 5, 6)]
+    data = {"runs": runs}
+    deltas = cmcr.seed_deltas(data, "validation", "contrast/0.1")
+    assert deltas["pesq"] == pytest.approx(0.1)
+    data["choice"] = cmcr.choose_contrast({"contrast/0.1": deltas})
+    assert data["choice"]["weight"] == 0.1 and data["choice"]["passed"]
+    rows = {r["arm"]: r for r in cmcr.summarize_test(data)}
+    no_cr = rows["no_cr"]["effects"]["pesq"]
+    assert no_cr["mean"] == pytest.approx(-0.15)
+    assert no_cr["low"] < -0.15 < no_cr["high"] < 0
+    assert rows["no_cr"]["utterances"] == 6 and "effects" not in rows["full"]
+    table = cmcr.markdown_table(data)
+    assert "| contrast/0.1 | 2 | +0.100 |" in table
+    assert "| no_cr | 3 × 6 |" in table and "| -0.150 [-0.1" in table
+    assert "| 1,000 | — / -0.50 / — |" in table
