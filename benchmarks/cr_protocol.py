@@ -199,6 +199,7 @@ class Protocol:
         self.ssl_folders = ssl_folders
         self.threads = threads
         self.quick = quick
+        self._codes = {}
 
     def folder(self, job):
         """A run's output folder."""
@@ -207,6 +208,8 @@ class Protocol:
     def _overrides(self, job, epochs, split, metrics):
         out = self.folder(job)
         shutil.rmtree(out, ignore_errors=True)  # not in the JSON: redo it
+        # what the run will import (runs of other threads have other keys)
+        self._codes[out] = provenance.code_state()
         return {
             **SIZES[job["backbone"]],
             **recipe_overrides({**self.setup, "epochs": epochs},
@@ -223,7 +226,7 @@ class Protocol:
             "overrides": overrides, "split": split, "items": items,
             "means": mean_scores(items),
             "train": last_epoch_stats(os.path.join(out, "train_log.txt")),
-            "wall_seconds": wall,
+            "wall_seconds": wall, "code": self._codes.pop(out, None),
         }
 
     def backbone(self, job):
