@@ -255,15 +255,9 @@ def run_arm(job, setup, work, folders, threads):
     """Phase 2: fork a backbone into one arm; train, score, measure."""
     out = os.path.join(work, job_id(job))
     shutil.rmtree(out, ignore_errors=True)
-    yaml, overrides = arm_overrides(
-        job, setup, out, folders[job["stage"]][job["gain_db"]],
-        os.path.join(work, backbone_id(job["backbone"], job["seed"],
-                                       job["gain_db"])),
-    )
-    code = provenance.code_state()
-    wall = run_recipe(RECIPE, yaml, overrides, threads)
-    return {**arm_record(job, setup, yaml, overrides, out, out, wall),
-            "code": code}
+    return _run_arm_recipe(job, setup, work, out,
+                           folders[job["stage"]][job["gain_db"]], out,
+                           threads)
 
 
 def run_arm_test(job, setup, work, test_root, threads):
@@ -288,8 +282,15 @@ def run_arm_test(job, setup, work, test_root, threads):
     for name in checkpoints:
         shutil.copytree(os.path.join(trained, "save", name),
                         os.path.join(out, "save", name))
+    return _run_arm_recipe(job, setup, work, out, test_root, trained,
+                           threads)
+
+
+def _run_arm_recipe(job, setup, work, out, data_folder, trained, threads):
+    """Run an arm's recipe into ``out`` on ``data_folder``; its record,
+    with the code the run imported."""
     yaml, overrides = arm_overrides(
-        job, setup, out, test_root,
+        job, setup, out, data_folder,
         os.path.join(work, backbone_id(job["backbone"], job["seed"],
                                        job["gain_db"])),
     )
