@@ -38,6 +38,24 @@ def tiny_wavlm(tmp_path_factory):
     return save_tiny_ssl_model("wavlm", str(tmp_path_factory.mktemp("wavlm")))
 
 
+#: A run's hyperparams.yaml holding :func:`make_enhancer`'s network (its
+#: seeding, as a recipe's, seeds Python's, NumPy's and torch's generators).
+ENHANCER_YAML = (
+    "seed: 1\n"
+    "__set_seed: !apply:speechbrain.utils.seed_everything [!ref <seed>]\n"
+    "enhance_model: !new:lobes.models.enhancement.MaskingEnhancer\n"
+    "  encoder: !new:speechbrain.lobes.models.dual_path.Encoder\n"
+    "    kernel_size: 16\n    out_channels: 8\n"
+    "  masknet: !new:speechbrain.lobes.models.conv_tasnet.MaskNet\n"
+    "    N: 8\n    B: 8\n    H: 8\n    P: 3\n    X: 1\n    R: 1\n"
+    "    C: 1\n"
+    "  decoder: !new:speechbrain.lobes.models.dual_path.Decoder\n"
+    "    in_channels: 8\n    out_channels: 1\n    kernel_size: 16\n"
+    "    stride: 8\n    bias: False\n"
+    "modules:\n  enhance_model: !ref <enhance_model>\n"
+)
+
+
 def make_enhancer(seed=0):
     torch.manual_seed(seed)
     return MaskingEnhancer(
@@ -312,21 +330,7 @@ def test_reference_model_errors_name_the_fix(tmp_path):
 
 
 def test_reference_model_loads_best_checkpoint_frozen(tmp_path):
-    yaml_text = (
-        "seed: 1\n"
-        "__set_seed: !apply:torch.manual_seed [!ref <seed>]\n"
-        "enhance_model: !new:lobes.models.enhancement.MaskingEnhancer\n"
-        "  encoder: !new:speechbrain.lobes.models.dual_path.Encoder\n"
-        "    kernel_size: 16\n    out_channels: 8\n"
-        "  masknet: !new:speechbrain.lobes.models.conv_tasnet.MaskNet\n"
-        "    N: 8\n    B: 8\n    H: 8\n    P: 3\n    X: 1\n    R: 1\n"
-        "    C: 1\n"
-        "  decoder: !new:speechbrain.lobes.models.dual_path.Decoder\n"
-        "    in_channels: 8\n    out_channels: 1\n    kernel_size: 16\n"
-        "    stride: 8\n    bias: False\n"
-        "modules:\n  enhance_model: !ref <enhance_model>\n"
-    )
-    (tmp_path / "hyperparams.yaml").write_text(yaml_text)
+    (tmp_path / "hyperparams.yaml").write_text(ENHANCER_YAML)
     trained = make_enhancer(seed=5)
     worse = make_enhancer(seed=6)
     checkpointer = Checkpointer(str(tmp_path / "save"),

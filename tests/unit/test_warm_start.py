@@ -89,26 +89,12 @@ def test_folder_without_checkpoint_refused(tmp_path):
 
 
 # ---------------------------------------------------------------- enhancers
-ENHANCER_YAML = (
-    "seed: 1\n"
-    "__set_seed: !apply:speechbrain.utils.seed_everything [!ref <seed>]\n"
-    "enhance_model: !new:lobes.models.enhancement.MaskingEnhancer\n"
-    "  encoder: !new:speechbrain.lobes.models.dual_path.Encoder\n"
-    "    kernel_size: 16\n    out_channels: 8\n"
-    "  masknet: !new:speechbrain.lobes.models.conv_tasnet.MaskNet\n"
-    "    N: 8\n    B: 8\n    H: 8\n    P: 3\n    X: 1\n    R: 1\n"
-    "    C: 1\n"
-    "  decoder: !new:speechbrain.lobes.models.dual_path.Decoder\n"
-    "    in_channels: 8\n    out_channels: 1\n    kernel_size: 16\n"
-    "    stride: 8\n    bias: False\n"
-    "modules:\n  enhance_model: !ref <enhance_model>\n"
-)
 
 
 def enhancer_run(folder, seed=5):
     """A finished enhancement run: its YAML and two checkpoints, the best
     (lowest validation loss) first; returns the best weights."""
-    from tests.unit.test_enhancement_brain import make_enhancer
+    from tests.unit.test_enhancement_brain import ENHANCER_YAML, make_enhancer
 
     (folder / "hyperparams.yaml").write_text(ENHANCER_YAML)
     best, worse = make_enhancer(seed=seed), make_enhancer(seed=seed + 1)
