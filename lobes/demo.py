@@ -9,9 +9,10 @@ From a fresh clone, on a 2-core laptop CPU, in about a quarter of an hour
    (``recipes/WHAM/separation/train.py`` and its YAMLs with their defaults,
    shrunk to the CPU size of :mod:`lobes.cpu_settings` by command-line
    overrides: the same code as a full run), side by side, one CPU thread
-   each, 2,000 steps; with the default seed this is seed 1 of the NASS
-   benchmark's SepFormer comparison (``benchmarks/nass_vs_baseline.py``,
-   whose 3-seed table is in ``recipes/WHAM/separation/README.md``);
+   each, 2,000 steps from scratch, at the corpus's own noise level (the
+   backbone stage of ``benchmarks/nass_vs_baseline.py``, with the noise
+   18 dB louder and its arms forked from trained backbones, is what says
+   whether NASS helps: ``recipes/WHAM/separation/README.md``);
 3. tests both on the mini test set and prints a table (SI-SNRi, SDRi, the
    noise estimate's SI-SNR, parameters at inference, training seconds),
    written as ``results.md`` and ``results.json``;
