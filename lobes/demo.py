@@ -472,11 +472,10 @@ def main(argv=None):
         f"{args.epochs} epochs (100 steps each) of CPU-size models "
         "(lobes.cpu_settings) trained side by side, one CPU thread each, "
         f"seed {args.seed}: one run, not comparable with published WHAM! "
-        "results. The 3-seed comparison with paired intervals is in "
-        "recipes/WHAM/separation/README.md (benchmarks/nass_vs_baseline.py;"
-        " its seed 1 is this demo with the default seed). For the "
-        "baseline, the noise column is the SI-SNR of the residual mixture - "
-        "sum(speakers)."
+        "results, and not a test of whether NASS helps: that is the "
+        "warm-started, paired comparison of benchmarks/nass_vs_baseline.py "
+        "(recipes/WHAM/separation/README.md). For the baseline, the noise "
+        "column is the SI-SNR of the residual mixture - sum(speakers)."
     )
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
         f.write(f"# NASS demo on the mini WHAM! corpus\n\n{table}\n\n{note}\n"
