@@ -278,3 +278,43 @@ def check_arms_trained(validation_path, jobs):
             f"on validation yet ({missing[0]}); run --stage validation "
             "with the same settings first"
         )
+
+
+def check_rebuilt(runs, run):
+    """Check a backbone trained again (its folder was gone) against its record.
+
+    It must score exactly as recorded, or the arms forked from it would not
+    be paired with the recorded arms: refuses otherwise; keeps the
+    rebuild's wall time and code in the file's ``rebuilt`` list.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> from benchmarks.paired import ResumableRuns
+    >>> runs = ResumableRuns(os.path.join(tempfile.mkdtemp(), "r.json"), {})
+    >>> runs.add({"id": "backbones/b/seed1", "valid_si-snr_i": 9.25})
+    >>> again = {"id": "backbones/b/seed1", "valid_si-snr_i": 9.25,
+    ...          "wall_seconds": 1.0, "code": None}
+    >>> check_rebuilt(runs, again)
+    [backbones/b/seed1] trained again: valid_si-snr_i 9.250000 dB, as recorded
+    >>> check_rebuilt(runs, {**again, "valid_si-snr_i": 9.3})
+    Traceback (most recent call last):
+    SystemExit: error: backbones/b/seed1 trained again scores ...
+    """
+    recorded = next(old for old in runs.runs if old["id"] == run["id"])
+    key = "valid_si-snr_i"
+    if run[key] != recorded[key]:
+        raise SystemExit(
+            f"error: {run['id']} trained again scores {key} {run[key]!r}, "
+            f"recorded {recorded[key]!r}: arms forked from it would not be "
+            "paired with the recorded arms; run these arms into another "
+            "--out"
+        )
+    rebuilt = [r for r in runs.data.get("rebuilt", [])
+               if r["id"] != run["id"]]
+    runs.save(rebuilt=rebuilt + [{
+        "id": run["id"], key: run[key], "wall_seconds": run["wall_seconds"],
+        "code": run["code"],
+    }])
+    print(f"[{run['id']}] trained again: {key} {run[key]:.6f} dB, "
+          "as recorded", flush=True)

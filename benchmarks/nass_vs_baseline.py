@@ -91,6 +91,7 @@ from benchmarks.nass_stages import (
     backbone_id,
     check_arms_trained,
     check_chosen_on_validation,
+    check_rebuilt,
     gain_label,
     job_id,
     louder_noise_corpus,
@@ -225,7 +226,8 @@ def run_backbone(job, setup, work, views, threads):
     average, utterances = read_average(results)
     return {
         "id": backbone_id(job["backbone"], job["seed"], job["gain_db"]),
-        "phase": "backbone", **job, "folder": folder,
+        "phase": "backbone", "folder": folder,
+        **{key: value for key, value in job.items() if key != "rebuild"},
         "overrides": overrides,
         "valid_si-snr_i": average.get("si-snr_i", math.nan),
         "valid_sdr_i": average.get("sdr_i", math.nan),
@@ -490,13 +492,22 @@ def main(argv=None):
     for seed in setup["seeds"]:
         for backbone in setup["backbones"]:
             job = {"backbone": backbone, "seed": seed, "gain_db": gain}
-            if backbone_id(backbone, seed, gain) not in done and not test:
+            forks = [
+                {"stage": args.stage, "gain_db": gain, "backbone": backbone,
+                 "arm": arm, "seed": seed} for arm in setup["arms"]
+            ]
+            forks = [fork for fork in forks if job_id(fork) not in done]
+            arms += forks
+            if test:
+                continue
+            if backbone_id(backbone, seed, gain) not in done:
                 backbones.append(job)
-            for arm in setup["arms"]:
-                job = {"stage": args.stage, "gain_db": gain,
-                       "backbone": backbone, "arm": arm, "seed": seed}
-                if job_id(job) not in done:
-                    arms.append(job)
+            elif forks and not os.path.isfile(os.path.join(
+                    work, backbone_id(backbone, seed, gain),
+                    "test_results.csv")):
+                # recorded, but its folder is gone (another machine):
+                # trained again, and it must score as recorded
+                backbones.append({**job, "rebuild": True})
     if test:
         check_arms_trained(validated, arms)
     print(f"{len(done)} runs done; {len(backbones)} backbones and "
@@ -512,6 +523,9 @@ def main(argv=None):
         return run_backbone(job, setup, work, views, args.threads)
 
     def finished(job, run):
+        if job.get("rebuild"):
+            check_rebuilt(runs, run)
+            return
         everything = runs.runs + [run]
         runs.data["runs"] = everything
         runs.save(
