@@ -47,6 +47,7 @@ Authors
 """
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -275,6 +276,62 @@ class Protocol:
                 "setting": setting if space else None, "space": space}
 
 
+def rebuild_backbones(protocol, runs, forks, jobs):
+    """Train again the recorded backbones that ``forks`` need whose
+    folders are gone (a run resumed on another machine).
+
+    Each must give the recorded per-utterance validation scores exactly,
+    or forks from it would not be paired with the recorded ones: stops
+    otherwise. A rebuild's wall time and code go to the file's
+    ``rebuilt`` list; its record is not added again.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from benchmarks.paired import ResumableRuns
+    >>> work = tempfile.mkdtemp()
+    >>> runs = ResumableRuns(os.path.join(work, "r.json"), {})
+    >>> runs.add({"id": "backbone/b/seed1", "items": {"u": {"pesq": 2}}})
+    >>> class Again(Protocol):
+    ...     def backbone(self, job):
+    ...         return {"id": job_id(job), "items": {"u": {"pesq": 2}},
+    ...                 "wall_seconds": 1.0, "code": None}
+    >>> fork = {"stage": "sweep", "backbone": "b", "seed": 1,
+    ...         "arm": "continued"}
+    >>> rebuild_backbones(Again(QUICK, work, {}, 1, True), runs, [fork], 1)
+    [backbone/b/seed1] trained again: the recorded validation scores
+    >>> runs.data["rebuilt"][0]["id"]
+    'backbone/b/seed1'
+    """
+    done = {run["id"]: run for run in runs.runs}
+    needed = {}
+    for fork in forks:
+        job = {"stage": "backbone", "backbone": fork["backbone"],
+               "seed": fork["seed"]}
+        if job_id(job) in done and not os.path.isdir(
+                os.path.join(protocol.folder(job), "save")):
+            needed[job_id(job)] = job
+
+    def finished(job, record):
+        recorded = done[record["id"]]
+        if json.dumps(record["items"]) != json.dumps(recorded["items"]):
+            raise SystemExit(
+                f"error: {record['id']} trained again does not give its "
+                "recorded validation scores: forks from it would not be "
+                "paired with the recorded runs; pass another --out")
+        runs.save(rebuilt=[
+            *(r for r in runs.data.get("rebuilt", [])
+              if r["id"] != record["id"]),
+            {"id": record["id"], "wall_seconds": record["wall_seconds"],
+             "code": record["code"]},
+        ])
+        print(f"[{record['id']}] trained again: the recorded validation "
+              "scores", flush=True)
+
+    run_in_phases([list(needed.values())], protocol.backbone, jobs,
+                  finished)
+
+
 def check_backbones(data, seeds, backbones, strict):
     """Stop (or, in a smoke run, warn) unless every backbone of ``seeds``
     is above the noisy input on validation and has stopped improving.
@@ -439,9 +496,13 @@ def main(argv=None):
         check_backbones(data, seeds, args.backbones, strict=not args.quick)
 
     def forks(stage, arms, seeds, split, setting_of):
-        run_jobs([{"stage": stage, "backbone": b, "seed": s, "arm": arm}
-                  for b in args.backbones for arm in arms(b)
-                  for s in seeds],
+        jobs = [{"stage": stage, "backbone": b, "seed": s, "arm": arm}
+                for b in args.backbones for arm in arms(b) for s in seeds]
+        rebuild_backbones(
+            protocol, runs,
+            [job for job in jobs if job_id(job) not in runs.done()],
+            args.jobs)
+        run_jobs(jobs,
                  lambda job: protocol.fork(job, setting_of(job), split))
 
     seeds = setup["sweep_seeds"]
