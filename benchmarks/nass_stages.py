@@ -14,7 +14,7 @@ Authors
 
 import os
 
-from benchmarks.paired import portable
+from benchmarks.paired import dumps_results, portable
 
 #: Setup keys the test stage may set differently from the validation
 #: stage it follows: the stage, and the size of the wider test split.
@@ -237,7 +237,7 @@ def widen_arms(path, record):
         return False
     data["setup"] = rest
     with open(path, "w", encoding="utf-8") as fout:
-        json.dump(data, fout, indent=1)
+        fout.write(dumps_results(data))
     return True
 
 

@@ -232,6 +232,39 @@ def run_recipe(recipe_dir, yaml, overrides, threads=1, script="train.py"):
     return time.perf_counter() - start
 
 
+def dumps_results(value, indent=1, _level=0):
+    """JSON of a results file: one key per line, lists of numbers or
+    strings on one line (a per-utterance column is one line, not one line
+    per value; the values are written as ``json.dumps`` writes them).
+
+    Example
+    -------
+    >>> print(dumps_results({"a": [1, 2.5, "x"], "b": {"c": None}}))
+    {
+     "a": [1, 2.5, "x"],
+     "b": {
+      "c": null
+     }
+    }
+    >>> json.loads(dumps_results({"n": [float("nan")]}))["n"][0] != 0
+    True
+    """
+    pad = " " * indent * (_level + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{pad}{json.dumps(str(key))}: "
+                 f"{dumps_results(item, indent, _level + 1)}"
+                 for key, item in value.items()]
+    elif (isinstance(value, (list, tuple)) and value
+          and any(isinstance(item, (dict, list, tuple)) for item in value)):
+        items = [f"{pad}{dumps_results(item, indent, _level + 1)}"
+                 for item in value]
+    else:
+        return json.dumps(value)
+    opening, closing = "{}" if isinstance(value, dict) else "[]"
+    return (opening + "\n" + ",\n".join(items) + "\n"
+            + " " * indent * _level + closing)
+
+
 class ResumableRuns:
     """Runs kept in a JSON file, written after each, resumed on restart.
 
@@ -292,7 +325,7 @@ class ResumableRuns:
                     exist_ok=True)
         tmp = self.path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fout:
-            json.dump(portable(self.data), fout, indent=1)
+            fout.write(dumps_results(portable(self.data)))
         os.replace(tmp, self.path)
 
 
