@@ -12,6 +12,7 @@ Authors
 """
 
 import csv
+import json
 import math
 
 from benchmarks.nass_precheck import BREAKDOWN_KEYS, precheck_table
@@ -97,6 +98,112 @@ def with_oracle(values):
         if key in ("si-snr_i", "sdr_i", "noise_si-snr"):
             out.setdefault(f"{key}_oracle", values[key])
     return out
+
+
+#: Decimals of the per-mixture values a results file keeps (dB): 1e-3 dB,
+#: far below any effect the design can see, and a file of 50 arms x 360
+#: mixtures under 1 MB.
+PER_MIXTURE_DECIMALS = 3
+
+
+def rounded(values, decimals=PER_MIXTURE_DECIMALS):
+    """Per-mixture columns rounded as a results file keeps them.
+
+    Example
+    -------
+    >>> rounded({"mixtures": ["a"], "sdr_i": [1.234567, float("nan")]})
+    {'mixtures': ['a'], 'sdr_i': [1.235, nan]}
+    """
+    return {key: column if key == "mixtures" else
+            [round(value, decimals) for value in column]
+            for key, column in values.items()}
+
+
+def pack_results(data):
+    """A results file's form of ``data``: each run's mixture list, when
+    another run has the same one, as an index into ``mixture_lists``; an
+    ``_oracle`` column equal to its deployed one left out (a run with one
+    noise choice: :func:`with_oracle` puts it back).
+
+    Example
+    -------
+    >>> runs = [{"per_mixture": {"mixtures": ["a", "b"], "sdr_i": [1, 2],
+    ...                          "sdr_i_oracle": [1, 2]}}] * 2
+    >>> packed = pack_results({"runs": runs})
+    >>> packed["mixture_lists"], packed["runs"][1]["per_mixture"]
+    ([['a', 'b']], {'mixtures': 0, 'sdr_i': [1, 2]})
+    >>> unpack_results(packed)["runs"] == runs
+    True
+    """
+    lists, packed_runs = [], []
+    for run in data.get("runs", []):
+        values = run.get("per_mixture")
+        if not isinstance(values, dict) or not isinstance(
+                values.get("mixtures"), list):
+            packed_runs.append(run)
+            continue
+        if values["mixtures"] not in lists:
+            lists.append(values["mixtures"])
+        values = {key: column for key, column in values.items()
+                  if not (key.endswith("_oracle")
+                          and column == values.get(key[:-len("_oracle")]))}
+        values["mixtures"] = lists.index(run["per_mixture"]["mixtures"])
+        packed_runs.append({**run, "per_mixture": values})
+    return {**data, "runs": packed_runs, "mixture_lists": lists}
+
+
+def unpack_results(data):
+    """The in-memory form of a results file :func:`pack_results` wrote
+    (a file written before packing is returned as it is)."""
+    lists = data.get("mixture_lists", [])
+    runs = []
+    for run in data.get("runs", []):
+        values = run.get("per_mixture")
+        if isinstance(values, dict) and isinstance(values.get("mixtures"),
+                                                   int):
+            values = with_oracle({**values,
+                                  "mixtures": lists[values["mixtures"]]})
+            run = {**run, "per_mixture": values}
+        runs.append(run)
+    out = {key: value for key, value in data.items()
+           if key != "mixture_lists"}
+    return {**out, "runs": runs}
+
+
+def repack_results(path, bootstrap=2000):
+    """Rewrite a results file of the benchmark packed, its per-mixture
+    values rounded (:func:`rounded`), its comparisons and table recomputed
+    from them; ``repacked`` records the code that did it.
+
+    Example
+    -------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "r.json")
+    >>> run = {"phase": "arm", "stage": "test", "gain_db": 0,
+    ...        "backbone": "b", "arm": "backbone", "seed": 1,
+    ...        "per_mixture": with_oracle({"mixtures": ["a"],
+    ...                                    "sdr_i": [1.23456]})}
+    >>> _ = open(path, "w").write(json.dumps({"setup": {}, "runs": [run]}))
+    >>> data = repack_results(path, bootstrap=0)
+    >>> json.load(open(path))["runs"][0]["per_mixture"]
+    {'mixtures': 0, 'sdr_i': [1.235]}
+    """
+    from benchmarks import provenance
+    from benchmarks.paired import ResumableRuns
+
+    with open(path, encoding="utf-8") as fin:
+        setup = json.load(fin)["setup"]
+    runs = ResumableRuns(path, setup, pack=pack_results,
+                         unpack=unpack_results)
+    for run in runs.runs:
+        if isinstance(run.get("per_mixture"), dict):
+            run["per_mixture"] = rounded(run["per_mixture"])
+    runs.save(comparisons=compare(runs.runs, bootstrap),
+              arms=arm_means(runs.runs),
+              repacked={"code": provenance.code_state(),
+                        "decimals": PER_MIXTURE_DECIMALS})
+    runs.save(table=markdown_table(runs.data))
+    return runs.data
 
 
 def paired_table(arm_run, base_run, key):

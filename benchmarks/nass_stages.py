@@ -318,3 +318,42 @@ def check_rebuilt(runs, run):
     }])
     print(f"[{run['id']}] trained again: {key} {run[key]:.6f} dB, "
           "as recorded", flush=True)
+
+
+def parameter_overheads(sizes, recipe):
+    """NASS's inference parameters over its backbone's, per backbone of
+    ``sizes`` (``{backbone: overrides}``) at that size (``bench``) and at
+    the recipe YAML's own (``paper``); ``recipe``: the recipe folder.
+
+    Example
+    -------
+    >>> from benchmarks.paired import REPO
+    >>> recipe = os.path.join(REPO, "recipes", "WHAM", "separation")
+    >>> rows = parameter_overheads({"dprnn": {"encoder_channels": 16,
+    ...     "num_dual_path_blocks": 1, "lr": 0.001}}, recipe)
+    >>> sorted(rows), rows["dprnn_bench"]["overhead"] > 0
+    (['dprnn_bench', 'dprnn_paper'], True)
+    """
+    import torch
+
+    from lobes.models.noise_aware import inference_parameter_count
+    from lobes.overrides import load_hparams
+
+    rows = {}
+    with torch.random.fork_rng(devices=[]):
+        for backbone, size in sizes.items():
+            size = {k: v for k, v in size.items() if k != "lr"}
+            for size_name, overrides in (("bench", size), ("paper", {})):
+                counts = {}
+                for stem in (backbone, f"nass_{backbone}"):
+                    path = os.path.join(recipe, "hparams", f"{stem}.yaml")
+                    experiment = load_hparams(path, dict(overrides))
+                    counts[stem] = inference_parameter_count(
+                        experiment["separator"]
+                    )
+                rows[f"{backbone}_{size_name}"] = {
+                    "backbone": counts[backbone],
+                    "nass": counts[f"nass_{backbone}"],
+                    "overhead": counts[f"nass_{backbone}"] - counts[backbone],
+                }
+    return rows

@@ -77,7 +77,11 @@ from benchmarks.nass_analysis import (
     arm_means,
     compare,
     markdown_table,
+    pack_results,
     read_per_mixture,
+    repack_results,
+    rounded,
+    unpack_results,
     with_oracle,
 )
 from benchmarks.nass_precheck import (
@@ -95,6 +99,7 @@ from benchmarks.nass_stages import (
     gain_label,
     job_id,
     louder_noise_corpus,
+    parameter_overheads,
     trained_arm,
     validation_view,
     widen_arms,
@@ -314,7 +319,7 @@ def arm_record(job, setup, yaml, overrides, out, trained, wall):
         "overrides": overrides,
         **{key: average.get(key, math.nan)
            for key in RESULT_KEYS + BREAKDOWN_KEYS if key in average},
-        "per_mixture": with_oracle(read_per_mixture(results)),
+        "per_mixture": rounded(with_oracle(read_per_mixture(results))),
         **{key: train.get(key, math.nan) for key in TRAIN_KEYS},
         "train_loss": train.get("loss", math.nan),
         "epochs": train.get("epoch"),
@@ -324,33 +329,6 @@ def arm_record(job, setup, yaml, overrides, out, trained, wall):
     }
 
 
-
-
-def parameter_overheads():
-    """NASS's inference parameters over its backbone's, bench and paper size."""
-    import torch
-
-    from lobes.models.noise_aware import inference_parameter_count
-    from lobes.overrides import load_hparams
-
-    rows = {}
-    with torch.random.fork_rng(devices=[]):
-        for backbone, sizes in SIZES.items():
-            sizes = {k: v for k, v in sizes.items() if k != "lr"}
-            for size_name, overrides in (("bench", sizes), ("paper", {})):
-                counts = {}
-                for stem in (backbone, f"nass_{backbone}"):
-                    path = os.path.join(RECIPE, "hparams", f"{stem}.yaml")
-                    experiment = load_hparams(path, dict(overrides))
-                    counts[stem] = inference_parameter_count(
-                        experiment["separator"]
-                    )
-                rows[f"{backbone}_{size_name}"] = {
-                    "backbone": counts[backbone],
-                    "nass": counts[f"nass_{backbone}"],
-                    "overhead": counts[f"nass_{backbone}"] - counts[backbone],
-                }
-    return rows
 
 
 def default_out(stage, noise_snr=False):
@@ -400,6 +378,9 @@ def parse_args(argv):
     parser.add_argument("--noise_loss_weight", type=float, default=0.5,
                         help="noise_loss_weight of the nass_noise_weight arm")
     parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--repack", action="store_true",
+                        help="rewrite --out (or the stage's file) packed, "
+                        "per-mixture values rounded, comparisons redone")
     parser.add_argument("--jobs", type=int, default=2,
                         help="runs trained side by side (processes)")
     parser.add_argument("--threads", type=int, default=1,
@@ -441,6 +422,9 @@ def main(argv=None):
     """Run the benchmark (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.repack:
+        return repack_results(args.out or default_out(args.stage),
+                              args.bootstrap)
     setup = make_setup(args)
     block = provenance.start(
         [__file__, *argv], seeds=setup["seeds"], corpus="mini WHAM!",
@@ -477,9 +461,10 @@ def main(argv=None):
             check_chosen_on_validation(validated, record)
     out = args.out or default_out(args.stage)
     widen_arms(out, record)
-    runs = ResumableRuns(out, record)
+    runs = ResumableRuns(out, record, pack=pack_results,
+                         unpack=unpack_results)
     if "parameters" not in runs.data:
-        runs.save(parameters=parameter_overheads())
+        runs.save(parameters=parameter_overheads(SIZES, RECIPE))
     views = {gain: view_at(gain)}
     test_root = None
     if test:  # a wider test split; training and validation mixtures kept

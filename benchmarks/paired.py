@@ -275,6 +275,10 @@ class ResumableRuns:
     setup : dict
         What every run shares; a file holding runs of another setup is
         refused (pass another path).
+    pack, unpack : callable, optional
+        ``data -> data``: how the file stores the runs (e.g. a column
+        shared by every run written once) and how it is read back; the
+        in-memory ``data`` is always the unpacked form.
 
     Example
     -------
@@ -287,12 +291,13 @@ class ResumableRuns:
     {'a/1'}
     """
 
-    def __init__(self, path, setup):
+    def __init__(self, path, setup, pack=None, unpack=None):
         self.path = path
+        self.pack = pack or (lambda data: data)
         self.data = {"setup": setup, "runs": []}
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as fin:
-                data = json.load(fin)
+                data = (unpack or (lambda data: data))(json.load(fin))
             if data.get("setup") != portable(setup):
                 raise SystemExit(
                     f"error: {path} holds runs of another setup; pass "
@@ -325,7 +330,7 @@ class ResumableRuns:
                     exist_ok=True)
         tmp = self.path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fout:
-            fout.write(dumps_results(portable(self.data)))
+            fout.write(dumps_results(portable(self.pack(self.data))))
         os.replace(tmp, self.path)
 
 

@@ -121,7 +121,7 @@ def fake(monkeypatch, tmp_path):
 
     monkeypatch.setattr(mini, "ensure_mini_corpus",
                         lambda corpus_name, size, **kw: corpus)
-    monkeypatch.setattr(bench, "parameter_overheads", lambda: {"x": 1})
+    monkeypatch.setattr(bench, "parameter_overheads", lambda *a: {"x": 1})
     return recipe, corpus, tmp_path
 
 
@@ -171,7 +171,16 @@ def test_quick_run_pairs_forks_with_their_backbone(fake):
         assert os.path.realpath(os.path.join(
             overrides["data_folder"], "wav8k", "min", "tt")).endswith("cv")
 
-    saved = json.loads(out.read_text())
+    packed = json.loads(out.read_text())
+    # the file keeps each mixture list once, and a backbone's oracle
+    # columns (its deployed ones) not at all
+    assert packed["mixture_lists"] == [[f"cv{k}" for k in range(5)]]
+    assert all(r["per_mixture"]["mixtures"] == 0 for r in packed["runs"]
+               if "per_mixture" in r)
+    assert "si-snr_i_oracle" not in next(
+        r for r in packed["runs"] if r.get("arm") == "backbone"
+    )["per_mixture"]
+    saved = nass_analysis.unpack_results(packed)
     assert set(provenance.REQUIRED) <= set(saved["provenance"])
     arm = next(r for r in saved["runs"] if r.get("arm") == "nass")
     assert arm["per_mixture"]["mixtures"] == [f"cv{k}" for k in range(5)]
@@ -229,6 +238,34 @@ def test_an_arm_added_later_runs_alone_into_the_same_file(fake):
         "backbone", "nass", "nass_noise_weight"}
     with pytest.raises(SystemExit, match="another setup"):
         run_main(tmp_path, "--arms", "backbone", "nass", "--fork_epochs", "2")
+
+
+def test_an_added_arm_trains_a_gone_backbone_again_and_checks_it(fake):
+    import shutil
+
+    recipe, _, tmp_path = fake
+    run_main(tmp_path, "--arms", "backbone", "nass")
+    shutil.rmtree(tmp_path / "runs" / "backbones")  # another machine
+    first = len(recipe.calls)
+    data, out = run_main(tmp_path, "--arms", "backbone", "nass",
+                         "nass_noise_weight", "--noise_loss_weight", "0.5")
+    added = [yaml for yaml, _ in recipe.calls[first:]]
+    assert added == ["sepformer.yaml", "nass_sepformer.yaml"]
+    assert [r["id"] for r in data["rebuilt"]] == [
+        "backbones/noise+0dB/sepformer/seed1"]
+    assert sum(r.get("phase") == "backbone" for r in data["runs"]) == 1
+    # a backbone that does not train again as recorded: no arm from it
+    shutil.rmtree(tmp_path / "runs" / "backbones")
+    recorded = json.loads(out.read_text())
+    for run in recorded["runs"]:
+        if run.get("phase") == "backbone":
+            run["valid_si-snr_i"] += 0.01
+    out.write_text(json.dumps(recorded))
+    before = len(recipe.calls)
+    with pytest.raises(SystemExit, match="would not be paired"):
+        run_main(tmp_path, "--arms", "backbone", "nass", "nass_noise_weight",
+                 "nass_fixed", "--noise_loss_weight", "0.5")
+    assert [yaml for yaml, _ in recipe.calls[before:]] == ["sepformer.yaml"]
 
 
 def test_noise_weight_arm_passes_its_weight(fake):
