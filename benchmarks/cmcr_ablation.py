@@ -29,10 +29,12 @@ Every run's train log keeps each loss term's gradient share against the
 waveform loss (``cr_grad_*``, ``branch_pull_grad_*``, ``contrast_grad_*``).
 Writes JSON after every run and resumes from it::
 
-    python -m benchmarks.cmcr_ablation --trained_ssl /path/to/ssl_hubert_small
-    python -m benchmarks.cmcr_ablation --stage test --trained_ssl ...
-    python -m benchmarks.cmcr_ablation --quick --trained_ssl ... \\
-        --out /tmp/cmcr.json                                  # smoke run
+    python -m benchmarks.cmcr_ablation          # validation stage
+    python -m benchmarks.cmcr_ablation --stage test
+    python -m benchmarks.cmcr_ablation --quick --out /tmp/cmcr.json  # smoke
+
+``--trained_ssl`` (default: the committed ``benchmarks/models/
+ssl_hubert_small``) names another SSL folder.
 
 Authors
  * noise-robust-sb contributors 2025
@@ -46,7 +48,6 @@ import sys
 import time
 
 from benchmarks import provenance
-from benchmarks.cr_protocol import noisy_scores
 from benchmarks.cr_protocol_analysis import (
     GUARD,
     MARGIN_DB,
@@ -55,13 +56,16 @@ from benchmarks.cr_protocol_analysis import (
     _cell,
     effect_summary,
     mean_scores,
+    noisy_scores,
     paired_table,
     read_per_utterance,
 )
 from benchmarks.cr_vs_baseline import (
     TEST_METRICS,
+    TRAINED_SSL,
     recipe_overrides,
     ssl_overrides,
+    ssl_weights_sha256,
 )
 from benchmarks.paired import (
     ResumableRuns,
@@ -369,8 +373,9 @@ def main(argv=None):
                         default="validation")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny corpus, one epoch, one seed")
-    parser.add_argument("--trained_ssl", required=True,
-                        help="folder of recipes/Voicebank/ssl_pretrain")
+    parser.add_argument("--trained_ssl", default=TRAINED_SSL,
+                        help="folder of recipes/Voicebank/ssl_pretrain "
+                        "(default: the committed small HuBERT)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=os.path.join(
@@ -385,8 +390,9 @@ def main(argv=None):
         corpus="mini VoiceBank-DEMAND", corpus_size=setup["corpus_size"],
         threads=args.threads)
     work = os.path.splitext(args.out)[0] + "_runs"
-    runs = ResumableRuns(args.out, {"training": setup, "size": SIZE,
-                                    "threads": args.threads})
+    runs = ResumableRuns(args.out, {
+        "training": setup, "size": SIZE, "threads": args.threads,
+        "trained_ssl_sha256": ssl_weights_sha256(args.trained_ssl)})
     data = runs.data
     if args.stage == "test":
         if not data.get("choice"):

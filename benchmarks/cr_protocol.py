@@ -38,8 +38,8 @@ after one; a later stage runs the earlier ones it needs):
 Resumable (the JSON is rewritten after every run; a run already there is
 not run again)::
 
-    python -m benchmarks.cr_protocol --trained_ssl /path/to/ssl_hubert_small
-    python -m benchmarks.cr_protocol --stage sweep --trained_ssl ...
+    python -m benchmarks.cr_protocol --stage sweep
+    python -m benchmarks.cr_protocol          # then the test stage
     python -m benchmarks.cr_protocol --quick --out /tmp/cr_protocol.json
 
 Authors
@@ -64,6 +64,7 @@ from benchmarks.cr_protocol_analysis import (
     heldout_table,
     markdown_table,
     mean_scores,
+    noisy_scores,
     parse_setting,
     read_per_utterance,
     setting_name,
@@ -77,8 +78,10 @@ from benchmarks.cr_vs_baseline import (
     RECIPE,
     SIZES,
     TEST_METRICS,
+    TRAINED_SSL,
     recipe_overrides,
     ssl_overrides,
+    ssl_weights_sha256,
 )
 from benchmarks.paired import (
     REPO,
@@ -87,6 +90,7 @@ from benchmarks.paired import (
     run_in_phases,
     run_recipe,
 )
+from benchmarks.run_archive import archive_run, file_sha256, restore_run
 
 # The renderers, for `<!-- table: ... cr_protocol.<name> -->` markers
 __all__ = ["heldout_table", "main", "markdown_table", "sweep_table"]
@@ -134,42 +138,6 @@ def job_id(job):
     return "/".join(parts)
 
 
-def noisy_scores(manifest, sample_rate=16000, scores=SCORES):
-    """Per-utterance scores of the noisy input itself (a manifest's
-    ``noisy_wav`` against its ``clean_wav``), as the recipe scores.
-
-    Example
-    -------
-    >>> import csv, tempfile, torch
-    >>> from lobes.data.audio import write_audio
-    >>> folder = tempfile.mkdtemp()
-    >>> clean = torch.sin(torch.arange(16000) / 5.0) * 0.3
-    >>> for name, sig in (("c", clean), ("n", clean + 0.05 *
-    ...                                    torch.randn(16000))):
-    ...     write_audio(os.path.join(folder, f"{name}.wav"), sig, 16000)
-    >>> path = os.path.join(folder, "valid.csv")
-    >>> with open(path, "w", newline="") as fout:
-    ...     _ = fout.write("ID,noisy_wav,clean_wav\\n"
-    ...                    f"u,{folder}/n.wav,{folder}/c.wav\\n")
-    >>> items = noisy_scores(path, scores=["si_sdr"])
-    >>> 10 < items["u"]["si_sdr"] < 20
-    True
-    """
-    import csv
-
-    from lobes.data.audio import read_audio
-    from lobes.metrics import enhancement_metrics
-
-    items = {}
-    with open(manifest, encoding="utf-8") as fin:
-        for row in csv.DictReader(fin):
-            noisy = read_audio(row["noisy_wav"], sample_rate=sample_rate)
-            clean = read_audio(row["clean_wav"], sample_rate=sample_rate)
-            items[row["ID"]] = enhancement_metrics(
-                noisy, clean, sample_rate, metrics=list(scores))
-    return items
-
-
 class Protocol:
     """Runs the recipe for the protocol's jobs; one record per run.
 
@@ -194,9 +162,12 @@ class Protocol:
     '/tmp/w/backbone/b/seed4'
     """
 
-    def __init__(self, setup, work, ssl_folders, threads, quick):
+    def __init__(self, setup, work, ssl_folders, threads, quick,
+                 models=None):
         self.setup = setup
         self.work = work
+        #: where each trained backbone is archived (None: not archived)
+        self.models = models
         self.ssl_folders = ssl_folders
         self.threads = threads
         self.quick = quick
@@ -244,7 +215,20 @@ class Protocol:
         record.update(valid_losses=losses, best_epoch=best,
                       epochs=len(losses), plateaued=bool(
                           best <= len(losses) - self.setup["patience"]))
+        if self.models:
+            archive = self.archive(job)
+            record["archive"] = {
+                "file": os.path.relpath(archive, REPO),
+                "sha256": archive_run(overrides["output_folder"], archive,
+                                      ["enhance_model"]),
+            }
         return record
+
+    def archive(self, job):
+        """Where a backbone's best checkpoint is archived
+        (:mod:`benchmarks.run_archive`)."""
+        return os.path.join(self.models,
+                            job_id(job).replace("/", "_") + ".safetensors")
 
     def fork(self, job, setting, split):
         """Fine-tune a backbone (``init_from``) for the fork's epochs: no
@@ -277,8 +261,11 @@ class Protocol:
 
 
 def rebuild_backbones(protocol, runs, forks, jobs):
-    """Train again the recorded backbones that ``forks`` need whose
-    folders are gone (a run resumed on another machine).
+    """Restore, or else train again, the recorded backbones that ``forks``
+    need whose folders are gone (a run resumed on another machine).
+
+    A backbone whose archive (:mod:`benchmarks.run_archive`, recorded with
+    its SHA-256) is there is restored from it.
 
     Each must give the recorded per-utterance validation scores exactly,
     or forks from it would not be paired with the recorded ones: stops
@@ -308,8 +295,17 @@ def rebuild_backbones(protocol, runs, forks, jobs):
     for fork in forks:
         job = {"stage": "backbone", "backbone": fork["backbone"],
                "seed": fork["seed"]}
-        if job_id(job) in done and not os.path.isdir(
-                os.path.join(protocol.folder(job), "save")):
+        folder = protocol.folder(job)
+        if job_id(job) not in done or os.path.isdir(
+                os.path.join(folder, "save")):
+            continue
+        archived = done[job_id(job)].get("archive", {})
+        path = os.path.join(REPO, archived.get("file", "-"))
+        if os.path.isfile(path) and file_sha256(path) == archived["sha256"]:
+            restore_run(path, folder)
+            print(f"[{job_id(job)}] restored from {archived['file']}",
+                  flush=True)
+        else:
             needed[job_id(job)] = job
 
     def finished(job, record):
@@ -319,6 +315,8 @@ def rebuild_backbones(protocol, runs, forks, jobs):
                 f"error: {record['id']} trained again does not give its "
                 "recorded validation scores: forks from it would not be "
                 "paired with the recorded runs; pass another --out")
+        if "archive" in record:  # its new archive (same weights)
+            recorded["archive"] = record["archive"]
         runs.save(rebuilt=[
             *(r for r in runs.data.get("rebuilt", [])
               if r["id"] != record["id"]),
@@ -330,6 +328,27 @@ def rebuild_backbones(protocol, runs, forks, jobs):
 
     run_in_phases([list(needed.values())], protocol.backbone, jobs,
                   finished)
+
+
+def models_folder(out):
+    """Where the backbones of a results file ``out`` are archived: beside
+    the committed results, in ``benchmarks/models/<name>/``; elsewhere,
+    ``<out without .json>_models/``.
+
+    Example
+    -------
+    >>> os.path.relpath(models_folder(os.path.join(
+    ...     REPO, "benchmarks", "results", "cr_protocol.json")), REPO)
+    'benchmarks/models/cr_protocol'
+    >>> models_folder("/tmp/x/cr.json")
+    '/tmp/x/cr_models'
+    """
+    stem = os.path.splitext(os.path.abspath(out))[0]
+    results = os.path.join(REPO, "benchmarks", "results")
+    if os.path.dirname(stem) == results:
+        return os.path.join(REPO, "benchmarks", "models",
+                            os.path.basename(stem))
+    return stem + "_models"
 
 
 def check_backbones(data, seeds, backbones, strict):
@@ -378,8 +397,9 @@ def parse_args(argv):
                         help="smoke run: tiny corpus, few epochs, 1 seed")
     parser.add_argument("--trained_ssl", default=None,
                         help="CR's SSL space: a folder of "
-                        "recipes/Voicebank/ssl_pretrain (a --quick run "
-                        "makes a tiny random one when not given)")
+                        "recipes/Voicebank/ssl_pretrain (default: the "
+                        "committed benchmarks/models/ssl_hubert_small; a "
+                        "--quick run makes a tiny random one)")
     parser.add_argument("--backbones", default=",".join(SIZES))
     parser.add_argument("--sweep_seeds", type=int, nargs="+", default=None)
     parser.add_argument("--test_seeds", type=int, nargs="+", default=None)
@@ -393,14 +413,15 @@ def parse_args(argv):
         "--out", default=os.path.join(REPO, "benchmarks", "results",
                                       "cr_protocol.json"),
         help="JSON output (resumed from when it exists); the runs go to "
-        "<out without .json>_runs/")
+        "<out without .json>_runs/, the backbones' archives to "
+        "benchmarks/models/<out name>/ for an --out in benchmarks/results, "
+        "else to <out without .json>_models/")
     args = parser.parse_args(argv)
     args.backbones = [b for b in args.backbones.split(",") if b]
     if set(args.backbones) - set(SIZES):
         parser.error(f"backbones among {list(SIZES)}")
     if args.trained_ssl is None and not args.quick:
-        parser.error("--trained_ssl is required (a folder of "
-                     "recipes/Voicebank/ssl_pretrain/train.py)")
+        args.trained_ssl = TRAINED_SSL
     if args.trained_ssl and not os.path.isfile(
             os.path.join(args.trained_ssl, "config.json")):
         parser.error(f"{args.trained_ssl}: no trained SSL model; make one "
@@ -451,9 +472,11 @@ def main(argv=None):
         "sizes": {b: SIZES[b] for b in args.backbones},
         "margin_db": MARGIN_DB, "orders": ORDERS, "threads": args.threads,
         "trained_ssl": os.path.basename(ssl_folders["trained"]),
+        "trained_ssl_sha256": ssl_weights_sha256(ssl_folders["trained"]),
     })
     data = runs.data
-    protocol = Protocol(setup, work, ssl_folders, args.threads, args.quick)
+    protocol = Protocol(setup, work, ssl_folders, args.threads, args.quick,
+                        models=models_folder(args.out))
     begin = time.perf_counter()
 
     def save():

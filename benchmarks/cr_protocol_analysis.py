@@ -471,3 +471,39 @@ def markdown_table(data):
     | backbone | setting (form/weight/order) | seeds | Δ PESQ | ...
     """
     return sweep_table(data) + "\n\n" + heldout_table(data)
+
+
+def noisy_scores(manifest, sample_rate=16000, scores=SCORES):
+    """Per-utterance scores of the noisy input itself (a manifest's
+    ``noisy_wav`` against its ``clean_wav``), as the recipe scores.
+
+    Example
+    -------
+    >>> import csv, os, tempfile, torch
+    >>> from lobes.data.audio import write_audio
+    >>> folder = tempfile.mkdtemp()
+    >>> clean = torch.sin(torch.arange(16000) / 5.0) * 0.3
+    >>> for name, sig in (("c", clean), ("n", clean + 0.05 *
+    ...                                    torch.randn(16000))):
+    ...     write_audio(os.path.join(folder, f"{name}.wav"), sig, 16000)
+    >>> path = os.path.join(folder, "valid.csv")
+    >>> with open(path, "w", newline="") as fout:
+    ...     _ = fout.write("ID,noisy_wav,clean_wav\\n"
+    ...                    f"u,{folder}/n.wav,{folder}/c.wav\\n")
+    >>> items = noisy_scores(path, scores=["si_sdr"])
+    >>> 10 < items["u"]["si_sdr"] < 20
+    True
+    """
+    import csv
+
+    from lobes.data.audio import read_audio
+    from lobes.metrics import enhancement_metrics
+
+    items = {}
+    with open(manifest, encoding="utf-8") as fin:
+        for row in csv.DictReader(fin):
+            noisy = read_audio(row["noisy_wav"], sample_rate=sample_rate)
+            clean = read_audio(row["clean_wav"], sample_rate=sample_rate)
+            items[row["ID"]] = enhancement_metrics(
+                noisy, clean, sample_rate, metrics=list(scores))
+    return items

@@ -131,6 +131,37 @@ def recipe_overrides(setup, seed, out, quick):
     }
 
 
+#: CR's space in the benchmarks: the small HuBERT of
+#: ``benchmarks/results/ssl_hubert_small.json`` (its weights' SHA-256 is
+#: there), committed so that no run has to train it first.
+TRAINED_SSL = os.path.join(REPO, "benchmarks", "models", "ssl_hubert_small")
+
+
+def ssl_weights_sha256(folder):
+    """SHA-256 of an SSL folder's ``model.safetensors`` (None without one).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> ssl_weights_sha256(folder) is None
+    True
+    >>> _ = open(os.path.join(folder, "model.safetensors"), "wb").write(b"")
+    >>> ssl_weights_sha256(folder)[:12]
+    'e3b0c44298fc'
+    """
+    import hashlib
+
+    path = os.path.join(folder, "model.safetensors")
+    if not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fin:
+        for block in iter(lambda: fin.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def ssl_overrides(folder):
     """CR's space: a package-trained (4-layer) SSL folder, every layer."""
     return {"ssl_source": folder, "ssl_layer_groups": [[1], [2], [3], [4]]}

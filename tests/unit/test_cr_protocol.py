@@ -230,3 +230,85 @@ def test_test_seeds_must_be_fresh():
     with pytest.raises(SystemExit):
         cr_protocol.parse_args(["--quick", "--sweep_seeds", "1",
                                 "--test_seeds", "1"])
+
+
+def test_backbone_archive_restores_on_a_fresh_machine(tmp_path, monkeypatch):
+    """A trained backbone is archived; with its folder gone, the forks'
+    backbone is restored from the archive (no training) and loads as the
+    original, weights and YAML."""
+    import shutil
+
+    import torch
+
+    from benchmarks.cr_vs_baseline import SIZES  # the CPU sizes
+    from benchmarks.paired import ResumableRuns
+    from benchmarks.run_archive import file_sha256
+    from lobes.runs import load_trained_run
+
+    trained = []
+
+    def real_tiny_run(recipe, yaml, overrides, threads):
+        """A real enhancement run folder: the recipe's YAML, a checkpoint
+        of a tiny enhancer, and the results the protocol reads."""
+        from speechbrain.utils.checkpoints import Checkpointer
+
+        from lobes.overrides import load_hparams
+        from lobes.recipe import resolved_experiment
+
+        out = overrides["output_folder"]
+        os.makedirs(out, exist_ok=True)
+        sizes = {k: v for k, v in SIZES["spectral_mask"].items()
+                 if k != "lr"}
+        path = os.path.join(cr_protocol.RECIPE, "hparams", yaml)
+        hparams = load_hparams(path, {**sizes, "output_folder": out})
+        model = hparams["modules"]["enhance_model"]
+        with torch.no_grad():  # weights of "training"
+            for param in model.parameters():
+                param.add_(0.01 * len(trained))
+        trained.append(yaml)
+        with open(os.path.join(out, "hyperparams.yaml"), "w") as fout:
+            fout.write(resolved_experiment(
+                path, {**sizes, "output_folder": out}))
+        Checkpointer(os.path.join(out, "save"),
+                     {"enhance_model": model}).save_checkpoint(
+                         meta={"loss": 0.4})
+        with open(os.path.join(out, "valid_results.csv"), "w") as fout:
+            fout.write("snt_id,pesq,estoi,si_sdr\nu1,2.0,0.8,10.0\n")
+        with open(os.path.join(out, "train_log.txt"), "w") as fout:
+            fout.write("epoch: 1, lr: 1e-3 - train loss: 0.5 - valid "
+                       "loss: 0.4\n")
+        return 1.0
+
+    monkeypatch.setattr(cr_protocol, "run_recipe", real_tiny_run)
+    models = tmp_path / "models"
+    protocol = cr_protocol.Protocol(cr_protocol.QUICK, str(tmp_path / "w"),
+                                    {}, 1, quick=True, models=str(models))
+    job = {"stage": "backbone", "backbone": "spectral_mask", "seed": 1}
+    record = protocol.backbone(job)
+    assert os.path.isfile(protocol.archive(job))
+    assert len(record["archive"]["sha256"]) == 64
+    original = load_trained_run(protocol.folder(job), ["enhance_model"])
+    runs = ResumableRuns(str(tmp_path / "r.json"), {})
+    record["archive"]["file"] = os.path.relpath(protocol.archive(job),
+                                                cr_protocol.REPO)
+    runs.add(record)
+
+    shutil.rmtree(tmp_path / "w")  # a fresh machine
+    fork = {**job, "stage": "sweep", "arm": "continued"}
+    cr_protocol.rebuild_backbones(protocol, runs, [fork], 1)
+    assert trained == ["spectral_mask.yaml"]  # restored, not trained again
+    again = load_trained_run(protocol.folder(job), ["enhance_model"])
+    for (name, a), (_, b) in zip(
+            original.modules["enhance_model"].state_dict().items(),
+            again.modules["enhance_model"].state_dict().items()):
+        assert torch.equal(a, b), name
+
+    # an archive that is not the recorded one is not used: the backbone
+    # is trained again, and checked against its recorded scores
+    shutil.rmtree(tmp_path / "w")
+    runs.runs[0]["archive"]["sha256"] = "0" * 64
+    cr_protocol.rebuild_backbones(protocol, runs, [fork], 1)
+    assert len(trained) == 2
+    assert [r["id"] for r in runs.data["rebuilt"]] == [record["id"]]
+    assert runs.runs[0]["archive"]["sha256"] == file_sha256(
+        protocol.archive(job))  # the new archive is the recorded one

@@ -1,0 +1,167 @@
+"""A trained run's best checkpoint in one small committed file, and back.
+
+A long benchmark (``benchmarks.cr_protocol``) forks trained backbones
+into many fine-tunes over several sessions, each on a fresh machine: its
+run folders do not survive, and training a backbone again costs up to an
+hour of CPU. :func:`archive_run` keeps what a warm start
+(``--init_from``) or a reference model needs of a finished run: the
+modules' weights of its best checkpoint (lowest validation loss), its
+``hyperparams.yaml`` and that checkpoint's ``CKPT.yaml``, as one
+``.safetensors`` file (the YAML text in its metadata; this machine's run
+folder, repository and corpus cache as placeholders).
+:func:`restore_run` writes them back as a run folder that
+:func:`lobes.runs.load_trained_run` (and so ``init_from``) reads as the
+original: the same weights, built from the same YAML.
+
+Authors
+ * noise-robust-sb contributors 2025
+"""
+
+import hashlib
+import json
+import os
+
+from benchmarks.provenance import REPO
+
+#: The checkpoint folder a restored run's weights go to.
+RESTORED_CHECKPOINT = "CKPT+archived"
+
+
+def _roots(folder):
+    """This machine's paths an archive names by placeholders, longest
+    first (a run folder may lie in the repository)."""
+    cache = os.environ.get("NRSB_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "noise_robust_sb")
+    roots = {"<run folder>": os.path.abspath(folder), "<repo>": REPO,
+             "<cache>": os.path.abspath(cache)}
+    return sorted(roots.items(), key=lambda item: -len(item[1]))
+
+
+def _placeholders(text, folder):
+    for name, root in _roots(folder):
+        text = text.replace(root, name)
+    return text
+
+
+def _expanded(text, folder):
+    for name, root in _roots(folder):
+        text = text.replace(name, root)
+    return text
+
+
+def file_sha256(path):
+    """SHA-256 of a file.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "x")
+    >>> _ = open(path, "wb").write(b"")
+    >>> file_sha256(path)[:12]
+    'e3b0c44298fc'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fin:
+        for block in iter(lambda: fin.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def archive_run(folder, path, modules):
+    """Keep a finished run's best checkpoint of ``modules`` in ``path``.
+
+    Arguments
+    ---------
+    folder : str
+        The run's ``output_folder`` (``hyperparams.yaml``, ``save/``).
+    path : str
+        The ``.safetensors`` file to write (its folder is made).
+    modules : list of str
+        Checkpointed modules to keep (``<name>.ckpt``), e.g.
+        ``["enhance_model"]``.
+
+    Returns
+    -------
+    str
+        The archive's SHA-256.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> from speechbrain.utils.checkpoints import Checkpointer
+    >>> run = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(run, "hyperparams.yaml"), "w").write(
+    ...     f"out: {run}/x\\n")
+    >>> net = torch.nn.Linear(2, 2)
+    >>> ckpt = Checkpointer(os.path.join(run, "save"), {"net": net})
+    >>> _ = ckpt.save_checkpoint(meta={"loss": 1.0})
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.safetensors")
+    >>> len(archive_run(run, path, ["net"]))
+    64
+    >>> again = os.path.join(tempfile.mkdtemp(), "run")
+    >>> restore_run(path, again)
+    ['net']
+    >>> open(os.path.join(again, "hyperparams.yaml")).read() == \\
+    ...     f"out: {again}/x\\n"
+    True
+    >>> state = torch.load(os.path.join(again, "save", RESTORED_CHECKPOINT,
+    ...                                 "net.ckpt"))
+    >>> torch.equal(state["weight"], net.weight)
+    True
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from lobes.runs import best_checkpoint
+
+    checkpoint = best_checkpoint(folder)
+    tensors = {}
+    for name in modules:
+        state = torch.load(checkpoint.paramfiles[name], map_location="cpu",
+                           weights_only=True)
+        for key, tensor in state.items():
+            tensors[f"{name}/{key}"] = tensor.detach().clone().contiguous()
+    with open(os.path.join(folder, "hyperparams.yaml"),
+              encoding="utf-8") as fin:
+        hparams = _placeholders(fin.read(), folder)
+    with open(os.path.join(checkpoint.path, "CKPT.yaml"),
+              encoding="utf-8") as fin:
+        meta = fin.read()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(tensors, path, metadata={
+        "hyperparams.yaml": hparams, "CKPT.yaml": meta,
+        "modules": json.dumps(list(modules)),
+        "checkpoint": os.path.basename(str(checkpoint.path)),
+    })
+    return file_sha256(path)
+
+
+def restore_run(path, folder):
+    """Write an archive back as a run folder; the modules it holds.
+
+    ``folder`` gets ``hyperparams.yaml`` (placeholders replaced by this
+    machine's paths and ``folder``) and ``save/CKPT+archived/`` with each
+    module's ``<name>.ckpt`` and the original ``CKPT.yaml`` (see
+    :func:`archive_run` for an example).
+    """
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as archive:
+        meta = archive.metadata()
+        modules = json.loads(meta["modules"])
+        states = {name: {} for name in modules}
+        for key in archive.keys():
+            name, _, param = key.partition("/")
+            states[name][param] = archive.get_tensor(key)
+    checkpoint = os.path.join(folder, "save", RESTORED_CHECKPOINT)
+    os.makedirs(checkpoint, exist_ok=True)
+    for name, state in states.items():
+        torch.save(state, os.path.join(checkpoint, f"{name}.ckpt"))
+    with open(os.path.join(checkpoint, "CKPT.yaml"), "w",
+              encoding="utf-8") as fout:
+        fout.write(meta["CKPT.yaml"])
+    with open(os.path.join(folder, "hyperparams.yaml"), "w",
+              encoding="utf-8") as fout:
+        fout.write(_expanded(meta["hyperparams.yaml"], folder))
+    return modules
