@@ -51,6 +51,7 @@ from benchmarks.paired import (
     run_recipe,
     summarize,
 )
+from benchmarks.provenance import file_sha256
 from lobes.cpu_settings import (
     ENHANCEMENT,
     ENHANCEMENT_TRAINING,
@@ -143,23 +144,11 @@ def ssl_weights_sha256(folder):
     Example
     -------
     >>> import tempfile
-    >>> folder = tempfile.mkdtemp()
-    >>> ssl_weights_sha256(folder) is None
+    >>> ssl_weights_sha256(tempfile.mkdtemp()) is None
     True
-    >>> _ = open(os.path.join(folder, "model.safetensors"), "wb").write(b"")
-    >>> ssl_weights_sha256(folder)[:12]
-    'e3b0c44298fc'
     """
-    import hashlib
-
     path = os.path.join(folder, "model.safetensors")
-    if not os.path.isfile(path):
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fin:
-        for block in iter(lambda: fin.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path) if os.path.isfile(path) else None
 
 
 def ssl_overrides(folder):

@@ -110,6 +110,26 @@ def start(argv=None, placeholders=None, **facts):
     }
 
 
+def file_sha256(path):
+    """Hex SHA-256 of a file (a model's weights, an archive).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = tempfile.mkstemp()[1]
+    >>> _ = open(path, "wb").write(b"abc")
+    >>> file_sha256(path)[:12]
+    'ba7816bf8f01'
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fin:
+        for block in iter(lambda: fin.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def code_state():
     """The commit checked out now and whether the tracked tree is clean.
 

@@ -17,11 +17,10 @@ Authors
  * noise-robust-sb contributors 2025
 """
 
-import hashlib
 import json
 import os
 
-from benchmarks.provenance import REPO
+from benchmarks.provenance import REPO, file_sha256
 
 #: The checkpoint folder a restored run's weights go to.
 RESTORED_CHECKPOINT = "CKPT+archived"
@@ -47,24 +46,6 @@ def _expanded(text, folder):
     for name, root in _roots(folder):
         text = text.replace(name, root)
     return text
-
-
-def file_sha256(path):
-    """SHA-256 of a file.
-
-    Example
-    -------
-    >>> import tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "x")
-    >>> _ = open(path, "wb").write(b"")
-    >>> file_sha256(path)[:12]
-    'e3b0c44298fc'
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as fin:
-        for block in iter(lambda: fin.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def archive_run(folder, path, modules):

@@ -18,7 +18,6 @@ Authors
 """
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -36,23 +35,6 @@ RECIPE_COMMAND = (
 #: Probe settings that name paths of the machine that ran it.
 LOCAL_KEYS = ("data_folder", "folders", "output_folder", "save_folder",
               "train_log")
-
-
-def sha256(path):
-    """Hex SHA-256 of a file.
-
-    Example
-    -------
-    >>> path = tempfile.mkstemp()[1]
-    >>> _ = open(path, "wb").write(b"abc")
-    >>> sha256(path)[:12]
-    'ba7816bf8f01'
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as fin:
-        for block in iter(lambda: fin.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _portable(mapping):
@@ -210,8 +192,8 @@ def main(argv=None):
     results = {
         "model": {
             "name": name,
-            "weights_sha256": sha256(os.path.join(folder,
-                                                  "model.safetensors")),
+            "weights_sha256": provenance.file_sha256(
+                os.path.join(folder, "model.safetensors")),
             "machine": log.get("machine"),
         },
         "pretraining": summarize_pretraining(log),
