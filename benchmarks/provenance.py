@@ -43,6 +43,13 @@ def _git(*args):
         return ""
 
 
+def _tree_clean():
+    """Whether the tracked files are as committed, the results files left
+    aside (a resumed benchmark rewrites its own committed one)."""
+    return _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                ":(exclude)benchmarks/results") == ""
+
+
 def _cpu_seconds():
     """CPU seconds of this process and its finished children."""
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -94,8 +101,7 @@ def start(argv=None, placeholders=None, **facts):
             versions[name] = None
     return {
         "commit": _git("rev-parse", "HEAD"),
-        "tree_clean": _git("status", "--porcelain", "--untracked-files=no")
-        == "",
+        "tree_clean": _tree_clean(),
         "command": "python " + shlex.join(argv),
         "packages": versions,
         "machine": {
@@ -144,8 +150,7 @@ def code_state():
     """
     return {
         "commit": _git("rev-parse", "HEAD"),
-        "tree_clean": _git("status", "--porcelain", "--untracked-files=no")
-        == "",
+        "tree_clean": _tree_clean(),
     }
 
 
