@@ -308,8 +308,9 @@ def compare(runs, bootstrap=2000):
 
 
 def arm_means(runs):
-    """Per stage, gain, backbone and arm: the mean over seeds of each
-    average (SI-SNRi, SDRi, their oracle, the error breakdown, NCE)."""
+    """Per stage, gain, backbone and arm (the benchmark's arm order, an
+    arm added later included): the mean over seeds of each average
+    (SI-SNRi, SDRi, their oracle, the error breakdown, NCE)."""
     keys = (*RESULT_KEYS, *BREAKDOWN_KEYS, *TRAIN_KEYS, "steps",
             "wall_seconds")
     groups = {}
@@ -318,8 +319,12 @@ def arm_means(runs):
             group = (run["stage"], run["gain_db"], run["backbone"],
                      run["arm"])
             groups.setdefault(group, []).append(run)
+    backbones = list(dict.fromkeys(group[2] for group in groups))
     rows = []
-    for (stage, gain, backbone, arm), mine in groups.items():
+    for stage, gain, backbone, arm in sorted(groups, key=lambda g: (
+            str(g[0]), g[1], backbones.index(g[2]),
+            ARM_ORDER.index(g[3]) if g[3] in ARM_ORDER else 99)):
+        mine = groups[(stage, gain, backbone, arm)]
         row = {"stage": stage, "gain_db": gain, "backbone": backbone,
                "arm": arm, "seeds": len(mine)}
         for key in keys:
