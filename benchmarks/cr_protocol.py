@@ -265,12 +265,12 @@ def rebuild_backbones(protocol, runs, forks, jobs):
     need whose folders are gone (a run resumed on another machine).
 
     A backbone whose archive (:mod:`benchmarks.run_archive`, recorded with
-    its SHA-256) is there is restored from it.
-
-    Each must give the recorded per-utterance validation scores exactly,
-    or forks from it would not be paired with the recorded ones: stops
-    otherwise. A rebuild's wall time and code go to the file's
-    ``rebuilt`` list; its record is not added again.
+    its SHA-256) is there is restored from it. One without it is trained
+    again and must give its recorded per-utterance validation scores
+    exactly, or forks from it would not be paired with the recorded ones:
+    stops otherwise. A retrained backbone's wall time and code go to the
+    file's ``rebuilt`` list (its new archive to its record); its record
+    is not added again.
 
     Example
     -------
