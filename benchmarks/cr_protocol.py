@@ -400,7 +400,9 @@ def parse_args(argv):
                         "recipes/Voicebank/ssl_pretrain (default: the "
                         "committed benchmarks/models/ssl_hubert_small; a "
                         "--quick run makes a tiny random one)")
-    parser.add_argument("--backbones", default=",".join(SIZES))
+    parser.add_argument("--backbones", default=",".join(SIZES),
+                        help="comma-separated, trained in this order "
+                        "(the results file records them sorted)")
     parser.add_argument("--sweep_seeds", type=int, nargs="+", default=None)
     parser.add_argument("--test_seeds", type=int, nargs="+", default=None)
     parser.add_argument("--backbone_epochs", type=int, default=None)
@@ -468,8 +470,8 @@ def main(argv=None):
         corpus=f"mini VoiceBank-DEMAND ({setup['corpus_size']})",
         threads=args.threads)
     runs = ResumableRuns(args.out, {
-        "training": setup, "backbones": args.backbones,
-        "sizes": {b: SIZES[b] for b in args.backbones},
+        "training": setup, "backbones": sorted(args.backbones),
+        "sizes": {b: SIZES[b] for b in sorted(args.backbones)},
         "margin_db": MARGIN_DB, "orders": ORDERS, "threads": args.threads,
         "trained_ssl": os.path.basename(ssl_folders["trained"]),
         "trained_ssl_sha256": ssl_weights_sha256(ssl_folders["trained"]),
@@ -509,10 +511,16 @@ def main(argv=None):
         run_jobs([{"stage": "backbone", "backbone": b, "seed": s}
                   for b in args.backbones for s in seeds], protocol.backbone)
         if "noisy_valid" not in data:
-            first = {"stage": "backbone", "backbone": args.backbones[0],
-                     "seed": seeds[0]}
-            items = noisy_scores(os.path.join(protocol.folder(first),
-                                              "save", "voicebank_valid.csv"))
+            # any backbone trained here wrote the validation manifest (a
+            # restored one has only its checkpoint)
+            manifest = next(
+                path for path in (
+                    os.path.join(protocol.folder(
+                        {"stage": "backbone", "backbone": b, "seed": s}),
+                        "save", "voicebank_valid.csv")
+                    for b in args.backbones for s in seeds)
+                if os.path.isfile(path))
+            items = noisy_scores(manifest)
             data["noisy_valid"] = mean_scores(items)
             data["noisy_valid_utterances"] = len(items)
         save()
