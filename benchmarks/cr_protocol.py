@@ -317,12 +317,9 @@ def rebuild_backbones(protocol, runs, forks, jobs):
                 "paired with the recorded runs; pass another --out")
         if "archive" in record:  # its new archive (same weights)
             recorded["archive"] = record["archive"]
-        runs.save(rebuilt=[
-            *(r for r in runs.data.get("rebuilt", [])
-              if r["id"] != record["id"]),
-            {"id": record["id"], "wall_seconds": record["wall_seconds"],
-             "code": record["code"]},
-        ])
+        runs.note_rebuilt({"id": record["id"],
+                           "wall_seconds": record["wall_seconds"],
+                           "code": record["code"]})
         print(f"[{record['id']}] trained again: the recorded validation "
               "scores", flush=True)
 

@@ -310,12 +310,10 @@ def check_rebuilt(runs, run):
             "paired with the recorded arms; run these arms into another "
             "--out"
         )
-    rebuilt = [r for r in runs.data.get("rebuilt", [])
-               if r["id"] != run["id"]]
-    runs.save(rebuilt=rebuilt + [{
+    runs.note_rebuilt({
         "id": run["id"], key: run[key], "wall_seconds": run["wall_seconds"],
         "code": run["code"],
-    }])
+    })
     print(f"[{run['id']}] trained again: {key} {run[key]:.6f} dB, "
           "as recorded", flush=True)
 

@@ -323,6 +323,14 @@ class ResumableRuns:
         self.runs.append(run)
         self.save(**extra)
 
+    def note_rebuilt(self, entry):
+        """Keep, in the file's ``rebuilt`` list, a run trained again on
+        another machine (``entry`` has its ``id``; a later one replaces an
+        earlier one of the same id); write."""
+        rebuilt = [r for r in self.data.get("rebuilt", [])
+                   if r["id"] != entry["id"]]
+        self.save(rebuilt=rebuilt + [entry])
+
     def save(self, **extra):
         """Write the JSON (``extra`` keys replace earlier ones)."""
         self.data.update(extra)
