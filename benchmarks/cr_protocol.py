@@ -35,8 +35,11 @@ after one; a later stage runs the earlier ones it needs):
    ``continued``) and SI-SDR is non-inferior (the interval's low end above
    -0.3 dB).
 
-Resumable (the JSON is rewritten after every run; a run already there is
-not run again)::
+Each backbone's stages run in order, the two backbones' side by side in
+the ``--jobs`` slots. Resumable: the JSON is rewritten after every run; a
+run already there is not run again, and one stopped midway (Ctrl-C, a
+session's end) resumes from its last checkpoint when its overrides and
+the code it imports are unchanged::
 
     python -m benchmarks.cr_protocol --stage sweep
     python -m benchmarks.cr_protocol          # then the test stage
@@ -47,10 +50,11 @@ Authors
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
-import shutil
 import sys
+import threading
 import time
 
 from benchmarks import provenance
@@ -60,6 +64,7 @@ from benchmarks.cr_protocol_analysis import (
     ORDERS,
     SCORES,
     WEIGHTS,
+    check_backbones,
     choose_setting,
     heldout_table,
     markdown_table,
@@ -89,6 +94,7 @@ from benchmarks.paired import (
     last_epoch_stats,
     run_in_phases,
     run_recipe,
+    start_or_resume,
 )
 from benchmarks.run_archive import archive_run, file_sha256, restore_run
 
@@ -154,6 +160,11 @@ class Protocol:
         CPU threads per run.
     quick : bool
         Smoke run (fewer test metrics).
+    models : str, optional
+        Where each trained backbone is archived (None: not archived).
+    jobs : int
+        Recipe runs at a time, over every thread that calls :meth:`backbone`
+        or :meth:`fork`.
 
     Example
     -------
@@ -163,34 +174,43 @@ class Protocol:
     """
 
     def __init__(self, setup, work, ssl_folders, threads, quick,
-                 models=None):
+                 models=None, jobs=1):
         self.setup = setup
         self.work = work
-        #: where each trained backbone is archived (None: not archived)
         self.models = models
         self.ssl_folders = ssl_folders
         self.threads = threads
         self.quick = quick
-        self._codes = {}
+        self.slots = threading.BoundedSemaphore(jobs)
+        #: set when the protocol stops: no run starts after it
+        self.stopping = threading.Event()
 
     def folder(self, job):
         """A run's output folder."""
         return os.path.join(self.work, job_id(job))
 
     def _overrides(self, job, epochs, split, metrics):
-        out = self.folder(job)
-        shutil.rmtree(out, ignore_errors=True)  # not in the JSON: redo it
-        # what the run will import (runs of other threads have other keys)
-        self._codes[out] = provenance.code_state()
         return {
             **SIZES[job["backbone"]],
             **recipe_overrides({**self.setup, "epochs": epochs},
-                               job["seed"], out, self.quick),
+                               job["seed"], self.folder(job), self.quick),
             "evaluate_on": split, "test_metrics": list(metrics),
         }
 
-    def _record(self, job, stem, overrides, wall):
+    def _record(self, job, stem, overrides):
+        """Run the recipe once a slot is free, into a fresh folder or
+        resuming an unfinished run of the same overrides and code
+        (:func:`benchmarks.paired.start_or_resume`); the run's record."""
         out = overrides["output_folder"]
+        with self.slots:
+            if self.stopping.is_set():
+                raise RuntimeError(f"{out}: not started (stopping)")
+            resumed = start_or_resume(out, {
+                "overrides": overrides, "threads": self.threads,
+                "code": provenance.code_identity()})
+            code = provenance.code_state()  # what the run imports
+            wall = run_recipe(RECIPE, f"{stem}.yaml", overrides,
+                              self.threads)
         split = overrides["evaluate_on"]
         items = read_per_utterance(os.path.join(out, f"{split}_results.csv"))
         return {
@@ -198,7 +218,8 @@ class Protocol:
             "overrides": overrides, "split": split, "items": items,
             "means": mean_scores(items),
             "train": last_epoch_stats(os.path.join(out, "train_log.txt")),
-            "wall_seconds": wall, "code": self._codes.pop(out, None),
+            "wall_seconds": wall, "code": code,
+            **({"resumed": True} if resumed else {}),
         }
 
     def backbone(self, job):
@@ -207,8 +228,7 @@ class Protocol:
         stem = job["backbone"]
         overrides = self._overrides(job, self.setup["backbone_epochs"],
                                     "valid", SCORES)
-        wall = run_recipe(RECIPE, f"{stem}.yaml", overrides, self.threads)
-        record = self._record(job, stem, overrides, wall)
+        record = self._record(job, stem, overrides)
         losses = valid_losses(os.path.join(overrides["output_folder"],
                                            "train_log.txt"))
         best = 1 + min(range(len(losses)), key=losses.__getitem__)
@@ -255,8 +275,7 @@ class Protocol:
                              cr_layer_weights=ORDERS[order])
         if arm.startswith("ccr"):
             overrides["reference_model"] = backbone
-        wall = run_recipe(RECIPE, f"{stem}.yaml", overrides, self.threads)
-        return {**self._record(job, stem, overrides, wall),
+        return {**self._record(job, stem, overrides),
                 "setting": setting if space else None, "space": space}
 
 
@@ -346,43 +365,6 @@ def models_folder(out):
         return os.path.join(REPO, "benchmarks", "models",
                             os.path.basename(stem))
     return stem + "_models"
-
-
-def check_backbones(data, seeds, backbones, strict):
-    """Stop (or, in a smoke run, warn) unless every backbone of ``seeds``
-    is above the noisy input on validation and has stopped improving.
-
-    Example
-    -------
-    >>> data = {"noisy_valid": {"pesq": 1, "estoi": .5, "si_sdr": 5},
-    ...         "runs": [{"stage": "backbone", "backbone": "b", "seed": 1,
-    ...                   "means": {"pesq": 2, "estoi": .6, "si_sdr": 4},
-    ...                   "best_epoch": 2, "epochs": 2, "plateaued": False}]}
-    >>> check_backbones(data, [1], ["b"], strict=True)
-    Traceback (most recent call last):
-    ...
-    SystemExit: error: backbone b seed 1 is not above the noisy input on \
-validation (si_sdr) and still improving at epoch 2 of 2; raise \
---backbone_epochs (or check the recipe) before judging CR on it
-    """
-    for row in summarize_backbones(data):
-        if row["seed"] not in seeds or row["backbone"] not in backbones:
-            continue
-        problems = []
-        if not row["above_noisy"]:
-            below = ", ".join(s for s, ok in row["above"].items() if not ok)
-            problems.append(f"not above the noisy input on validation "
-                            f"({below})")
-        if not row["plateaued"]:
-            problems.append(f"still improving at epoch {row['best_epoch']} "
-                            f"of {row['epochs']}")
-        if problems:
-            line = (f"backbone {row['backbone']} seed {row['seed']} is "
-                    f"{' and '.join(problems)}; raise --backbone_epochs (or "
-                    "check the recipe) before judging CR on it")
-            if strict:
-                raise SystemExit(f"error: {line}")
-            print(f"warning (smoke run): {line}", flush=True)
 
 
 def parse_args(argv):
@@ -475,16 +457,16 @@ def main(argv=None):
     })
     data = runs.data
     protocol = Protocol(setup, work, ssl_folders, args.threads, args.quick,
-                        models=models_folder(args.out))
+                        models=models_folder(args.out), jobs=args.jobs)
     begin = time.perf_counter()
 
     def save():
-        extra = {"backbone_summary": summarize_backbones(data),
-                 "sweep": summarize_sweep(data),
-                 "test": summarize_test(data),
-                 "provenance": provenance.finish(block)}
-        data.update(extra)
-        runs.save(table=markdown_table(data))
+        with runs.lock:
+            data.update(backbone_summary=summarize_backbones(data),
+                        sweep=summarize_sweep(data),
+                        test=summarize_test(data),
+                        provenance=provenance.finish(block))
+            runs.save(table=markdown_table(data))
 
     def run_jobs(jobs, work_fn):
         todo = [j for j in jobs if job_id(j) not in runs.done()]
@@ -492,8 +474,9 @@ def main(argv=None):
               flush=True)
 
         def finished(job, record):
-            runs.runs.append(_placeholders(record, ssl_folders))
-            save()
+            with runs.lock:
+                runs.runs.append(_placeholders(record, ssl_folders))
+                save()
             means = record["means"]
             print(f"[{record['id']}] {record['split']}: PESQ "
                   f"{means['pesq']:.2f}, eSTOI {means['estoi']:.3f}, SI-SDR "
@@ -504,28 +487,29 @@ def main(argv=None):
 
         run_in_phases([todo], work_fn, args.jobs, finished)
 
-    def backbones(seeds):
-        run_jobs([{"stage": "backbone", "backbone": b, "seed": s}
-                  for b in args.backbones for s in seeds], protocol.backbone)
+    def backbones(backbone, seeds):
+        run_jobs([{"stage": "backbone", "backbone": backbone, "seed": s}
+                  for s in seeds], protocol.backbone)
         if "noisy_valid" not in data:
-            # any backbone trained here wrote the validation manifest (a
+            # a backbone trained here wrote the validation manifest (a
             # restored one has only its checkpoint)
             manifest = next(
                 path for path in (
                     os.path.join(protocol.folder(
                         {"stage": "backbone", "backbone": b, "seed": s}),
                         "save", "voicebank_valid.csv")
-                    for b in args.backbones for s in seeds)
+                    for b in (backbone, *args.backbones) for s in seeds)
                 if os.path.isfile(path))
             items = noisy_scores(manifest)
-            data["noisy_valid"] = mean_scores(items)
-            data["noisy_valid_utterances"] = len(items)
+            with runs.lock:
+                data["noisy_valid"] = mean_scores(items)
+                data["noisy_valid_utterances"] = len(items)
         save()
-        check_backbones(data, seeds, args.backbones, strict=not args.quick)
+        check_backbones(data, seeds, [backbone], strict=not args.quick)
 
-    def forks(stage, arms, seeds, split, setting_of):
-        jobs = [{"stage": stage, "backbone": b, "seed": s, "arm": arm}
-                for b in args.backbones for arm in arms(b) for s in seeds]
+    def forks(stage, backbone, arms, seeds, split, setting_of):
+        jobs = [{"stage": stage, "backbone": backbone, "seed": s, "arm": arm}
+                for arm in arms for s in seeds]
         rebuild_backbones(
             protocol, runs,
             [job for job in jobs if job_id(job) not in runs.done()],
@@ -533,43 +517,73 @@ def main(argv=None):
         run_jobs(jobs,
                  lambda job: protocol.fork(job, setting_of(job), split))
 
-    seeds = setup["sweep_seeds"]
-    backbones(seeds)
-    if args.stage != "backbone":
+    def pipeline(backbone):
+        """One backbone's stages, in order; the backbones' pipelines run
+        side by side and share the ``--jobs`` slots, so that one's runs
+        fill a slot the other leaves idle (e.g. while its last backbone
+        trains)."""
+        seeds = setup["sweep_seeds"]
+        backbones(backbone, seeds)
+        if args.stage == "backbone":
+            return
         grid = [setting_name(f, w) for f in setup["forms"]
                 for w in setup["weights"]]
-        forks("sweep", lambda b: ["continued", *grid], seeds, "valid",
+        forks("sweep", backbone, ["continued", *grid], seeds, "valid",
               lambda job: job["arm"])
-
-        def deep(backbone):  # the other order, at the best form x weight
+        with runs.lock:  # the other order, at the best form x weight
             settings = summarize_sweep(data)[backbone]["settings"]
-            best = choose_setting({n: settings[n] for n in grid})
-            form, weight, _ = parse_setting(best["setting"])
-            return [setting_name(form, weight, "deep")]
-
-        forks("sweep", deep, seeds, "valid", lambda job: job["arm"])
+        best = choose_setting({n: settings[n] for n in grid})
+        form, weight, _ = parse_setting(best["setting"])
+        forks("sweep", backbone, [setting_name(form, weight, "deep")],
+              seeds, "valid", lambda job: job["arm"])
         save()
-        for backbone, sweep in data["sweep"].items():
-            print(f"choice, {backbone}: {sweep['choice']['why']}",
-                  flush=True)
-    if args.stage == "test":
-        chosen = {b: data["sweep"][b]["choice"]["setting"]
-                  for b in args.backbones}
-        frozen = data.setdefault("frozen_choice", chosen)
-        if frozen != chosen:
+        with runs.lock:
+            chosen = data["sweep"][backbone]["choice"]
+        print(f"choice, {backbone}: {chosen['why']}", flush=True)
+        if args.stage != "test":
+            return
+        with runs.lock:
+            frozen = data.setdefault("frozen_choice", {}).setdefault(
+                backbone, chosen["setting"])
+        if frozen != chosen["setting"]:
             raise SystemExit(
-                f"error: the test stage began with the choice {frozen}, the "
-                f"sweep now gives {chosen}; a choice is not changed after "
-                "the test set was scored: pass another --out")
-        backbones(setup["test_seeds"])
-        forks("test", lambda b: list(TEST_FORKS), setup["test_seeds"],
-              "test", lambda job: frozen[job["backbone"]])
+                f"error: the test stage of {backbone} began with the choice "
+                f"{frozen}, the sweep now gives {chosen['setting']}; a "
+                "choice is not changed after the test set was scored: pass "
+                "another --out")
+        backbones(backbone, setup["test_seeds"])
+        forks("test", backbone, list(TEST_FORKS), setup["test_seeds"],
+              "test", lambda job: frozen)
+
+    failed = []
+
+    def reported(backbone):
+        try:
+            pipeline(backbone)
+        except (SystemExit, RuntimeError) as error:  # said now; the other
+            failed.append(backbone)                  # backbone goes on
+            if not protocol.stopping.is_set():  # else Ctrl-C says it all
+                print(f"error: {backbone}: "
+                      f"{str(error).removeprefix('error: ')}",
+                      file=sys.stderr, flush=True)
+
+    pool = concurrent.futures.ThreadPoolExecutor(len(args.backbones))
+    futures = [pool.submit(reported, b) for b in args.backbones]
+    try:
+        for future in futures:
+            future.result()
+    except KeyboardInterrupt:
+        protocol.stopping.set()  # no run starts; the running ones got the
+        pool.shutdown()          # signal too and save their checkpoints
+        raise SystemExit(
+            f"stopped by Ctrl-C: the finished runs are in {args.out}; run "
+            "the same command to resume the others from their checkpoints"
+        ) from None
+    pool.shutdown()
     save()
     print()
-    print(data["table"])
-    print(f"\nWrote {args.out}")
-    return data
-
+    if failed:
+        raise SystemExit(f"error: {', '.join(failed)} stopped (above)")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

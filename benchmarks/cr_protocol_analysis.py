@@ -246,6 +246,43 @@ def summarize_backbones(data):
     return sorted(rows, key=lambda r: (r["backbone"], r["seed"]))
 
 
+def check_backbones(data, seeds, backbones, strict):
+    """Stop (or, in a smoke run, warn) unless every backbone of ``seeds``
+    is above the noisy input on validation and has stopped improving.
+
+    Example
+    -------
+    >>> data = {"noisy_valid": {"pesq": 1, "estoi": .5, "si_sdr": 5},
+    ...         "runs": [{"stage": "backbone", "backbone": "b", "seed": 1,
+    ...                   "means": {"pesq": 2, "estoi": .6, "si_sdr": 4},
+    ...                   "best_epoch": 2, "epochs": 2, "plateaued": False}]}
+    >>> check_backbones(data, [1], ["b"], strict=True)
+    Traceback (most recent call last):
+    ...
+    SystemExit: error: backbone b seed 1 is not above the noisy input on \
+validation (si_sdr) and still improving at epoch 2 of 2; raise \
+--backbone_epochs (or check the recipe) before judging CR on it
+    """
+    for row in summarize_backbones(data):
+        if row["seed"] not in seeds or row["backbone"] not in backbones:
+            continue
+        problems = []
+        if not row["above_noisy"]:
+            below = ", ".join(s for s, ok in row["above"].items() if not ok)
+            problems.append(f"not above the noisy input on validation "
+                            f"({below})")
+        if not row["plateaued"]:
+            problems.append(f"still improving at epoch {row['best_epoch']} "
+                            f"of {row['epochs']}")
+        if problems:
+            line = (f"backbone {row['backbone']} seed {row['seed']} is "
+                    f"{' and '.join(problems)}; raise --backbone_epochs (or "
+                    "check the recipe) before judging CR on it")
+            if strict:
+                raise SystemExit(f"error: {line}")
+            print(f"warning (smoke run): {line}", flush=True)
+
+
 def summarize_sweep(data, margin=MARGIN_DB):
     """Per backbone: each setting's mean paired validation difference to
     ``continued`` over the seeds both have, and the choice.

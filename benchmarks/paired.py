@@ -17,9 +17,11 @@ import math
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 from benchmarks.provenance import portable
@@ -232,6 +234,54 @@ def run_recipe(recipe_dir, yaml, overrides, threads=1, script="train.py"):
     return time.perf_counter() - start
 
 
+#: The file a benchmark writes into a run folder it starts: what the run
+#: was started with, so that an unfinished run resumes only as itself.
+RUN_STATE = "benchmark_run.json"
+
+
+def start_or_resume(folder, state):
+    """Empty ``folder`` for a fresh run, or keep it when an unfinished run
+    was started there with the same ``state``; whether it was kept.
+
+    The recipe resumes a kept folder from its last checkpoint, exactly as
+    if it had not stopped (``tests/test_faults.py``), so a benchmark
+    stopped mid-run (a session's end, Ctrl-C) loses at most the steps
+    since that checkpoint. ``state`` holds what decides the run: its
+    overrides, its threads and the code it imports
+    (:func:`benchmarks.provenance.code_identity`); a ``state`` whose code
+    is None (uncommitted changes) never resumes.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = os.path.join(tempfile.mkdtemp(), "run")
+    >>> state = {"overrides": {"seed": 1}, "code": {"lobes": "abc"}}
+    >>> start_or_resume(folder, state)
+    False
+    >>> _ = open(os.path.join(folder, "train_log.txt"), "w").write("1")
+    >>> start_or_resume(folder, state)  # stopped, restarted as itself
+    True
+    >>> start_or_resume(folder, {**state, "overrides": {"seed": 2}})
+    False
+    >>> os.listdir(folder)
+    ['benchmark_run.json']
+    """
+    path = os.path.join(folder, RUN_STATE)
+    state = json.loads(json.dumps(state))  # tuples as lists, as read back
+    if state.get("code") is not None and os.path.isfile(path):
+        with open(path, encoding="utf-8") as fin:
+            try:
+                if json.load(fin) == state:
+                    return True
+            except json.JSONDecodeError:
+                pass
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    with open(path, "w", encoding="utf-8") as fout:
+        json.dump(state, fout)
+    return False
+
+
 def dumps_results(value, indent=1, _level=0):
     """JSON of a results file: one key per line, lists of numbers or
     strings on one line (a per-utterance column is one line, not one line
@@ -293,6 +343,9 @@ class ResumableRuns:
 
     def __init__(self, path, setup, pack=None, unpack=None):
         self.path = path
+        #: held while the runs change or the file is written (benchmarks
+        #: whose runs finish in several threads hold it too)
+        self.lock = threading.RLock()
         self.pack = pack or (lambda data: data)
         self.data = {"setup": setup, "runs": []}
         if os.path.isfile(path):
@@ -320,26 +373,29 @@ class ResumableRuns:
 
     def add(self, run, **extra):
         """Keep a run and anything else to save (summary, table); write."""
-        self.runs.append(run)
-        self.save(**extra)
+        with self.lock:
+            self.runs.append(run)
+            self.save(**extra)
 
     def note_rebuilt(self, entry):
         """Keep, in the file's ``rebuilt`` list, a run trained again on
         another machine (``entry`` has its ``id``; a later one replaces an
         earlier one of the same id); write."""
-        rebuilt = [r for r in self.data.get("rebuilt", [])
-                   if r["id"] != entry["id"]]
-        self.save(rebuilt=rebuilt + [entry])
+        with self.lock:
+            rebuilt = [r for r in self.data.get("rebuilt", [])
+                       if r["id"] != entry["id"]]
+            self.save(rebuilt=rebuilt + [entry])
 
     def save(self, **extra):
         """Write the JSON (``extra`` keys replace earlier ones)."""
-        self.data.update(extra)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)),
-                    exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fout:
-            fout.write(dumps_results(portable(self.pack(self.data))))
-        os.replace(tmp, self.path)
+        with self.lock:
+            self.data.update(extra)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)),
+                        exist_ok=True)
+            tmp = self.path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as fout:
+                fout.write(dumps_results(portable(self.pack(self.data))))
+            os.replace(tmp, self.path)
 
 
 def run_in_phases(phases, work, jobs, on_result):

@@ -154,6 +154,31 @@ def code_state():
     }
 
 
+#: What a recipe run imports: the package, the recipes and their fragments.
+RUN_CODE = ("lobes", "recipes", "hparams")
+
+
+def code_identity(paths=RUN_CODE):
+    """The committed git trees of what a recipe run imports, or None when
+    those paths have uncommitted changes (or git is not there).
+
+    Unlike the commit, it stays the same when only results or benchmark
+    code are committed: a run stopped at one commit may resume at another
+    that imports the same code.
+
+    Example
+    -------
+    >>> identity = code_identity()
+    >>> identity is None or sorted(identity) == sorted(RUN_CODE)
+    True
+    """
+    if _git("status", "--porcelain", "--untracked-files=no", "--",
+            *paths) != "":
+        return None
+    trees = {path: _git("rev-parse", f"HEAD:{path}") for path in paths}
+    return trees if all(trees.values()) else None
+
+
 def finish(block):
     """The block with the wall and CPU seconds and the load so far.
 

@@ -163,8 +163,8 @@ def test_backbone_below_the_noisy_input_stops_the_protocol(capsys):
     data["runs"][0]["means"]["estoi"] = 0.7
     with pytest.raises(SystemExit, match="not above the noisy input on "
                        r"validation \(estoi\)"):
-        cr_protocol.check_backbones(data, [1], ["b"], strict=True)
-    cr_protocol.check_backbones(data, [1], ["b"], strict=False)
+        analysis.check_backbones(data, [1], ["b"], strict=True)
+    analysis.check_backbones(data, [1], ["b"], strict=False)
     assert "warning (smoke run)" in capsys.readouterr().out
 
 
@@ -312,3 +312,89 @@ def test_backbone_archive_restores_on_a_fresh_machine(tmp_path, monkeypatch):
     assert [r["id"] for r in runs.data["rebuilt"]] == [record["id"]]
     assert runs.runs[0]["archive"]["sha256"] == file_sha256(
         protocol.archive(job))  # the new archive is the recorded one
+
+
+def _fake_run(calls, fail_once=()):
+    """A recipe run that writes what the protocol reads; it stops midway
+    (raises) the first time it runs a folder named in ``fail_once``,
+    leaving a partial log, as a run stopped by a session's end."""
+    failed = set()
+
+    def run(recipe, yaml, overrides, threads):
+        out = overrides["output_folder"]
+        calls.append((out, sorted(os.listdir(out))))
+        with open(os.path.join(out, "train_log.txt"), "a") as fout:
+            fout.write("epoch: 1, lr: 1e-3 - train loss: 0.5 - valid "
+                       "loss: 0.4\n")
+        if out in fail_once and out not in failed:
+            failed.add(out)
+            raise RuntimeError("stopped")
+        with open(os.path.join(out, "valid_results.csv"), "w") as fout:
+            fout.write("snt_id,pesq,estoi,si_sdr\nu1,2.0,0.8,10.0\n")
+        return 1.0
+
+    return run
+
+
+def test_a_run_stopped_midway_resumes_only_as_itself(tmp_path,
+                                                      monkeypatch):
+    calls = []
+    protocol = cr_protocol.Protocol(cr_protocol.QUICK, str(tmp_path), {}, 1,
+                                    quick=True)
+    job = {"stage": "backbone", "backbone": "spectral_mask", "seed": 1}
+    folder = protocol.folder(job)
+    monkeypatch.setattr(cr_protocol, "run_recipe",
+                        _fake_run(calls, fail_once={folder}))
+    monkeypatch.setattr(cr_protocol.provenance, "code_identity",
+                        lambda: {"lobes": "tree1"})
+    with pytest.raises(RuntimeError):
+        protocol.backbone(job)
+    assert calls[-1] == (folder, ["benchmark_run.json"])  # a fresh folder
+    record = protocol.backbone(job)  # restarted: the same run, resumed
+    assert "train_log.txt" in calls[-1][1]
+    assert record["resumed"] and record["epochs"] == 2
+
+    # other code, or uncommitted changes: the run starts afresh
+    for identity in ({"lobes": "tree2"}, None):
+        monkeypatch.setattr(cr_protocol.provenance, "code_identity",
+                            lambda identity=identity: identity)
+        record = protocol.backbone(job)
+        assert calls[-1] == (folder, ["benchmark_run.json"])
+        assert "resumed" not in record and record["epochs"] == 1
+    # other overrides: afresh
+    monkeypatch.setattr(cr_protocol.provenance, "code_identity",
+                        lambda: {"lobes": "tree2"})
+    protocol.setup = {**protocol.setup, "backbone_epochs": 3}
+    protocol.backbone(job)
+    assert calls[-1] == (folder, ["benchmark_run.json"])
+
+
+def test_runs_share_the_jobs_slots_across_threads(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+    inner = _fake_run([])
+
+    def run(*args):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return inner(*args)
+
+    monkeypatch.setattr(cr_protocol, "run_recipe", run)
+    protocol = cr_protocol.Protocol(cr_protocol.QUICK, str(tmp_path), {}, 1,
+                                    quick=True, jobs=2)
+    threads = [threading.Thread(target=protocol.backbone, args=(
+        {"stage": "backbone", "backbone": b, "seed": s},))
+        for b in ("spectral_mask", "convtasnet") for s in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 2
+    assert len(os.listdir(tmp_path / "backbone" / "convtasnet")) == 3
