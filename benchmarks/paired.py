@@ -255,7 +255,7 @@ def start_or_resume(folder, state):
     -------
     >>> import tempfile
     >>> folder = os.path.join(tempfile.mkdtemp(), "run")
-    >>> state = {"overrides": {"seed": 1}, "code": {"lobes": "abc"}}
+    >>> state = {"overrides": {"seed": 1}, "code": "abc"}
     >>> start_or_resume(folder, state)
     False
     >>> _ = open(os.path.join(folder, "train_log.txt"), "w").write("1")

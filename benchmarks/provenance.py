@@ -154,29 +154,38 @@ def code_state():
     }
 
 
-#: What a recipe run imports: the package, the recipes and their fragments.
+#: What a recipe run imports: the package, the recipes and their
+#: fragments (their Python and YAML; a README edit changes no run).
 RUN_CODE = ("lobes", "recipes", "hparams")
+RUN_CODE_SUFFIXES = (".py", ".yaml")
 
 
-def code_identity(paths=RUN_CODE):
-    """The committed git trees of what a recipe run imports, or None when
-    those paths have uncommitted changes (or git is not there).
+def code_identity(paths=RUN_CODE, suffixes=RUN_CODE_SUFFIXES):
+    """A hash of the committed code a recipe run imports (the Python and
+    YAML files under ``paths``), or None when any of them has uncommitted
+    changes (or git is not there).
 
-    Unlike the commit, it stays the same when only results or benchmark
-    code are committed: a run stopped at one commit may resume at another
-    that imports the same code.
+    Unlike the commit, it stays the same when only results, benchmark
+    code or documentation are committed: a run stopped at one commit may
+    resume at another that imports the same code.
 
     Example
     -------
     >>> identity = code_identity()
-    >>> identity is None or sorted(identity) == sorted(RUN_CODE)
+    >>> identity is None or len(identity) == 64
     True
     """
-    if _git("status", "--porcelain", "--untracked-files=no", "--",
-            *paths) != "":
+    import hashlib
+
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--",
+                   *paths).splitlines()
+    if any(line.endswith(suffixes) for line in changed):
         return None
-    trees = {path: _git("rev-parse", f"HEAD:{path}") for path in paths}
-    return trees if all(trees.values()) else None
+    files = [line for line in _git("ls-files", "-s", "--", *paths)
+             .splitlines() if line.endswith(suffixes)]
+    if not files:
+        return None
+    return hashlib.sha256("\n".join(files).encode()).hexdigest()
 
 
 def finish(block):

@@ -346,7 +346,7 @@ def test_a_run_stopped_midway_resumes_only_as_itself(tmp_path,
     monkeypatch.setattr(cr_protocol, "run_recipe",
                         _fake_run(calls, fail_once={folder}))
     monkeypatch.setattr(cr_protocol.provenance, "code_identity",
-                        lambda: {"lobes": "tree1"})
+                        lambda: "code1")
     with pytest.raises(RuntimeError):
         protocol.backbone(job)
     assert calls[-1] == (folder, ["benchmark_run.json"])  # a fresh folder
@@ -355,7 +355,7 @@ def test_a_run_stopped_midway_resumes_only_as_itself(tmp_path,
     assert record["resumed"] and record["epochs"] == 2
 
     # other code, or uncommitted changes: the run starts afresh
-    for identity in ({"lobes": "tree2"}, None):
+    for identity in ("code2", None):
         monkeypatch.setattr(cr_protocol.provenance, "code_identity",
                             lambda identity=identity: identity)
         record = protocol.backbone(job)
@@ -363,7 +363,7 @@ def test_a_run_stopped_midway_resumes_only_as_itself(tmp_path,
         assert "resumed" not in record and record["epochs"] == 1
     # other overrides: afresh
     monkeypatch.setattr(cr_protocol.provenance, "code_identity",
-                        lambda: {"lobes": "tree2"})
+                        lambda: "code2")
     protocol.setup = {**protocol.setup, "backbone_epochs": 3}
     protocol.backbone(job)
     assert calls[-1] == (folder, ["benchmark_run.json"])
@@ -398,3 +398,39 @@ def test_runs_share_the_jobs_slots_across_threads(tmp_path, monkeypatch):
         thread.join()
     assert most[0] == 2
     assert len(os.listdir(tmp_path / "backbone" / "convtasnet")) == 3
+
+
+def test_code_identity_follows_the_code_a_run_imports(tmp_path, monkeypatch):
+    import subprocess
+
+    from benchmarks import provenance
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t",
+                        *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    def write(path, text):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+
+    git("init", "-q")
+    write("lobes/model.py", "x = 1\n")
+    write("recipes/R/hparams/a.yaml", "a: 1\n")
+    write("recipes/R/README.md", "text\n")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    monkeypatch.setattr(provenance, "REPO", str(tmp_path))
+    first = provenance.code_identity()
+    assert first is not None
+
+    write("recipes/R/README.md", "more text\n")  # documentation: the same
+    write("benchmarks/results/x.json", "{}\n")
+    assert provenance.code_identity() == first
+    git("commit", "-qam", "docs")
+    assert provenance.code_identity() == first
+
+    write("recipes/R/hparams/a.yaml", "a: 2\n")  # uncommitted code: None
+    assert provenance.code_identity() is None
+    git("commit", "-qam", "code")
+    assert provenance.code_identity() not in (None, first)
