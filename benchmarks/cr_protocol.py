@@ -127,6 +127,48 @@ TEST_FORKS = {
 }
 
 
+#: The protocol's backbones: name -> (the recipe's YAML stem, its size
+#: overrides). The CPU sizes of :mod:`lobes.cpu_settings`, and the spectral
+#: mask at the recipe's own size (4.0 M parameters; at its CPU size of
+#: 0.15 M it stopped improving below the noisy input's validation eSTOI).
+BACKBONES = {
+    "convtasnet": ("convtasnet", SIZES["convtasnet"]),
+    "spectral_mask": ("spectral_mask", SIZES["spectral_mask"]),
+    "spectral_mask_full": ("spectral_mask", {}),
+}
+#: What the protocol runs by default.
+DEFAULT_BACKBONES = ("convtasnet", "spectral_mask_full")
+
+
+def merged_setup(old, new):
+    """The setup of a results file that gains backbones: ``new`` when it
+    differs from ``old`` (the file's) only by backbones added, and in
+    none of the backbones that both have (their runs stay valid); else
+    None (:class:`benchmarks.paired.ResumableRuns` refuses the file).
+
+    Example
+    -------
+    >>> old = {"epochs": 2, "backbones": ["a"], "sizes": {"a": {"n": 1}}}
+    >>> new = {"epochs": 2, "backbones": ["b"], "sizes": {"b": {}}}
+    >>> merged_setup(old, new)["sizes"]
+    {'a': {'n': 1}, 'b': {}}
+    >>> merged_setup(old, {**new, "sizes": {"a": {"n": 2}}}) is None
+    True
+    >>> merged_setup(old, {**new, "epochs": 3}) is None
+    True
+    """
+    rest = ("backbones", "sizes")
+    if {k: v for k, v in old.items() if k not in rest} != {
+            k: v for k, v in new.items() if k not in rest}:
+        return None
+    if any(old["sizes"][b] != new["sizes"][b]
+           for b in set(old["sizes"]) & set(new["sizes"])):
+        return None
+    sizes = {**old["sizes"], **new["sizes"]}
+    return {**new, "backbones": sorted(sizes),
+            "sizes": {b: sizes[b] for b in sorted(sizes)}}
+
+
 def job_id(job):
     """The key of one run in the JSON (and its folder under the work dir).
 
@@ -191,7 +233,7 @@ class Protocol:
 
     def _overrides(self, job, epochs, split, metrics):
         return {
-            **SIZES[job["backbone"]],
+            **BACKBONES[job["backbone"]][1],
             **recipe_overrides({**self.setup, "epochs": epochs},
                                job["seed"], self.folder(job), self.quick),
             "evaluate_on": split, "test_metrics": list(metrics),
@@ -225,7 +267,7 @@ class Protocol:
     def backbone(self, job):
         """Train a backbone from scratch for the epoch budget; score its
         best checkpoint on the validation speakers."""
-        stem = job["backbone"]
+        stem = BACKBONES[job["backbone"]][0]
         overrides = self._overrides(job, self.setup["backbone_epochs"],
                                     "valid", SCORES)
         record = self._record(job, stem, overrides)
@@ -261,7 +303,7 @@ class Protocol:
                                   ("cr_wavlm_{backbone}", {}, "trained"))
         else:
             stem, extra, space = TEST_FORKS[arm]
-        stem = stem.format(backbone=job["backbone"])
+        stem = stem.format(backbone=BACKBONES[job["backbone"]][0])
         metrics = SCORES if split == "valid" or self.quick else TEST_METRICS
         overrides = {
             **self._overrides(job, self.setup["finetune_epochs"], split,
@@ -379,9 +421,10 @@ def parse_args(argv):
                         "recipes/Voicebank/ssl_pretrain (default: the "
                         "committed benchmarks/models/ssl_hubert_small; a "
                         "--quick run makes a tiny random one)")
-    parser.add_argument("--backbones", default=",".join(SIZES),
-                        help="comma-separated, trained in this order "
-                        "(the results file records them sorted)")
+    parser.add_argument("--backbones", default=",".join(DEFAULT_BACKBONES),
+                        help="comma-separated, among "
+                        f"{', '.join(BACKBONES)} (a results file records "
+                        "every backbone it has runs of, sorted)")
     parser.add_argument("--sweep_seeds", type=int, nargs="+", default=None)
     parser.add_argument("--test_seeds", type=int, nargs="+", default=None)
     parser.add_argument("--backbone_epochs", type=int, default=None)
@@ -399,8 +442,8 @@ def parse_args(argv):
         "else to <out without .json>_models/")
     args = parser.parse_args(argv)
     args.backbones = [b for b in args.backbones.split(",") if b]
-    if set(args.backbones) - set(SIZES):
-        parser.error(f"backbones among {list(SIZES)}")
+    if set(args.backbones) - set(BACKBONES):
+        parser.error(f"backbones among {list(BACKBONES)}")
     if args.trained_ssl is None and not args.quick:
         args.trained_ssl = TRAINED_SSL
     if args.trained_ssl and not os.path.isfile(
@@ -450,11 +493,11 @@ def main(argv=None):
         threads=args.threads)
     runs = ResumableRuns(args.out, {
         "training": setup, "backbones": sorted(args.backbones),
-        "sizes": {b: SIZES[b] for b in sorted(args.backbones)},
+        "sizes": {b: BACKBONES[b][1] for b in sorted(args.backbones)},
         "margin_db": MARGIN_DB, "orders": ORDERS, "threads": args.threads,
         "trained_ssl": os.path.basename(ssl_folders["trained"]),
         "trained_ssl_sha256": ssl_weights_sha256(ssl_folders["trained"]),
-    })
+    }, merge=merged_setup)
     data = runs.data
     protocol = Protocol(setup, work, ssl_folders, args.threads, args.quick,
                         models=models_folder(args.out), jobs=args.jobs)

@@ -329,6 +329,11 @@ class ResumableRuns:
         ``data -> data``: how the file stores the runs (e.g. a column
         shared by every run written once) and how it is read back; the
         in-memory ``data`` is always the unpacked form.
+    merge : callable, optional
+        ``(file's setup, setup) -> setup or None``: a setup that the
+        file's runs stay valid under (e.g. one that adds a backbone), kept
+        from then on; None refuses the file. By default only an equal
+        setup is accepted.
 
     Example
     -------
@@ -341,7 +346,7 @@ class ResumableRuns:
     {'a/1'}
     """
 
-    def __init__(self, path, setup, pack=None, unpack=None):
+    def __init__(self, path, setup, pack=None, unpack=None, merge=None):
         self.path = path
         #: held while the runs change or the file is written (benchmarks
         #: whose runs finish in several threads hold it too)
@@ -351,11 +356,15 @@ class ResumableRuns:
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as fin:
                 data = (unpack or (lambda data: data))(json.load(fin))
-            if data.get("setup") != portable(setup):
-                raise SystemExit(
-                    f"error: {path} holds runs of another setup; pass "
-                    "another --out or remove it"
-                )
+            stored = data.get("setup")
+            if stored != portable(setup):
+                merged = merge(stored, portable(setup)) if merge else None
+                if merged is None:
+                    raise SystemExit(
+                        f"error: {path} holds runs of another setup; pass "
+                        "another --out or remove it"
+                    )
+                data["setup"] = merged
             self.data = data
         self.data["machine"] = {
             "platform": platform.platform(), "cpus": os.cpu_count(),

@@ -329,7 +329,8 @@ def _fake_run(calls, fail_once=()):
         if out in fail_once and out not in failed:
             failed.add(out)
             raise RuntimeError("stopped")
-        with open(os.path.join(out, "valid_results.csv"), "w") as fout:
+        with open(os.path.join(out, f"{overrides['evaluate_on']}_results"
+                               ".csv"), "w") as fout:
             fout.write("snt_id,pesq,estoi,si_sdr\nu1,2.0,0.8,10.0\n")
         return 1.0
 
@@ -434,3 +435,49 @@ def test_code_identity_follows_the_code_a_run_imports(tmp_path, monkeypatch):
     assert provenance.code_identity() is None
     git("commit", "-qam", "code")
     assert provenance.code_identity() not in (None, first)
+
+
+def test_a_backbone_at_the_recipe_size_runs_the_same_yamls(tmp_path,
+                                                           monkeypatch):
+    calls = []
+    inner = _fake_run([])
+
+    def run(recipe, yaml, overrides, threads):
+        calls.append((yaml, overrides))
+        return inner(recipe, yaml, overrides, threads)
+
+    monkeypatch.setattr(cr_protocol, "run_recipe", run)
+    ssl = {"trained": "/ssl/trained", "random": "/ssl/random"}
+    protocol = cr_protocol.Protocol(cr_protocol.QUICK, str(tmp_path), ssl, 1,
+                                    quick=True)
+    job = {"stage": "backbone", "backbone": "spectral_mask_full", "seed": 1}
+    protocol.backbone(job)
+    protocol.fork({**job, "stage": "sweep", "arm": "ratio/0.01/shallow"},
+                  "ratio/0.01/shallow", "valid")
+    protocol.fork({**job, "stage": "test", "arm": "ccr_quality"},
+                  "ratio/0.01/shallow", "test")
+    assert [yaml for yaml, _ in calls] == [
+        "spectral_mask.yaml", "cr_wavlm_spectral_mask.yaml",
+        "ccr_hubert_spectral_mask.yaml"]
+    sizes = set(cr_protocol.SIZES["spectral_mask"]) - {"lr"}
+    assert not sizes & set(calls[0][1])  # the recipe's own sizes
+    assert calls[1][1]["output_folder"].endswith(
+        "sweep/spectral_mask_full/seed1/ratio_0.01_shallow")
+
+
+def test_a_results_file_gains_a_backbone_but_keeps_its_runs(tmp_path):
+    from benchmarks.paired import ResumableRuns
+
+    path = str(tmp_path / "r.json")
+    old = {"epochs": 40, "backbones": ["a"], "sizes": {"a": {"n": 1}}}
+    ResumableRuns(path, old).add({"id": "backbone/a/seed1"})
+    new = {"epochs": 40, "backbones": ["b"], "sizes": {"b": {}}}
+    runs = ResumableRuns(path, new, merge=cr_protocol.merged_setup)
+    assert runs.done() == {"backbone/a/seed1"}
+    assert runs.data["setup"]["backbones"] == ["a", "b"]
+    runs.save()
+    for other in ({**new, "sizes": {"a": {"n": 2}}}, {**new, "epochs": 41}):
+        with pytest.raises(SystemExit, match="another setup"):
+            ResumableRuns(path, other, merge=cr_protocol.merged_setup)
+    with pytest.raises(SystemExit, match="another setup"):
+        ResumableRuns(path, new)  # no merge rule: equal setups only
