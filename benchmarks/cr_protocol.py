@@ -95,6 +95,7 @@ from benchmarks.paired import (
     run_in_phases,
     run_recipe,
     start_or_resume,
+    stored_run_state,
 )
 from benchmarks.run_archive import archive_run, file_sha256, restore_run
 
@@ -102,15 +103,17 @@ from benchmarks.run_archive import archive_run, file_sha256, restore_run
 __all__ = ["heldout_table", "main", "markdown_table", "sweep_table"]
 
 FULL = {
-    "corpus_size": "small", "backbone_epochs": 40, "finetune_epochs": 10,
-    "patience": 3, "batch_size": 8, "segment_length": 2.0,
+    "corpus_size": "small", "backbone_seed": 1, "backbone_epochs": 40,
+    "max_backbone_epochs": 400, "finetune_epochs": 10, "patience": 3,
+    "batch_size": 8, "segment_length": 2.0,
     "sweep_seeds": [1, 2, 3], "test_seeds": [4, 5, 6, 7, 8],
     "forms": list(FORMS), "weights": list(WEIGHTS),
 }
 #: A smoke run: every form at one weight, one seed per stage.
 QUICK = {
-    "corpus_size": "tiny", "backbone_epochs": 2, "finetune_epochs": 1,
-    "patience": 0, "batch_size": 2, "segment_length": 1.0,
+    "corpus_size": "tiny", "backbone_seed": 1, "backbone_epochs": 2,
+    "max_backbone_epochs": 4, "finetune_epochs": 1, "patience": 0,
+    "batch_size": 2, "segment_length": 1.0,
     "sweep_seeds": [1], "test_seeds": [4],
     "forms": list(FORMS), "weights": [0.01],
 }
@@ -138,6 +141,18 @@ BACKBONES = {
 }
 #: What the protocol runs by default.
 DEFAULT_BACKBONES = ("convtasnet", "spectral_mask_full")
+
+
+def backbone_job(setup, backbone):
+    """The backbone run that every fork of ``backbone`` warm-starts from.
+
+    Example
+    -------
+    >>> backbone_job(FULL, "convtasnet")
+    {'stage': 'backbone', 'backbone': 'convtasnet', 'seed': 1}
+    """
+    return {"stage": "backbone", "backbone": backbone,
+            "seed": setup["backbone_seed"]}
 
 
 def merged_setup(old, new):
@@ -239,17 +254,22 @@ class Protocol:
             "evaluate_on": split, "test_metrics": list(metrics),
         }
 
-    def _record(self, job, stem, overrides):
+    def _state(self, overrides):
+        """What decides a run (:func:`benchmarks.paired.start_or_resume`)."""
+        return {"overrides": overrides, "threads": self.threads,
+                "code": provenance.code_identity()}
+
+    def _record(self, job, stem, overrides, grows=None):
         """Run the recipe once a slot is free, into a fresh folder or
         resuming an unfinished run of the same overrides and code
-        (:func:`benchmarks.paired.start_or_resume`); the run's record."""
+        (:func:`benchmarks.paired.start_or_resume`; ``grows``: an
+        override that may differ); the run's record."""
         out = overrides["output_folder"]
         with self.slots:
             if self.stopping.is_set():
                 raise RuntimeError(f"{out}: not started (stopping)")
-            resumed = start_or_resume(out, {
-                "overrides": overrides, "threads": self.threads,
-                "code": provenance.code_identity()})
+            resumed = start_or_resume(out, self._state(overrides),
+                                      grows=grows)
             code = provenance.code_state()  # what the run imports
             wall = run_recipe(RECIPE, f"{stem}.yaml", overrides,
                               self.threads)
@@ -265,18 +285,37 @@ class Protocol:
         }
 
     def backbone(self, job):
-        """Train a backbone from scratch for the epoch budget; score its
-        best checkpoint on the validation speakers."""
+        """Train a backbone from scratch until its validation loss stops
+        improving: rounds of ``backbone_epochs``, each continuing the
+        last (the budget changes nothing but where the run stops), until
+        the best epoch is ``patience`` epochs before the round's end or
+        ``max_backbone_epochs`` is reached; score its best checkpoint on
+        the validation speakers."""
         stem = BACKBONES[job["backbone"]][0]
-        overrides = self._overrides(job, self.setup["backbone_epochs"],
-                                    "valid", SCORES)
-        record = self._record(job, stem, overrides)
-        losses = valid_losses(os.path.join(overrides["output_folder"],
-                                           "train_log.txt"))
-        best = 1 + min(range(len(losses)), key=losses.__getitem__)
+        step, patience = (self.setup["backbone_epochs"],
+                          self.setup["patience"])
+        epochs, walls = step, []
+        stored = stored_run_state(  # a run stopped in a later round
+            self.folder(job),
+            self._state(self._overrides(job, step, "valid", SCORES)),
+            "number_of_epochs")
+        if stored:
+            epochs = max(step, stored["overrides"]["number_of_epochs"])
+        while True:
+            overrides = self._overrides(job, epochs, "valid", SCORES)
+            record = self._record(job, stem, overrides,
+                                  grows="number_of_epochs")
+            walls.append(record["wall_seconds"])
+            losses = valid_losses(os.path.join(overrides["output_folder"],
+                                               "train_log.txt"))
+            best = 1 + min(range(len(losses)), key=losses.__getitem__)
+            plateaued = bool(best <= len(losses) - patience)
+            if plateaued or epochs >= self.setup["max_backbone_epochs"]:
+                break
+            epochs = min(epochs + step, self.setup["max_backbone_epochs"])
         record.update(valid_losses=losses, best_epoch=best,
-                      epochs=len(losses), plateaued=bool(
-                          best <= len(losses) - self.setup["patience"]))
+                      epochs=len(losses), plateaued=plateaued,
+                      rounds=len(walls), wall_seconds=sum(walls))
         if self.models:
             archive = self.archive(job)
             record["archive"] = {
@@ -295,7 +334,7 @@ class Protocol:
     def fork(self, job, setting, split):
         """Fine-tune a backbone (``init_from``) for the fork's epochs: no
         CR (``continued``) or CR/CCR at ``setting``, in the job's space."""
-        backbone = self.folder({**job, "stage": "backbone"})
+        backbone = self.folder(backbone_job(self.setup, job["backbone"]))
         arm = job["arm"]
         if job["stage"] == "sweep":
             stem, extra, space = (("{backbone}", {}, None)
@@ -354,8 +393,7 @@ def rebuild_backbones(protocol, runs, forks, jobs):
     done = {run["id"]: run for run in runs.runs}
     needed = {}
     for fork in forks:
-        job = {"stage": "backbone", "backbone": fork["backbone"],
-               "seed": fork["seed"]}
+        job = backbone_job(protocol.setup, fork["backbone"])
         folder = protocol.folder(job)
         if job_id(job) not in done or os.path.isdir(
                 os.path.join(folder, "save")):
@@ -530,25 +568,24 @@ def main(argv=None):
 
         run_in_phases([todo], work_fn, args.jobs, finished)
 
-    def backbones(backbone, seeds):
-        run_jobs([{"stage": "backbone", "backbone": backbone, "seed": s}
-                  for s in seeds], protocol.backbone)
+    def backbones(backbone):
+        run_jobs([backbone_job(setup, backbone)], protocol.backbone)
         if "noisy_valid" not in data:
             # a backbone trained here wrote the validation manifest (a
             # restored one has only its checkpoint)
             manifest = next(
                 path for path in (
-                    os.path.join(protocol.folder(
-                        {"stage": "backbone", "backbone": b, "seed": s}),
-                        "save", "voicebank_valid.csv")
-                    for b in (backbone, *args.backbones) for s in seeds)
+                    os.path.join(protocol.folder(backbone_job(setup, b)),
+                                 "save", "voicebank_valid.csv")
+                    for b in (backbone, *args.backbones))
                 if os.path.isfile(path))
             items = noisy_scores(manifest)
             with runs.lock:
                 data["noisy_valid"] = mean_scores(items)
                 data["noisy_valid_utterances"] = len(items)
         save()
-        check_backbones(data, seeds, [backbone], strict=not args.quick)
+        check_backbones(data, [setup["backbone_seed"]], [backbone],
+                        strict=not args.quick)
 
     def forks(stage, backbone, arms, seeds, split, setting_of):
         jobs = [{"stage": stage, "backbone": backbone, "seed": s, "arm": arm}
@@ -566,7 +603,7 @@ def main(argv=None):
         fill a slot the other leaves idle (e.g. while its last backbone
         trains)."""
         seeds = setup["sweep_seeds"]
-        backbones(backbone, seeds)
+        backbones(backbone)
         if args.stage == "backbone":
             return
         grid = [setting_name(f, w) for f in setup["forms"]
@@ -594,7 +631,6 @@ def main(argv=None):
                 f"{frozen}, the sweep now gives {chosen['setting']}; a "
                 "choice is not changed after the test set was scored: pass "
                 "another --out")
-        backbones(backbone, setup["test_seeds"])
         forks("test", backbone, list(TEST_FORKS), setup["test_seeds"],
               "test", lambda job: frozen)
 

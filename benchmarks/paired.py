@@ -239,7 +239,40 @@ def run_recipe(recipe_dir, yaml, overrides, threads=1, script="train.py"):
 RUN_STATE = "benchmark_run.json"
 
 
-def start_or_resume(folder, state):
+def stored_run_state(folder, state, grows):
+    """The state an unfinished run in ``folder`` was started with
+    (:func:`start_or_resume`) when it is ``state`` but for the override
+    ``grows``; else None.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = os.path.join(tempfile.mkdtemp(), "run")
+    >>> state = {"overrides": {"seed": 1, "epochs": 4}, "code": "abc"}
+    >>> _ = start_or_resume(folder, state)
+    >>> stored = stored_run_state(
+    ...     folder, {**state, "overrides": {"seed": 1, "epochs": 2}},
+    ...     grows="epochs")
+    >>> stored["overrides"]["epochs"]
+    4
+    >>> stored_run_state(folder, {**state, "code": "new"}, "epochs")
+    """
+    state = json.loads(json.dumps(state))  # tuples as lists, as read back
+    try:
+        with open(os.path.join(folder, RUN_STATE), encoding="utf-8") as fin:
+            stored = json.load(fin)
+    except (OSError, json.JSONDecodeError):
+        return None
+    if state.get("code") is None or not isinstance(stored, dict):
+        return None
+    same = stored
+    if grows is not None and isinstance(stored.get("overrides"), dict):
+        same = {**stored, "overrides": {
+            **stored["overrides"], grows: state["overrides"].get(grows)}}
+    return stored if same == state else None
+
+
+def start_or_resume(folder, state, grows=None):
     """Empty ``folder`` for a fresh run, or keep it when an unfinished run
     was started there with the same ``state``; whether it was kept.
 
@@ -249,32 +282,36 @@ def start_or_resume(folder, state):
     since that checkpoint. ``state`` holds what decides the run: its
     overrides, its threads and the code it imports
     (:func:`benchmarks.provenance.code_identity`); a ``state`` whose code
-    is None (uncommitted changes) never resumes.
+    is None (uncommitted changes) never resumes. ``grows`` names an
+    override, the epoch budget, that may differ: the run is continued to
+    the new budget (for a run whose budget changes nothing but where it
+    stops).
 
     Example
     -------
     >>> import tempfile
     >>> folder = os.path.join(tempfile.mkdtemp(), "run")
-    >>> state = {"overrides": {"seed": 1}, "code": "abc"}
+    >>> state = {"overrides": {"seed": 1, "epochs": 4}, "code": "abc"}
     >>> start_or_resume(folder, state)
     False
     >>> _ = open(os.path.join(folder, "train_log.txt"), "w").write("1")
     >>> start_or_resume(folder, state)  # stopped, restarted as itself
     True
+    >>> longer = {**state, "overrides": {"seed": 1, "epochs": 8}}
+    >>> start_or_resume(folder, longer, grows="epochs")  # continued
+    True
+    >>> stored_run_state(folder, longer, None)["overrides"]["epochs"]
+    8
     >>> start_or_resume(folder, {**state, "overrides": {"seed": 2}})
     False
     >>> os.listdir(folder)
     ['benchmark_run.json']
     """
     path = os.path.join(folder, RUN_STATE)
-    state = json.loads(json.dumps(state))  # tuples as lists, as read back
-    if state.get("code") is not None and os.path.isfile(path):
-        with open(path, encoding="utf-8") as fin:
-            try:
-                if json.load(fin) == state:
-                    return True
-            except json.JSONDecodeError:
-                pass
+    if stored_run_state(folder, state, grows) is not None:
+        with open(path, "w", encoding="utf-8") as fout:
+            json.dump(state, fout)
+        return True
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     with open(path, "w", encoding="utf-8") as fout:

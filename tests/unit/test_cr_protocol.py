@@ -189,7 +189,7 @@ def test_forks_warm_start_and_score_the_right_split(tmp_path, monkeypatch):
     ssl = {"trained": "/ssl/trained", "random": "/ssl/random"}
     protocol = cr_protocol.Protocol(cr_protocol.QUICK, str(tmp_path), ssl, 1,
                                     quick=True)
-    job = {"stage": "backbone", "backbone": "spectral_mask", "seed": 4}
+    job = {"stage": "backbone", "backbone": "spectral_mask", "seed": 1}
     record = protocol.backbone(job)
     assert record["best_epoch"] == 1 and record["epochs"] == 2
     assert calls[-1][1]["evaluate_on"] == "valid"
@@ -205,9 +205,11 @@ def test_forks_warm_start_and_score_the_right_split(tmp_path, monkeypatch):
     assert overrides["evaluate_on"] == "valid"
 
     setting = "ratio_detached/0.01/deep"
-    for arm in cr_protocol.TEST_FORKS:
-        protocol.fork({**job, "stage": "test", "arm": arm}, setting, "test")
+    for arm in cr_protocol.TEST_FORKS:  # fresh seeds, the same backbone
+        protocol.fork({**job, "stage": "test", "arm": arm, "seed": 4},
+                      setting, "test")
         yaml, overrides = calls[-1]
+        assert overrides["seed"] == 4
         assert overrides["init_from"] == backbone
         assert overrides["evaluate_on"] == "test"
         assert overrides["number_of_epochs"] == 1
@@ -481,3 +483,54 @@ def test_a_results_file_gains_a_backbone_but_keeps_its_runs(tmp_path):
             ResumableRuns(path, other, merge=cr_protocol.merged_setup)
     with pytest.raises(SystemExit, match="another setup"):
         ResumableRuns(path, new)  # no merge rule: equal setups only
+
+
+def test_a_backbone_trains_in_rounds_until_it_stops_improving(tmp_path,
+                                                               monkeypatch):
+    budgets = []
+
+    def run(recipe, yaml, overrides, threads):
+        """Continues the folder's log to the budget; the validation loss
+        is lowest at epoch 5."""
+        out = overrides["output_folder"]
+        log = os.path.join(out, "train_log.txt")
+        done = len(open(log).readlines()) if os.path.isfile(log) else 0
+        budgets.append((done, overrides["number_of_epochs"]))
+        with open(log, "a") as fout:
+            for epoch in range(done + 1, overrides["number_of_epochs"] + 1):
+                fout.write(f"epoch: {epoch}, lr: 1e-3 - train loss: 1 - "
+                           f"valid loss: {1 + (epoch - 5) ** 2}\n")
+        with open(os.path.join(out, "valid_results.csv"), "w") as fout:
+            fout.write("snt_id,pesq,estoi,si_sdr\nu1,2.0,0.8,10.0\n")
+        return 1.0
+
+    monkeypatch.setattr(cr_protocol, "run_recipe", run)
+    monkeypatch.setattr(cr_protocol.provenance, "code_identity",
+                        lambda: "code1")
+    setup = {**cr_protocol.QUICK, "max_backbone_epochs": 10, "patience": 1}
+    protocol = cr_protocol.Protocol(setup, str(tmp_path), {}, 1, quick=True)
+    job = {"stage": "backbone", "backbone": "spectral_mask", "seed": 1}
+    record = protocol.backbone(job)
+    # rounds of 2 epochs, each continuing the last, until epoch 5 is
+    # patience (1) epochs before the round's end
+    assert budgets == [(0, 2), (2, 4), (4, 6)]
+    assert record["best_epoch"] == 5 and record["epochs"] == 6
+    assert record["plateaued"] and record["rounds"] == 3
+    assert record["wall_seconds"] == 3.0
+
+    # stopped in its third round: restarted, it goes on in that round
+    budgets.clear()
+    with open(os.path.join(protocol.folder(job), "train_log.txt")) as fin:
+        lines = fin.readlines()[:5]
+    with open(os.path.join(protocol.folder(job), "train_log.txt"),
+              "w") as fout:
+        fout.writelines(lines)
+    assert protocol.backbone(job)["epochs"] == 6
+    assert budgets == [(5, 6)]
+
+    # the budget's cap stops a backbone that is still improving
+    budgets.clear()
+    protocol.setup = {**setup, "max_backbone_epochs": 3}
+    record = protocol.backbone({**job, "seed": 2})
+    assert budgets == [(0, 2), (2, 3)]
+    assert not record["plateaued"] and record["epochs"] == 3
