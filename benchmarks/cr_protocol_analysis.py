@@ -404,6 +404,38 @@ def _cell(effect, digits=2):
             f"{effect['high']:+.{digits}f}]")
 
 
+def backbone_table(data):
+    """The backbones against the noisy input, on the validation speakers.
+
+    Example
+    -------
+    >>> data = {"noisy_valid": {"pesq": 1.2, "estoi": 0.7, "si_sdr": 7.0},
+    ...         "backbone_summary": [{"backbone": "b", "seed": 1,
+    ...             "best_epoch": 30, "epochs": 40, "plateaued": True,
+    ...             "means": {"pesq": 1.5, "estoi": 0.69, "si_sdr": 12.0},
+    ...             "above_noisy": False}]}
+    >>> print(backbone_table(data).splitlines()[-1])
+    | b | 1 | 30 / 40 | yes | 1.50 | 0.690 | 12.00 | no |
+    """
+    noisy = data.get("noisy_valid") or {}
+    lines = [
+        "| backbone | seed | best epoch / epochs | plateaued | PESQ "
+        "| eSTOI | SI-SDR | above noisy |", "|---|---:|---|---|---:|"
+        "---:|---:|---|",
+        f"| noisy input | — | — | — | {fmt(noisy.get('pesq'))} "
+        f"| {fmt(noisy.get('estoi'), 3)} | {fmt(noisy.get('si_sdr'))} "
+        "| — |"]
+    for row in data.get("backbone_summary") or []:
+        means = row["means"]
+        lines.append(
+            f"| {row['backbone']} | {row['seed']} | {row['best_epoch']} "
+            f"/ {row['epochs']} | {'yes' if row['plateaued'] else 'no'} "
+            f"| {fmt(means['pesq'])} | {fmt(means['estoi'], 3)} "
+            f"| {fmt(means['si_sdr'])} "
+            f"| {'yes' if row['above_noisy'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def sweep_table(data):
     """The validation tables: backbones against the noisy input, then each
     setting's paired difference to ``continued`` and the choice.
@@ -420,25 +452,8 @@ def sweep_table(data):
     | x | ratio/0.01/shallow | 1 | +0.100 | +0.010 | -0.10 | -0.10 | ... |
     """
     lines = []
-    backbones = data.get("backbone_summary") or []
-    if backbones:
-        noisy = data.get("noisy_valid") or {}
-        lines += [
-            "| backbone | seed | best epoch / budget | plateaued | PESQ "
-            "| eSTOI | SI-SDR | above noisy |", "|---|---:|---|---|---:|"
-            "---:|---:|---|",
-            f"| noisy input | — | — | — | {fmt(noisy.get('pesq'))} "
-            f"| {fmt(noisy.get('estoi'), 3)} | {fmt(noisy.get('si_sdr'))} "
-            "| — |"]
-        for row in backbones:
-            means = row["means"]
-            lines.append(
-                f"| {row['backbone']} | {row['seed']} | {row['best_epoch']} "
-                f"/ {row['epochs']} | {'yes' if row['plateaued'] else 'no'} "
-                f"| {fmt(means['pesq'])} | {fmt(means['estoi'], 3)} "
-                f"| {fmt(means['si_sdr'])} "
-                f"| {'yes' if row['above_noisy'] else 'no'} |")
-        lines.append("")
+    if data.get("backbone_summary"):
+        lines += [backbone_table(data), ""]
     lines += ["| backbone | setting (form/weight/order) | seeds | Δ PESQ "
               "| Δ eSTOI | Δ SI-SDR | worst seed Δ SI-SDR | CR | CR/main "
               "gradient | CR·main cosine | choice |",

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import cr_protocol
+from benchmarks import cr_protocol, cr_protocol_jobs
 from benchmarks import cr_protocol_analysis as analysis
 
 SETTINGS = {
@@ -185,7 +185,7 @@ def test_forks_warm_start_and_score_the_right_split(tmp_path, monkeypatch):
         calls.append((yaml, overrides))
         return 1.0
 
-    monkeypatch.setattr(cr_protocol, "run_recipe", fake_run_recipe)
+    monkeypatch.setattr(cr_protocol_jobs, "run_recipe", fake_run_recipe)
     ssl = {"trained": "/ssl/trained", "random": "/ssl/random"}
     protocol = cr_protocol.Protocol(cr_protocol.QUICK, str(tmp_path), ssl, 1,
                                     quick=True)
@@ -261,7 +261,7 @@ def test_backbone_archive_restores_on_a_fresh_machine(tmp_path, monkeypatch):
         os.makedirs(out, exist_ok=True)
         sizes = {k: v for k, v in SIZES["spectral_mask"].items()
                  if k != "lr"}
-        path = os.path.join(cr_protocol.RECIPE, "hparams", yaml)
+        path = os.path.join(cr_protocol_jobs.RECIPE, "hparams", yaml)
         hparams = load_hparams(path, {**sizes, "output_folder": out})
         model = hparams["modules"]["enhance_model"]
         with torch.no_grad():  # weights of "training"
@@ -281,7 +281,7 @@ def test_backbone_archive_restores_on_a_fresh_machine(tmp_path, monkeypatch):
                        "loss: 0.4\n")
         return 1.0
 
-    monkeypatch.setattr(cr_protocol, "run_recipe", real_tiny_run)
+    monkeypatch.setattr(cr_protocol_jobs, "run_recipe", real_tiny_run)
     models = tmp_path / "models"
     protocol = cr_protocol.Protocol(cr_protocol.QUICK, str(tmp_path / "w"),
                                     {}, 1, quick=True, models=str(models))
@@ -292,7 +292,7 @@ def test_backbone_archive_restores_on_a_fresh_machine(tmp_path, monkeypatch):
     original = load_trained_run(protocol.folder(job), ["enhance_model"])
     runs = ResumableRuns(str(tmp_path / "r.json"), {})
     record["archive"]["file"] = os.path.relpath(protocol.archive(job),
-                                                cr_protocol.REPO)
+                                                cr_protocol_jobs.REPO)
     runs.add(record)
 
     shutil.rmtree(tmp_path / "w")  # a fresh machine
@@ -346,9 +346,9 @@ def test_a_run_stopped_midway_resumes_only_as_itself(tmp_path,
                                     quick=True)
     job = {"stage": "backbone", "backbone": "spectral_mask", "seed": 1}
     folder = protocol.folder(job)
-    monkeypatch.setattr(cr_protocol, "run_recipe",
+    monkeypatch.setattr(cr_protocol_jobs, "run_recipe",
                         _fake_run(calls, fail_once={folder}))
-    monkeypatch.setattr(cr_protocol.provenance, "code_identity",
+    monkeypatch.setattr(cr_protocol_jobs.provenance, "code_identity",
                         lambda: "code1")
     with pytest.raises(RuntimeError):
         protocol.backbone(job)
@@ -359,13 +359,13 @@ def test_a_run_stopped_midway_resumes_only_as_itself(tmp_path,
 
     # other code, or uncommitted changes: the run starts afresh
     for identity in ("code2", None):
-        monkeypatch.setattr(cr_protocol.provenance, "code_identity",
+        monkeypatch.setattr(cr_protocol_jobs.provenance, "code_identity",
                             lambda identity=identity: identity)
         record = protocol.backbone(job)
         assert calls[-1] == (folder, ["benchmark_run.json"])
         assert "resumed" not in record and record["epochs"] == 1
     # other overrides: afresh
-    monkeypatch.setattr(cr_protocol.provenance, "code_identity",
+    monkeypatch.setattr(cr_protocol_jobs.provenance, "code_identity",
                         lambda: "code2")
     protocol.setup = {**protocol.setup, "backbone_epochs": 3}
     protocol.backbone(job)
@@ -389,7 +389,7 @@ def test_runs_share_the_jobs_slots_across_threads(tmp_path, monkeypatch):
             running[0] -= 1
         return inner(*args)
 
-    monkeypatch.setattr(cr_protocol, "run_recipe", run)
+    monkeypatch.setattr(cr_protocol_jobs, "run_recipe", run)
     protocol = cr_protocol.Protocol(cr_protocol.QUICK, str(tmp_path), {}, 1,
                                     quick=True, jobs=2)
     threads = [threading.Thread(target=protocol.backbone, args=(
@@ -448,7 +448,7 @@ def test_a_backbone_at_the_recipe_size_runs_the_same_yamls(tmp_path,
         calls.append((yaml, overrides))
         return inner(recipe, yaml, overrides, threads)
 
-    monkeypatch.setattr(cr_protocol, "run_recipe", run)
+    monkeypatch.setattr(cr_protocol_jobs, "run_recipe", run)
     ssl = {"trained": "/ssl/trained", "random": "/ssl/random"}
     protocol = cr_protocol.Protocol(cr_protocol.QUICK, str(tmp_path), ssl, 1,
                                     quick=True)
@@ -461,7 +461,7 @@ def test_a_backbone_at_the_recipe_size_runs_the_same_yamls(tmp_path,
     assert [yaml for yaml, _ in calls] == [
         "spectral_mask.yaml", "cr_wavlm_spectral_mask.yaml",
         "ccr_hubert_spectral_mask.yaml"]
-    sizes = set(cr_protocol.SIZES["spectral_mask"]) - {"lr"}
+    sizes = set(cr_protocol_jobs.SIZES["spectral_mask"]) - {"lr"}
     assert not sizes & set(calls[0][1])  # the recipe's own sizes
     assert calls[1][1]["output_folder"].endswith(
         "sweep/spectral_mask_full/seed1/ratio_0.01_shallow")
@@ -504,8 +504,8 @@ def test_a_backbone_trains_in_rounds_until_it_stops_improving(tmp_path,
             fout.write("snt_id,pesq,estoi,si_sdr\nu1,2.0,0.8,10.0\n")
         return 1.0
 
-    monkeypatch.setattr(cr_protocol, "run_recipe", run)
-    monkeypatch.setattr(cr_protocol.provenance, "code_identity",
+    monkeypatch.setattr(cr_protocol_jobs, "run_recipe", run)
+    monkeypatch.setattr(cr_protocol_jobs.provenance, "code_identity",
                         lambda: "code1")
     setup = {**cr_protocol.QUICK, "max_backbone_epochs": 10, "patience": 1}
     protocol = cr_protocol.Protocol(setup, str(tmp_path), {}, 1, quick=True)
