@@ -27,7 +27,9 @@ order of ``recipes/Voicebank/enhance/README.md``'s protocol:
 
 Every run's train log keeps each loss term's gradient share against the
 waveform loss (``cr_grad_*``, ``branch_pull_grad_*``, ``contrast_grad_*``).
-Writes JSON after every run and resumes from it::
+Writes JSON after every run and resumes from it; a run stopped midway
+goes on from its checkpoint when its overrides and the code it imports
+are unchanged (:func:`benchmarks.paired.start_or_resume`)::
 
     python -m benchmarks.cmcr_ablation          # validation stage
     python -m benchmarks.cmcr_ablation --stage test
@@ -43,7 +45,6 @@ Authors
 import argparse
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -73,6 +74,7 @@ from benchmarks.paired import (
     last_epoch_stats,
     run_in_phases,
     run_recipe,
+    start_or_resume,
 )
 from benchmarks.power import holm
 from lobes.cpu_settings import ENHANCEMENT, ENHANCEMENT_TRAINING
@@ -184,7 +186,6 @@ def run_arm(job, setup, work, ssl_folder, threads, quick):
     stage's split; its per-utterance scores and training statistics."""
     yaml, extra = arm_spec(job["arm"], setup.get("contrast_weight"))
     out = os.path.join(work, job_id(job))
-    shutil.rmtree(out, ignore_errors=True)
     split = "valid" if job["stage"] == "validation" else "test"
     metrics = SCORES if split == "valid" or quick else TEST_METRICS
     overrides = {
@@ -193,6 +194,11 @@ def run_arm(job, setup, work, ssl_folder, threads, quick):
     }
     if yaml == "cmcr_net.yaml":
         overrides.update(ssl_overrides(ssl_folder))
+    # a run stopped midway goes on from its checkpoint; any other starts
+    # in an empty folder
+    resumed = start_or_resume(out, {
+        "overrides": overrides, "threads": threads,
+        "code": provenance.code_identity()})
     code = provenance.code_state()
     wall = run_recipe(RECIPE, yaml, overrides, threads)
     items = read_per_utterance(os.path.join(out, f"{split}_results.csv"))
@@ -202,7 +208,7 @@ def run_arm(job, setup, work, ssl_folder, threads, quick):
         "train": last_epoch_stats(os.path.join(out, "train_log.txt")),
         "cr_weight": effective_hparam(out, "cr_weight"),
         "parameters": parameters(job["arm"]), "wall_seconds": wall,
-        "code": code,
+        "code": code, **({"resumed": True} if resumed else {}),
     }
 
 

@@ -109,3 +109,36 @@ def test_cmcr_ablations_are_paired_with_the_full_model():
     assert "| contrast/0.1 | 2 | +0.100 |" in table
     assert "| no_cr | 3 × 6 |" in table and "| -0.150 [-0.1" in table
     assert "| 1,000 | — / -0.50 / — |" in table
+
+
+def test_cmcr_arm_stopped_midway_resumes_from_its_folder(tmp_path,
+                                                         monkeypatch):
+    cmcr = load("cmcr_ablation")
+    seen = []
+
+    def run_recipe(recipe, yaml, overrides, threads):
+        out = overrides["output_folder"]
+        seen.append(sorted(os.listdir(out)))
+        with open(os.path.join(out, "train_log.txt"), "a") as fout:
+            fout.write("epoch: 1, lr: 1e-3 - train loss: 0.5 - valid "
+                       "loss: 0.4\n")
+        if len(seen) == 1:
+            raise RuntimeError("stopped")  # a session's end
+        with open(os.path.join(out, "valid_results.csv"), "w") as fout:
+            fout.write("snt_id,pesq,estoi,si_sdr\nu1,2.0,0.8,10.0\n")
+        return 1.0
+
+    monkeypatch.setattr(cmcr, "run_recipe", run_recipe)
+    monkeypatch.setattr(cmcr, "parameters", lambda arm: 1)
+    monkeypatch.setattr(cmcr, "effective_hparam", lambda out, key: 0.0)
+    monkeypatch.setattr(cmcr.provenance, "code_identity", lambda: "code")
+    job = {"stage": "validation", "arm": "full", "seed": 1}
+    args = (job, cmcr.QUICK, str(tmp_path), "/ssl", 1, True)
+    with pytest.raises(RuntimeError):
+        cmcr.run_arm(*args)
+    record = cmcr.run_arm(*args)
+    assert seen == [["benchmark_run.json"],
+                    ["benchmark_run.json", "train_log.txt"]]
+    assert record["resumed"]
+    record = cmcr.run_arm({**job, "seed": 2}, *args[1:])
+    assert seen[-1] == ["benchmark_run.json"] and "resumed" not in record
