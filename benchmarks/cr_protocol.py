@@ -335,10 +335,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         protocol.stopping.set()  # no run starts; the running ones got the
         pool.shutdown()          # signal too and save their checkpoints
+        kept = protocol.archive_unfinished(
+            [backbone_job(setup, b) for b in args.backbones
+             if job_id(backbone_job(setup, b)) not in runs.done()])
         raise SystemExit(
             f"stopped by Ctrl-C: the finished runs are in {args.out}; run "
             "the same command to resume the others from their checkpoints"
-        ) from None
+            + "".join(f"; {os.path.relpath(path, REPO)} keeps an unfinished "
+                      "backbone's (commit it to go on on another machine)"
+                      for path in kept)) from None
     pool.shutdown()
     save()
     print()

@@ -42,7 +42,13 @@ from benchmarks.paired import (
     start_or_resume,
     stored_run_state,
 )
-from benchmarks.run_archive import archive_run, file_sha256, restore_run
+from benchmarks.run_archive import (
+    archive_run,
+    archive_unfinished,
+    file_sha256,
+    restore_run,
+    restore_unfinished,
+)
 
 FULL = {
     "corpus_size": "small", "backbone_seed": 1, "backbone_epochs": 40,
@@ -208,7 +214,11 @@ class Protocol:
         step, patience = (self.setup["backbone_epochs"],
                           self.setup["patience"])
         epochs, walls = step, []
-        stored = stored_run_state(  # a run stopped in a later round
+        unfinished = self.archive(job, unfinished=True)
+        if not os.path.isdir(os.path.join(self.folder(job), "save")) and (
+                unfinished and os.path.isfile(unfinished)):
+            restore_unfinished(unfinished, self.folder(job))  # stopped on
+        stored = stored_run_state(  # another machine; in a later round
             self.folder(job),
             self._state(self._overrides(job, step, "valid", SCORES)),
             "number_of_epochs")
@@ -236,13 +246,30 @@ class Protocol:
                 "sha256": archive_run(overrides["output_folder"], archive,
                                       ["enhance_model"]),
             }
+            if unfinished and os.path.isfile(unfinished):
+                os.remove(unfinished)
         return record
 
-    def archive(self, job):
-        """Where a backbone's best checkpoint is archived
-        (:mod:`benchmarks.run_archive`)."""
-        return os.path.join(self.models,
-                            job_id(job).replace("/", "_") + ".safetensors")
+    def archive_unfinished(self, jobs):
+        """Archive the checkpoints of the backbones among ``jobs`` stopped
+        midway (:func:`benchmarks.run_archive.archive_unfinished`), so that
+        they go on from there on another machine; the files written."""
+        written = []
+        for job in jobs:
+            path = self.archive(job, unfinished=True)
+            if path and os.path.isdir(os.path.join(self.folder(job), "save")):
+                if archive_unfinished(self.folder(job), path):
+                    written.append(path)
+        return written
+
+    def archive(self, job, unfinished=False):
+        """Where a backbone's best checkpoint is archived, or an unfinished
+        backbone's checkpoints (:mod:`benchmarks.run_archive`); None when
+        nothing is archived."""
+        if not self.models:
+            return None
+        return os.path.join(self.models, job_id(job).replace("/", "_") + (
+            ".unfinished" if unfinished else "") + ".safetensors")
 
     def fork(self, job, setting, split):
         """Fine-tune a backbone (``init_from``) for the fork's epochs: no

@@ -146,3 +146,90 @@ def restore_run(path, folder):
               encoding="utf-8") as fout:
         fout.write(_expanded(meta["hyperparams.yaml"], folder))
     return modules
+
+
+#: The files of an unfinished run's folder that its resumption needs,
+#: besides its checkpoints: the epochs logged so far (the protocol reads
+#: them) and what the run was started with (benchmarks.paired).
+UNFINISHED_FILES = ("train_log.txt", "benchmark_run.json")
+
+
+def archive_unfinished(folder, path, max_bytes=20 << 20):
+    """Keep an unfinished run's checkpoints in one ``.safetensors`` file,
+    so that it goes on from them on another machine; whether it was kept.
+
+    Every ``save/CKPT+*/`` folder (the last one and the best one: both
+    decide how the run goes on and ends) and :data:`UNFINISHED_FILES`, each
+    file's bytes as a ``uint8`` tensor named by its path in the run folder
+    (text with this machine's paths as placeholders). A run whose files
+    come to more than ``max_bytes`` is not kept.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> os.makedirs(os.path.join(run, "save", "CKPT+1"))
+    >>> _ = open(os.path.join(run, "save", "CKPT+1", "net.ckpt"),
+    ...          "wb").write(bytes(range(5)))
+    >>> _ = open(os.path.join(run, "train_log.txt"), "w").write(
+    ...     f"epoch: 1 in {run}\\n")
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.safetensors")
+    >>> archive_unfinished(run, path)
+    True
+    >>> again = os.path.join(tempfile.mkdtemp(), "run")
+    >>> sorted(restore_unfinished(path, again))
+    ['save/CKPT+1/net.ckpt', 'train_log.txt']
+    >>> open(os.path.join(again, "save", "CKPT+1", "net.ckpt"),
+    ...      "rb").read() == bytes(range(5))
+    True
+    >>> open(os.path.join(again, "train_log.txt")).read() == \\
+    ...     f"epoch: 1 in {again}\\n"
+    True
+    >>> archive_unfinished(run, path, max_bytes=4)
+    False
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    names = [name for name in UNFINISHED_FILES
+             if os.path.isfile(os.path.join(folder, name))]
+    save = os.path.join(folder, "save")
+    for checkpoint in sorted(os.listdir(save)) if os.path.isdir(save) else []:
+        if checkpoint.startswith("CKPT+"):
+            names += [os.path.join("save", checkpoint, name) for name in
+                      sorted(os.listdir(os.path.join(save, checkpoint)))]
+    if sum(os.path.getsize(os.path.join(folder, n)) for n in names) > (
+            max_bytes):
+        return False
+    tensors, text = {}, []
+    for name in names:
+        with open(os.path.join(folder, name), "rb") as fin:
+            data = fin.read()
+        if name in UNFINISHED_FILES:
+            data = _placeholders(data.decode("utf-8"), folder).encode()
+            text.append(name)
+        tensors[name] = torch.frombuffer(bytearray(data) or bytearray(1),
+                                         dtype=torch.uint8)[:len(data)]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(tensors, path, metadata={"unfinished run": json.dumps(text)})
+    return True
+
+
+def restore_unfinished(path, folder):
+    """Write an :func:`archive_unfinished` file back as a run folder (the
+    placeholders replaced by this machine's paths); the files written."""
+    from safetensors import safe_open
+
+    written = []
+    with safe_open(path, framework="pt") as archive:
+        text = json.loads(archive.metadata()["unfinished run"])
+        for name in archive.keys():
+            data = archive.get_tensor(name).numpy().tobytes()
+            if name in text:
+                data = _expanded(data.decode("utf-8"), folder).encode()
+            target = os.path.join(folder, name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as fout:
+                fout.write(data)
+            written.append(name)
+    return written

@@ -534,3 +534,57 @@ def test_a_backbone_trains_in_rounds_until_it_stops_improving(tmp_path,
     record = protocol.backbone({**job, "seed": 2})
     assert budgets == [(0, 2), (2, 3)]
     assert not record["plateaued"] and record["epochs"] == 3
+
+
+def test_an_unfinished_backbone_goes_on_on_another_machine(tmp_path,
+                                                           monkeypatch):
+    import shutil
+
+    seen = []
+
+    def run(recipe, yaml, overrides, threads):
+        """A run that checkpoints each epoch; the first one stops after
+        two of its four epochs (a session's end)."""
+        out = overrides["output_folder"]
+        log = os.path.join(out, "train_log.txt")
+        done = len(open(log).readlines()) if os.path.isfile(log) else 0
+        seen.append(done)
+        last = 2 if len(seen) == 1 else overrides["number_of_epochs"]
+        for epoch in range(done + 1, last + 1):
+            with open(log, "a") as fout:
+                fout.write(f"epoch: {epoch}, lr: 1e-3 - train loss: 1 - "
+                           f"valid loss: {1 / epoch}\n")
+            ckpt = os.path.join(out, "save", f"CKPT+{epoch}")
+            os.makedirs(ckpt)
+            with open(os.path.join(ckpt, "net.ckpt"), "wb") as fout:
+                fout.write(bytes([epoch]))
+        if len(seen) == 1:
+            raise KeyboardInterrupt
+        with open(os.path.join(out, "valid_results.csv"), "w") as fout:
+            fout.write("snt_id,pesq,estoi,si_sdr\nu1,2.0,0.8,10.0\n")
+        return 1.0
+
+    monkeypatch.setattr(cr_protocol_jobs, "run_recipe", run)
+    monkeypatch.setattr(cr_protocol_jobs, "archive_run",
+                        lambda folder, path, modules: "0" * 64)
+    monkeypatch.setattr(cr_protocol_jobs.provenance, "code_identity",
+                        lambda: "code")
+    setup = {**cr_protocol.QUICK, "backbone_epochs": 4}
+    models = tmp_path / "models"
+    protocol = cr_protocol.Protocol(setup, str(tmp_path / "w"), {}, 1,
+                                    quick=True, models=str(models))
+    job = {"stage": "backbone", "backbone": "convtasnet", "seed": 1}
+    with pytest.raises(KeyboardInterrupt):
+        protocol.backbone(job)
+    kept = protocol.archive_unfinished([job])
+    assert kept == [str(models / "backbone_convtasnet_seed1.unfinished"
+                               ".safetensors")]
+
+    shutil.rmtree(tmp_path / "w")  # a fresh machine
+    record = protocol.backbone(job)
+    assert seen == [0, 2]  # went on from its second epoch
+    assert record["resumed"] and record["epochs"] == 4
+    assert not os.path.exists(kept[0])  # finished: archived as a backbone
+    with open(os.path.join(protocol.folder(job), "save", "CKPT+2",
+                           "net.ckpt"), "rb") as fin:
+        assert fin.read() == bytes([2])
