@@ -588,3 +588,23 @@ def test_an_unfinished_backbone_goes_on_on_another_machine(tmp_path,
     with open(os.path.join(protocol.folder(job), "save", "CKPT+2",
                            "net.ckpt"), "rb") as fin:
         assert fin.read() == bytes([2])
+
+
+def test_a_backbone_continued_in_rounds_is_the_one_trained_at_once(
+        mini_cache, tmp_path):
+    """Real tiny runs of the recipe: a Conv-TasNet trained 2 + 2 epochs
+    (the protocol's second round continuing the first) gives the same
+    validation losses and scores as one trained 4 epochs at once, so the
+    budget changes nothing but where a backbone stops."""
+    setup = {**cr_protocol.QUICK, "patience": 10, "backbone_epochs": 2,
+             "max_backbone_epochs": 4}
+    job = {"stage": "backbone", "backbone": "convtasnet", "seed": 1}
+    rounds = cr_protocol.Protocol(setup, str(tmp_path / "rounds"), {}, 1,
+                                  quick=True).backbone(job)
+    once = cr_protocol.Protocol({**setup, "backbone_epochs": 4},
+                                str(tmp_path / "once"), {}, 1,
+                                quick=True).backbone(job)
+    assert (rounds["rounds"], once["rounds"]) == (2, 1)
+    assert len(once["valid_losses"]) == 4
+    assert rounds["valid_losses"] == once["valid_losses"]
+    assert rounds["items"] == once["items"]
