@@ -36,6 +36,7 @@ from benchmarks.cr_vs_baseline import (
 )
 from benchmarks.paired import (
     REPO,
+    RunSlots,
     last_epoch_stats,
     run_in_phases,
     run_recipe,
@@ -157,7 +158,7 @@ class Protocol:
         self.ssl_folders = ssl_folders
         self.threads = threads
         self.quick = quick
-        self.slots = threading.BoundedSemaphore(jobs)
+        self.slots = RunSlots(jobs)
         #: set when the protocol stops: no run starts after it
         self.stopping = threading.Event()
 
@@ -184,7 +185,8 @@ class Protocol:
         (:func:`benchmarks.paired.start_or_resume`; ``grows``: an
         override that may differ); the run's record."""
         out = overrides["output_folder"]
-        with self.slots:
+        # a backbone before forks: they wait for it
+        with self.slots(0 if job["stage"] == "backbone" else 1):
             if self.stopping.is_set():
                 raise RuntimeError(f"{out}: not started (stopping)")
             resumed = start_or_resume(out, self._state(overrides),

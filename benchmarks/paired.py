@@ -11,7 +11,10 @@ Authors
 """
 
 import concurrent.futures
+import contextlib
 import csv
+import heapq
+import itertools
 import json
 import math
 import os
@@ -442,6 +445,59 @@ class ResumableRuns:
             with open(tmp, "w", encoding="utf-8") as fout:
                 fout.write(dumps_results(portable(self.pack(self.data))))
             os.replace(tmp, self.path)
+
+
+class RunSlots:
+    """``n`` slots for runs side by side, taken in rank order: a waiting
+    run of a lower rank goes first (a backbone that forks wait on before
+    the forks), runs of one rank in the order they asked.
+
+    A plain semaphore lets a thread that has just released a slot take it
+    again before the ones waiting: a pipeline of many short runs then
+    keeps a long one waiting for hours.
+
+    Example
+    -------
+    >>> slots = RunSlots(1)
+    >>> order = []
+    >>> def run(name, rank):
+    ...     with slots(rank):
+    ...         order.append(name)
+    >>> with slots(1):  # the one slot is taken: the others queue
+    ...     threads = [threading.Thread(target=run, args=(name, rank))
+    ...                for name, rank in (("fork", 1), ("backbone", 0))]
+    ...     for thread in threads:
+    ...         thread.start()
+    ...         time.sleep(0.05)
+    >>> for thread in threads:
+    ...     thread.join()
+    >>> order
+    ['backbone', 'fork']
+    """
+
+    def __init__(self, n):
+        self._free = n
+        self._waiting = []  # heap of (rank, ticket)
+        self._tickets = itertools.count()
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def __call__(self, rank=0):
+        """Hold a slot while the ``with`` block runs."""
+        with self._changed:
+            me = (rank, next(self._tickets))
+            heapq.heappush(self._waiting, me)
+            while self._free == 0 or self._waiting[0] != me:
+                self._changed.wait()
+            heapq.heappop(self._waiting)
+            self._free -= 1
+            self._changed.notify_all()  # the next in line may fit too
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._free += 1
+                self._changed.notify_all()
 
 
 def run_in_phases(phases, work, jobs, on_result):
