@@ -308,6 +308,13 @@ def summarize_sweep(data, margin=MARGIN_DB):
     >>> sweep = summarize_sweep({"runs": runs})
     >>> sweep["x"]["choice"]["setting"], sweep["x"]["seeds"]
     ('ratio/0.01/shallow', [1, 2])
+
+    No choice before every form x weight of the setup has every seed:
+
+    >>> setup = {"training": {"sweep_seeds": [1, 2, 3], "forms": ["ratio"],
+    ...                       "weights": [0.01]}}
+    >>> "choice" in summarize_sweep({"runs": runs, "setup": setup})["x"]
+    False
     """
     out = {}
     for backbone in sorted({r["backbone"] for r in _runs(data,
@@ -334,9 +341,20 @@ def summarize_sweep(data, margin=MARGIN_DB):
         out[backbone] = {"seeds": sorted(base), "settings": settings,
                          "continued": {s: base[s]["means"]
                                        for s in sorted(base)}}
-        if settings:
+        if settings and _grid_done(data, settings):
             out[backbone]["choice"] = choose_setting(settings, margin)
     return out
+
+
+def _grid_done(data, settings):
+    """Whether every form x weight of the file's setup has every sweep
+    seed (a file without its setup: whatever is there)."""
+    training = (data.get("setup") or {}).get("training")
+    if not training:
+        return True
+    seeds = sorted(training["sweep_seeds"])
+    return all(settings.get(setting_name(f, w), {}).get("seeds") == seeds
+               for f in training["forms"] for w in training["weights"])
 
 
 def summarize_test(data, margin=MARGIN_DB):
@@ -484,6 +502,9 @@ def sweep_table(data):
                 f"| {fmt(row['cr_grad_cosine'], 2)} | {mark} |")
         if choice:
             whys.append(f"- {backbone}: {choice['why']}.")
+        else:
+            whys.append(f"- {backbone}: no choice yet: not every form x "
+                        "weight has every seed.")
     return "\n".join(lines + ([""] + whys if whys else []))
 
 
