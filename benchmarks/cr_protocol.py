@@ -327,6 +327,9 @@ def main(argv=None):
                       f"{str(error).removeprefix('error: ')}",
                       file=sys.stderr, flush=True)
 
+    for backbone in args.backbones:  # backbones go before any fork
+        if job_id(backbone_job(setup, backbone)) not in runs.done():
+            protocol.reserve(backbone_job(setup, backbone))
     pool = concurrent.futures.ThreadPoolExecutor(len(args.backbones))
     futures = [pool.submit(reported, b) for b in args.backbones]
     try:

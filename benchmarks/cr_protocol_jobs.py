@@ -12,6 +12,7 @@ Authors
  * noise-robust-sb contributors 2025
 """
 
+import contextlib
 import json
 import os
 import threading
@@ -159,6 +160,7 @@ class Protocol:
         self.threads = threads
         self.quick = quick
         self.slots = RunSlots(jobs)
+        self._tickets = {}  # backbone id -> its reserved place
         #: set when the protocol stops: no run starts after it
         self.stopping = threading.Event()
 
@@ -179,14 +181,25 @@ class Protocol:
         return {"overrides": overrides, "threads": self.threads,
                 "code": provenance.code_identity()}
 
-    def _record(self, job, stem, overrides, grows=None):
-        """Run the recipe once a slot is free, into a fresh folder or
-        resuming an unfinished run of the same overrides and code
-        (:func:`benchmarks.paired.start_or_resume`; ``grows``: an
-        override that may differ); the run's record."""
+    def reserve(self, job):
+        """Take a backbone's place in the slots' queue now, before any
+        fork asks for one (forks wait for backbones)."""
+        self._tickets[job_id(job)] = self.slots.reserve(0)
+
+    def _slot(self, job):
+        """A slot for ``job``: a backbone (rank 0) in its reserved place,
+        a fork (rank 1) after every backbone waiting."""
+        if job["stage"] == "backbone":
+            return self.slots(0, ticket=self._tickets.pop(job_id(job), None))
+        return self.slots(1)
+
+    def _record(self, job, stem, overrides, grows=None, slot=None):
+        """Run the recipe in ``slot`` (held by the caller), or once a slot
+        is free, into a fresh folder or resuming an unfinished run of the
+        same overrides and code (:func:`benchmarks.paired.start_or_resume`;
+        ``grows``: an override that may differ); the run's record."""
         out = overrides["output_folder"]
-        # a backbone before forks: they wait for it
-        with self.slots(0 if job["stage"] == "backbone" else 1):
+        with slot or self._slot(job):
             if self.stopping.is_set():
                 raise RuntimeError(f"{out}: not started (stopping)")
             resumed = start_or_resume(out, self._state(overrides),
@@ -212,32 +225,36 @@ class Protocol:
         the best epoch is ``patience`` epochs before the round's end or
         ``max_backbone_epochs`` is reached; score its best checkpoint on
         the validation speakers."""
-        stem = BACKBONES[job["backbone"]][0]
-        step, patience = (self.setup["backbone_epochs"],
-                          self.setup["patience"])
-        epochs, walls = step, []
-        unfinished = self.archive(job, unfinished=True)
-        if not os.path.isdir(os.path.join(self.folder(job), "save")) and (
-                unfinished and os.path.isfile(unfinished)):
-            restore_unfinished(unfinished, self.folder(job))  # stopped on
-        stored = stored_run_state(  # another machine; in a later round
-            self.folder(job),
-            self._state(self._overrides(job, step, "valid", SCORES)),
-            "number_of_epochs")
-        if stored:
-            epochs = max(step, stored["overrides"]["number_of_epochs"])
-        while True:
-            overrides = self._overrides(job, epochs, "valid", SCORES)
-            record = self._record(job, stem, overrides,
-                                  grows="number_of_epochs")
-            walls.append(record["wall_seconds"])
-            losses = valid_losses(os.path.join(overrides["output_folder"],
-                                               "train_log.txt"))
-            best = 1 + min(range(len(losses)), key=losses.__getitem__)
-            plateaued = bool(best <= len(losses) - patience)
-            if plateaued or epochs >= self.setup["max_backbone_epochs"]:
-                break
-            epochs = min(epochs + step, self.setup["max_backbone_epochs"])
+        with self._slot(job):  # one slot, held for every round
+            stem = BACKBONES[job["backbone"]][0]
+            step, patience = (self.setup["backbone_epochs"],
+                              self.setup["patience"])
+            epochs, walls = step, []
+            folder = self.folder(job)
+            unfinished = self.archive(job, unfinished=True)
+            if unfinished and os.path.isfile(unfinished) and not (
+                    os.path.isdir(os.path.join(folder, "save"))):
+                restore_unfinished(unfinished, folder)  # stopped elsewhere
+            stored = stored_run_state(  # a run stopped in a later round
+                folder,
+                self._state(self._overrides(job, step, "valid", SCORES)),
+                "number_of_epochs")
+            if stored:
+                epochs = max(step, stored["overrides"]["number_of_epochs"])
+            while True:
+                overrides = self._overrides(job, epochs, "valid", SCORES)
+                record = self._record(job, stem, overrides,
+                                      grows="number_of_epochs",
+                                      slot=contextlib.nullcontext())
+                walls.append(record["wall_seconds"])
+                losses = valid_losses(os.path.join(
+                    overrides["output_folder"], "train_log.txt"))
+                best = 1 + min(range(len(losses)), key=losses.__getitem__)
+                plateaued = bool(best <= len(losses) - patience)
+                if plateaued or epochs >= self.setup["max_backbone_epochs"]:
+                    break
+                epochs = min(epochs + step,
+                             self.setup["max_backbone_epochs"])
         record.update(valid_losses=losses, best_epoch=best,
                       epochs=len(losses), plateaued=plateaued,
                       rounds=len(walls), wall_seconds=sum(walls))

@@ -473,6 +473,14 @@ class RunSlots:
     ...     thread.join()
     >>> order
     ['backbone', 'fork']
+    >>> ticket = slots.reserve(0)  # reserved before a fork asks
+    >>> thread = threading.Thread(target=run, args=("fork", 1))
+    >>> thread.start(); time.sleep(0.05); order[2:]
+    []
+    >>> with slots(ticket=ticket):
+    ...     order.append("reserved")
+    >>> thread.join(); order[2:]
+    ['reserved', 'fork']
     """
 
     def __init__(self, n):
@@ -481,12 +489,29 @@ class RunSlots:
         self._tickets = itertools.count()
         self._changed = threading.Condition()
 
-    @contextlib.contextmanager
-    def __call__(self, rank=0):
-        """Hold a slot while the ``with`` block runs."""
+    def reserve(self, rank=0):
+        """A place in the queue, taken now and used by a later ``with
+        slots(ticket=...)`` (so that a run whose thread starts late still
+        goes before the runs of a higher rank)."""
         with self._changed:
-            me = (rank, next(self._tickets))
-            heapq.heappush(self._waiting, me)
+            ticket = (rank, next(self._tickets))
+            heapq.heappush(self._waiting, ticket)
+            return ticket
+
+    def cancel(self, ticket):
+        """Give back a reserved place that will not be used."""
+        with self._changed:
+            if ticket in self._waiting:
+                self._waiting.remove(ticket)
+                heapq.heapify(self._waiting)
+            self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def __call__(self, rank=0, ticket=None):
+        """Hold a slot while the ``with`` block runs (in the place of
+        ``ticket``, from :meth:`reserve`, if given)."""
+        me = ticket or self.reserve(rank)
+        with self._changed:
             while self._free == 0 or self._waiting[0] != me:
                 self._changed.wait()
             heapq.heappop(self._waiting)

@@ -608,3 +608,34 @@ def test_a_backbone_continued_in_rounds_is_the_one_trained_at_once(
     assert len(once["valid_losses"]) == 4
     assert rounds["valid_losses"] == once["valid_losses"]
     assert rounds["items"] == once["items"]
+
+
+def test_a_reserved_backbone_goes_before_forks_that_asked_first(
+        tmp_path, monkeypatch):
+    import threading
+    import time
+
+    order = []
+    inner = _fake_run([])
+
+    def run(recipe, yaml, overrides, threads):
+        order.append(overrides["output_folder"].split("/w/")[1])
+        return inner(recipe, yaml, overrides, threads)
+
+    monkeypatch.setattr(cr_protocol_jobs, "run_recipe", run)
+    protocol = cr_protocol.Protocol(cr_protocol.QUICK, str(tmp_path / "w"),
+                                    {}, 1, quick=True, jobs=1)
+    backbone = {"stage": "backbone", "backbone": "spectral_mask", "seed": 1}
+    fork = {"stage": "sweep", "backbone": "convtasnet", "seed": 1,
+            "arm": "continued"}
+    protocol.reserve(backbone)  # as main does before the pipelines start
+    os.makedirs(protocol.folder({**fork, "stage": "backbone"}))
+    first = threading.Thread(target=protocol.fork,
+                             args=(fork, "continued", "valid"))
+    first.start()
+    time.sleep(0.1)
+    assert order == []  # the one slot is free, but kept for the backbone
+    protocol.backbone(backbone)
+    first.join()
+    assert order == ["backbone/spectral_mask/seed1",
+                     "sweep/convtasnet/seed1/continued"]
