@@ -272,7 +272,7 @@ def check_backbones(data, seeds, backbones, strict):
     ...
     SystemExit: error: backbone b seed 1 is not above the noisy input on \
 validation (si_sdr) and still improving at epoch 2 of 2; raise \
---backbone_epochs (or check the recipe) before judging CR on it
+max_backbone_epochs (benchmarks/cr_protocol_jobs.py) before judging CR on it
     """
     for row in summarize_backbones(data):
         if row["seed"] not in seeds or row["backbone"] not in backbones:
@@ -286,9 +286,14 @@ validation (si_sdr) and still improving at epoch 2 of 2; raise \
             problems.append(f"still improving at epoch {row['best_epoch']} "
                             f"of {row['epochs']}")
         if problems:
+            fix = ("more epochs will not help; use a larger backbone or "
+                   "more training data (BACKBONES in "
+                   "benchmarks/cr_protocol_jobs.py)" if row["plateaued"]
+                   else "raise max_backbone_epochs "
+                   "(benchmarks/cr_protocol_jobs.py)")
             line = (f"backbone {row['backbone']} seed {row['seed']} is "
-                    f"{' and '.join(problems)}; raise --backbone_epochs (or "
-                    "check the recipe) before judging CR on it")
+                    f"{' and '.join(problems)}; {fix} before judging CR on "
+                    "it")
             if strict:
                 raise SystemExit(f"error: {line}")
             print(f"warning (smoke run): {line}", flush=True)

@@ -71,14 +71,14 @@ def ideal_masked(noisy, clean):
             for name, mask in masks.items()}
 
 
-def score_manifest(manifest, limit=None):
+def score_manifest(manifest):
     """Per signal and utterance, the scores against the clean speech."""
     from lobes.data.audio import read_audio
     from lobes.metrics import enhancement_metrics
 
     items = {name: {} for name in SIGNALS}
     with open(manifest, encoding="utf-8") as fin:
-        rows = list(csv.DictReader(fin))[:limit]
+        rows = list(csv.DictReader(fin))
     for row in rows:
         noisy = read_audio(row["noisy_wav"], sample_rate=16000)
         clean = read_audio(row["clean_wav"], sample_rate=16000)

@@ -310,16 +310,13 @@ def start_or_resume(folder, state, grows=None):
     >>> os.listdir(folder)
     ['benchmark_run.json']
     """
-    path = os.path.join(folder, RUN_STATE)
-    if stored_run_state(folder, state, grows) is not None:
-        with open(path, "w", encoding="utf-8") as fout:
-            json.dump(state, fout)
-        return True
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder)
-    with open(path, "w", encoding="utf-8") as fout:
-        json.dump(state, fout)
-    return False
+    kept = stored_run_state(folder, state, grows) is not None
+    if not kept:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+    with open(os.path.join(folder, RUN_STATE), "w", encoding="utf-8") as fout:
+        json.dump(state, fout)  # a continued run: its new budget
+    return kept
 
 
 def dumps_results(value, indent=1, _level=0):
@@ -497,14 +494,6 @@ class RunSlots:
             ticket = (rank, next(self._tickets))
             heapq.heappush(self._waiting, ticket)
             return ticket
-
-    def cancel(self, ticket):
-        """Give back a reserved place that will not be used."""
-        with self._changed:
-            if ticket in self._waiting:
-                self._waiting.remove(ticket)
-                heapq.heapify(self._waiting)
-            self._changed.notify_all()
 
     @contextlib.contextmanager
     def __call__(self, rank=0, ticket=None):
