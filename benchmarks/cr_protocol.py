@@ -190,6 +190,8 @@ def _placeholders(record, ssl_folders):
 
 def main(argv=None):
     """Run the protocol's stages up to ``--stage`` (see the module doc)."""
+    from lobes.data.mini_corpora import ensure_mini_corpus
+    from lobes.data.prepare import prepare_voicebank
     from lobes.ssl.probe import save_random_init
     from lobes.ssl_features import save_tiny_ssl_model
 
@@ -252,14 +254,10 @@ def main(argv=None):
     def backbones(backbone):
         run_jobs([backbone_job(setup, backbone)], protocol.backbone)
         if "noisy_valid" not in data:
-            # a backbone trained here wrote the validation manifest (a
-            # restored one has only its checkpoint)
-            manifest = next(
-                path for path in (
-                    os.path.join(protocol.folder(backbone_job(setup, b)),
-                                 "save", "voicebank_valid.csv")
-                    for b in (backbone, *args.backbones))
-                if os.path.isfile(path))
+            # the recipe's validation split (its speakers p226, p287)
+            manifest = prepare_voicebank(
+                ensure_mini_corpus("voicebank", setup["corpus_size"]),
+                os.path.join(work, "noisy_input"))["valid"]
             items = noisy_scores(manifest)
             with runs.lock:
                 data["noisy_valid"] = mean_scores(items)
