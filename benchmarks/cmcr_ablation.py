@@ -75,6 +75,7 @@ from benchmarks.paired import (
     run_in_phases,
     run_recipe,
     start_or_resume,
+    timed_run,
 )
 from benchmarks.power import holm
 from lobes.cpu_settings import ENHANCEMENT, ENHANCEMENT_TRAINING
@@ -200,7 +201,8 @@ def run_arm(job, setup, work, ssl_folder, threads, quick):
         "overrides": overrides, "threads": threads,
         "code": provenance.code_identity()})
     code = provenance.code_state()
-    wall = run_recipe(RECIPE, yaml, overrides, threads)
+    wall = timed_run(out, lambda: run_recipe(RECIPE, yaml, overrides,
+                                             threads))
     items = read_per_utterance(os.path.join(out, f"{split}_results.csv"))
     return {
         "id": job_id(job), **job, "yaml": yaml, "overrides": overrides,

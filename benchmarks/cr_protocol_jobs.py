@@ -42,6 +42,7 @@ from benchmarks.paired import (
     run_in_phases,
     run_recipe,
     start_or_resume,
+    timed_run,
     stored_run_state,
 )
 from benchmarks.run_archive import (
@@ -205,8 +206,8 @@ class Protocol:
             resumed = start_or_resume(out, self._state(overrides),
                                       grows=grows)
             code = provenance.code_state()  # what the run imports
-            wall = run_recipe(RECIPE, f"{stem}.yaml", overrides,
-                              self.threads)
+            wall = timed_run(out, lambda: run_recipe(
+                RECIPE, f"{stem}.yaml", overrides, self.threads))
         split = overrides["evaluate_on"]
         items = read_per_utterance(os.path.join(out, f"{split}_results.csv"))
         return {
@@ -229,7 +230,7 @@ class Protocol:
             stem = BACKBONES[job["backbone"]][0]
             step, patience = (self.setup["backbone_epochs"],
                               self.setup["patience"])
-            epochs, walls = step, []
+            epochs, rounds = step, 0
             folder = self.folder(job)
             unfinished = self.archive(job, unfinished=True)
             if unfinished and os.path.isfile(unfinished) and not (
@@ -246,7 +247,7 @@ class Protocol:
                 record = self._record(job, stem, overrides,
                                       grows="number_of_epochs",
                                       slot=contextlib.nullcontext())
-                walls.append(record["wall_seconds"])
+                rounds += 1
                 losses = valid_losses(os.path.join(
                     overrides["output_folder"], "train_log.txt"))
                 best = 1 + min(range(len(losses)), key=losses.__getitem__)
@@ -257,7 +258,7 @@ class Protocol:
                              self.setup["max_backbone_epochs"])
         record.update(valid_losses=losses, best_epoch=best,
                       epochs=len(losses), plateaued=plateaued,
-                      rounds=len(walls), wall_seconds=sum(walls))
+                      rounds=rounds)  # its wall: every round's, in all
         if self.models:
             archive = self.archive(job)
             record["archive"] = {

@@ -241,6 +241,10 @@ def run_recipe(recipe_dir, yaml, overrides, threads=1, script="train.py"):
 #: was started with, so that an unfinished run resumes only as itself.
 RUN_STATE = "benchmark_run.json"
 
+#: The key of :data:`RUN_STATE` that sums the wall seconds of every start
+#: of the run (:func:`timed_run`); not part of what decides the run.
+RUN_WALL = "wall_seconds"
+
 
 def stored_run_state(folder, state, grows):
     """The state an unfinished run in ``folder`` was started with
@@ -268,9 +272,9 @@ def stored_run_state(folder, state, grows):
         return None
     if state.get("code") is None or not isinstance(stored, dict):
         return None
-    same = stored
+    same = {key: value for key, value in stored.items() if key != RUN_WALL}
     if grows is not None and isinstance(stored.get("overrides"), dict):
-        same = {**stored, "overrides": {
+        same = {**same, "overrides": {
             **stored["overrides"], grows: state["overrides"].get(grows)}}
     return stored if same == state else None
 
@@ -310,13 +314,62 @@ def start_or_resume(folder, state, grows=None):
     >>> os.listdir(folder)
     ['benchmark_run.json']
     """
-    kept = stored_run_state(folder, state, grows) is not None
-    if not kept:
+    stored = stored_run_state(folder, state, grows)
+    if stored is None:
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
+    elif RUN_WALL in stored:  # the time its earlier starts took
+        state = {**state, RUN_WALL: stored[RUN_WALL]}
     with open(os.path.join(folder, RUN_STATE), "w", encoding="utf-8") as fout:
         json.dump(state, fout)  # a continued run: its new budget
-    return kept
+    return stored is not None
+
+
+def timed_run(folder, run):
+    """Call ``run()``, the run that :func:`start_or_resume` started or
+    kept in ``folder``; the wall seconds it has taken over every start.
+
+    Each start adds its own time, a stopped or failed one too, to the
+    folder's :data:`RUN_STATE` (which a fresh start empties, and which
+    :mod:`benchmarks.run_archive` keeps with an unfinished run's
+    checkpoints), so that a run resumed after a session's end, or on
+    another machine, reports what it cost in all.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = os.path.join(tempfile.mkdtemp(), "run")
+    >>> state = {"overrides": {"seed": 1}, "code": "abc"}
+    >>> start_or_resume(folder, state)
+    False
+    >>> def stopped():
+    ...     time.sleep(0.02)
+    ...     raise KeyboardInterrupt
+    >>> try:
+    ...     timed_run(folder, stopped)
+    ... except KeyboardInterrupt:
+    ...     pass
+    >>> start_or_resume(folder, state)  # resumed: the stopped start counts
+    True
+    >>> timed_run(folder, lambda: time.sleep(0.01)) >= 0.03
+    True
+    >>> start_or_resume(folder, {**state, "overrides": {"seed": 2}})
+    False
+    >>> timed_run(folder, lambda: None) < 0.01
+    True
+    """
+    begin = time.perf_counter()
+    try:
+        run()
+    finally:
+        path = os.path.join(folder, RUN_STATE)
+        with open(path, encoding="utf-8") as fin:
+            state = json.load(fin)
+        state[RUN_WALL] = state.get(RUN_WALL, 0.0) + (
+            time.perf_counter() - begin)
+        with open(path, "w", encoding="utf-8") as fout:
+            json.dump(state, fout)
+    return state[RUN_WALL]
 
 
 def dumps_results(value, indent=1, _level=0):
