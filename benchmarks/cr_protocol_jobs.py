@@ -42,8 +42,8 @@ from benchmarks.paired import (
     run_in_phases,
     run_recipe,
     start_or_resume,
-    timed_run,
     stored_run_state,
+    timed_run,
 )
 from benchmarks.run_archive import (
     archive_run,
