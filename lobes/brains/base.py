@@ -259,11 +259,15 @@ class RecipeBrain(sb.Brain):
             meta = {"epoch": epoch}
             scheduler = loop.get("lr_scheduler")
             if scheduler is not None and self.optimizer is not None:
-                _, next_lr = scheduler(
+                # SpeechBrain's ReduceLROnPlateau only computes the next
+                # rate; the optimiser (checkpointed with it) gets it here
+                lr, next_lr = scheduler(
                     [self.optimizer], current_epoch=epoch,
                     current_loss=stage_loss,
                 )
-                meta["lr"] = next_lr
+                sb.nnet.schedulers.update_learning_rate(self.optimizer,
+                                                        next_lr)
+                meta["lr"] = lr  # the rate this epoch trained at
             if train_logger is not None:
                 train_logger.log_stats(
                     stats_meta=meta,

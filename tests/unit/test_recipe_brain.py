@@ -66,3 +66,36 @@ def test_non_positive_clipping_is_a_one_line_error(clip):
     with pytest.raises(HparamsError, match="max_grad_norm must be positive"):
         Regression({"model": torch.nn.Linear(3, 1)},
                    hparams={"max_grad_norm": clip})
+
+
+class FixedValidLoss(Regression):
+    """Validation losses that stop improving after the first epoch."""
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.VALID:
+            stage_loss = 1.0 + epoch  # worse every epoch
+        super().on_stage_end(stage, stage_loss, epoch)
+
+
+def test_the_scheduler_anneals_the_rate_the_optimiser_trains_at(tmp_path):
+    # SpeechBrain's ReduceLROnPlateau only computes the next rate: a brain
+    # that logs it without giving it to the optimiser trains at the first
+    # rate for ever (the log then alternates between the two)
+    log = tmp_path / "train_log.txt"
+    scheduler = sb.nnet.schedulers.ReduceLROnPlateau(
+        factor=0.5, patience=0, dont_halve_until_epoch=1)
+    hparams = {
+        "lr_scheduler": scheduler,
+        "train_logger": sb.utils.train_logger.FileTrainLogger(str(log)),
+        "epoch_counter": range(1, 5),
+    }
+    brain = FixedValidLoss({"model": torch.nn.Linear(3, 1)},
+                           lambda p: torch.optim.SGD(p, 0.08),
+                           hparams=hparams)
+    brain.fit(range(1, 5), data(2), data(2), progressbar=False)
+    # epochs 2, 3 and 4 are worse than epoch 1: each halves the rate
+    assert brain.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+    logged = [line.split("lr: ")[1].split(" ")[0]
+              for line in log.read_text().splitlines()]
+    # each epoch logs the rate it trained at
+    assert [float(lr) for lr in logged] == [0.08, 0.08, 0.04, 0.02]
