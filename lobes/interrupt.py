@@ -321,7 +321,8 @@ def brain_saver(brain, loss):
     """
 
     def save():
-        brain.avg_train_loss = brain.update_average(loss, brain.avg_train_loss)
+        brain.avg_train_loss = brain.update_average(  # as _fit_train does
+            loss.detach(), brain.avg_train_loss)
         if brain.checkpointer is None:
             return None
         brain._save_intra_epoch_ckpt()

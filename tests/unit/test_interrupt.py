@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -164,7 +165,11 @@ def test_brain_saver_resumes_with_the_same_average(tmp_path):
     brain = sb.Brain({"m": torch.nn.Linear(1, 1)},
                      checkpointer=Checkpointer(str(tmp_path)))
     brain.step, brain.avg_train_loss = 2, 1.0
-    assert brain_saver(brain, torch.tensor(3.0))() == str(tmp_path)
+    # on_fit_batch_end's loss still has its graph: no warning about it
+    loss = torch.tensor(3.0, requires_grad=True) * 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert brain_saver(brain, loss)() == str(tmp_path)
     assert brain.avg_train_loss == 2.0
     other = sb.Brain({"m": torch.nn.Linear(1, 1)},
                      checkpointer=Checkpointer(str(tmp_path)))
