@@ -89,12 +89,20 @@ def test_the_scheduler_anneals_the_rate_the_optimiser_trains_at(tmp_path):
         "train_logger": sb.utils.train_logger.FileTrainLogger(str(log)),
         "epoch_counter": range(1, 5),
     }
-    brain = FixedValidLoss({"model": torch.nn.Linear(3, 1)},
-                           lambda p: torch.optim.SGD(p, 0.08),
-                           hparams=hparams)
-    brain.fit(range(1, 5), data(2), data(2), progressbar=False)
+    def brain():
+        checkpointer = sb.utils.checkpoints.Checkpointer(
+            str(tmp_path / "save"), recoverables={"scheduler": scheduler})
+        return FixedValidLoss({"model": torch.nn.Linear(3, 1)},
+                              lambda p: torch.optim.SGD(p, 0.08),
+                              hparams=hparams, checkpointer=checkpointer)
+
+    trained = brain()
+    trained.fit(range(1, 5), data(2), data(2), progressbar=False)
     # epochs 2, 3 and 4 are worse than epoch 1: each halves the rate
-    assert brain.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+    assert trained.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+    resumed = brain()  # a run resumed from its last checkpoint
+    resumed.on_fit_start()
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
     logged = [line.split("lr: ")[1].split(" ")[0]
               for line in log.read_text().splitlines()]
     # each epoch logs the rate it trained at
