@@ -150,7 +150,8 @@ def restore_run(path, folder):
 
 #: The files of an unfinished run's folder that its resumption needs,
 #: besides its checkpoints: the epochs logged so far (the protocol reads
-#: them) and what the run was started with (benchmarks.paired).
+#: them) and what the run was started with, with the wall time of its
+#: starts so far (benchmarks.paired.timed_run).
 UNFINISHED_FILES = ("train_log.txt", "benchmark_run.json")
 
 
