@@ -6,7 +6,7 @@ Every run is the VoiceBank recipe itself (``recipes/Voicebank/enhance/
 train.py`` in a subprocess, one CPU thread) at the CPU size of CMCR-Net
 (:mod:`lobes.cpu_settings`), on the ``small`` mini VoiceBank-DEMAND corpus,
 at the recipe's defaults (CR's form and weight as ``cmcr_net.yaml`` ships
-them; each run records the CR weight it used). CR's space is
+them; each run records the form and weight it used). CR's space is
 ``--trained_ssl`` (``recipes/Voicebank/ssl_pretrain``). Two stages, in the
 order of ``recipes/Voicebank/enhance/README.md``'s protocol:
 
@@ -208,7 +208,8 @@ def run_arm(job, setup, work, ssl_folder, threads, quick):
         "id": job_id(job), **job, "yaml": yaml, "overrides": overrides,
         "split": split, "items": items, "means": mean_scores(items),
         "train": last_epoch_stats(os.path.join(out, "train_log.txt")),
-        "cr_weight": effective_hparam(out, "cr_weight"),
+        **{key: effective_hparam(out, key)
+           for key in ("cr_weight", "cr_form")},
         "parameters": parameters(job["arm"]), "wall_seconds": wall,
         "code": code, **({"resumed": True} if resumed else {}),
     }
