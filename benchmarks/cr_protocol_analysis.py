@@ -313,6 +313,9 @@ def summarize_sweep(data, margin=MARGIN_DB):
     >>> sweep = summarize_sweep({"runs": runs})
     >>> sweep["x"]["choice"]["setting"], sweep["x"]["seeds"]
     ('ratio/0.01/shallow', [1, 2])
+    >>> [round(d, 3) for d in
+    ...  sweep["x"]["settings"]["ratio/0.01/shallow"]["pesq_by_seed"]]
+    [0.1, 0.1]
 
     No choice before every form x weight of the setup has every seed:
 
@@ -335,9 +338,10 @@ def summarize_sweep(data, margin=MARGIN_DB):
             row = {"seeds": sorted(mine)}
             for score in SCORES:
                 diffs = [mine[s]["means"][score] - base[s]["means"][score]
-                         for s in mine]
+                         for s in row["seeds"]]
                 row[score] = statistics.fmean(diffs)
                 row[f"worst_{score}"] = min(diffs)
+                row[f"{score}_by_seed"] = diffs
             for key in ("cr", "cr_grad_ratio", "cr_grad_cosine"):
                 values = [mine[s]["train"].get(key, math.nan) for s in mine]
                 row[key] = float(np.nanmean(values)) if any(
@@ -372,7 +376,9 @@ def summarize_test(data, margin=MARGIN_DB):
     arm's gain is ``claimed`` when its PESQ interval against ``continued``
     is above zero with a Holm-adjusted p below 0.05, its PESQ interval
     against ``cr_random`` is above zero, and its SI-SDR interval's low end
-    against ``continued`` is above ``-margin``.
+    against ``continued`` is above ``-margin``. Nothing is claimed for a
+    backbone before each of its arms has every test seed of the file's
+    setup (the rule is read on the whole design, not on part of it).
 
     Example
     -------
@@ -388,6 +394,9 @@ def summarize_test(data, margin=MARGIN_DB):
     >>> row = summarize_test({"runs": runs})["x"]["cr"]
     >>> row["claimed"], bool(row["vs_random"]["pesq"]["low"] > 0)
     (True, True)
+    >>> setup = {"training": {"test_seeds": [4, 5, 6, 7, 8]}}
+    >>> "claimed" in summarize_test({"runs": runs, "setup": setup})["x"]["cr"]
+    False
     """
     out = {}
     for backbone in sorted({r["backbone"] for r in _runs(data,
@@ -418,10 +427,16 @@ def summarize_test(data, margin=MARGIN_DB):
                if "vs_continued" in row and a != "cr_random"]
     adjusted = holm([out[b][a]["vs_continued"][PRIMARY]["p"]
                      for b, a in primary]) if primary else []
+    seeds = ((data.get("setup") or {}).get("training") or {}).get(
+        "test_seeds")
+    complete = {backbone: seeds is None or (
+        set(rows) == set(TEST_ARMS)
+        and all(row["seeds"] == sorted(seeds) for row in rows.values()))
+        for backbone, rows in out.items()}
     for (backbone, arm), p in zip(primary, adjusted):
         row = out[backbone][arm]
         row["holm_p"] = p
-        if "vs_random" in row:
+        if "vs_random" in row and complete[backbone]:
             row["claimed"] = bool(
                 row["vs_continued"][PRIMARY]["low"] > 0 and p < 0.05
                 and row["vs_random"][PRIMARY]["low"] > 0
@@ -472,36 +487,46 @@ def backbone_table(data):
 
 def sweep_table(data):
     """The validation tables: backbones against the noisy input, then each
-    setting's paired difference to ``continued`` and the choice.
+    setting's paired difference to ``continued`` (mean and per seed) and
+    the choice.
+
+    The differences are computed from the file's runs when it has them
+    (:func:`summarize_sweep`), else taken from its stored ``sweep``.
 
     Example
     -------
     >>> data = {"sweep": {"x": {"seeds": [1], "continued": {}, "settings": {
     ...     "ratio/0.01/shallow": {"seeds": [1], "pesq": 0.1, "estoi": 0.01,
     ...         "si_sdr": -0.1, "worst_si_sdr": -0.1, "cr": 0.9,
-    ...         "cr_grad_ratio": 0.2, "cr_grad_cosine": 0.1}},
+    ...         "pesq_by_seed": [0.1], "cr_grad_ratio": 0.2,
+    ...         "cr_grad_cosine": 0.1}},
     ...     "choice": {"setting": "ratio/0.01/shallow", "passed": True,
     ...                "excluded": [], "why": "best"}}}}
     >>> print(sweep_table(data).splitlines()[-3])
-    | x | ratio/0.01/shallow | 1 | +0.100 | +0.010 | -0.10 | -0.10 | ... |
+    | x | ratio/0.01/shallow | 1 | +0.100 | +0.100 | +0.010 | -0.10 | ...
     """
     lines = []
     if data.get("backbone_summary"):
         lines += [backbone_table(data), ""]
     lines += ["| backbone | setting (form/weight/order) | seeds | Δ PESQ "
-              "| Δ eSTOI | Δ SI-SDR | worst seed Δ SI-SDR | CR | CR/main "
-              "gradient | CR·main cosine | choice |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "| Δ PESQ per seed | Δ eSTOI | Δ SI-SDR | worst seed Δ SI-SDR "
+              "| CR | CR/main gradient | CR·main cosine | choice |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     whys = []
-    for backbone, sweep in (data.get("sweep") or {}).items():
+    sweeps = (summarize_sweep(data) if _runs(data, stage="sweep")
+              else data.get("sweep") or {})
+    for backbone, sweep in sweeps.items():
         choice = sweep.get("choice") or {}
         for name, row in sweep["settings"].items():
             mark = ("chosen" if name == choice.get("setting") else
                     f"SI-SDR < -{MARGIN_DB} dB"
                     if name in choice.get("excluded", []) else "")
+            per_seed = ", ".join(f"{d:+.3f}"
+                                 for d in row.get("pesq_by_seed", []))
             lines.append(
                 f"| {backbone} | {name} | {len(row['seeds'])} "
-                f"| {row['pesq']:+.3f} | {row['estoi']:+.3f} "
+                f"| {row['pesq']:+.3f} | {per_seed or '—'} "
+                f"| {row['estoi']:+.3f} "
                 f"| {row['si_sdr']:+.2f} | {row['worst_si_sdr']:+.2f} "
                 f"| {fmt(row['cr'], 3)} | {fmt(row['cr_grad_ratio'], 3)} "
                 f"| {fmt(row['cr_grad_cosine'], 2)} | {mark} |")
@@ -516,6 +541,9 @@ def sweep_table(data):
 def heldout_table(data):
     """The test table: means, paired differences to ``continued`` and to
     the random-space control, and whether a gain is claimed.
+
+    Computed from the file's runs when it has them
+    (:func:`summarize_test`), else taken from its stored ``test``.
 
     Example
     -------
@@ -534,7 +562,9 @@ def heldout_table(data):
              "| Δ PESQ vs random space | MDE PESQ | Holm p (PESQ) "
              "| gain claimed |",
              "|---|---|---:|---:|---:|---:|---|---|---|---|---:|---:|---|"]
-    for backbone, rows in (data.get("test") or {}).items():
+    tests = (summarize_test(data) if _runs(data, stage="test")
+             else data.get("test") or {})
+    for backbone, rows in tests.items():
         for arm, row in rows.items():
             versus = row.get("vs_continued") or {}
             random_ = (row.get("vs_random") or {}).get(PRIMARY)

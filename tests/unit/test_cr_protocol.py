@@ -77,6 +77,7 @@ def test_sweep_pairs_settings_with_continued_by_seed():
     assert shallow["pesq"] == pytest.approx(0.2)
     assert shallow["si_sdr"] == pytest.approx(-0.3)
     assert shallow["worst_si_sdr"] == pytest.approx(-0.6)
+    assert shallow["si_sdr_by_seed"] == pytest.approx([-0.6, 0.0])
     # mean SI-SDR loss 0.3 dB: within the margin, and the better PESQ
     assert sweep["choice"]["setting"] == "ratio/0.01/shallow"
 
@@ -115,6 +116,19 @@ def test_a_gain_above_zero_and_above_the_control_is_claimed():
     assert test["cr"]["holm_p"] < 0.05
 
 
+def test_nothing_is_claimed_before_every_arm_has_every_test_seed():
+    runs = _test_runs({"continued": 0.0, "cr": 0.2, "ccr_quality": 0.2,
+                       "ccr_similarity": 0.2, "cr_random": 0.0})
+    setup = {"training": {"test_seeds": [4, 5, 6, 7, 8]}}
+    whole = analysis.summarize_test({"runs": runs, "setup": setup})["b"]
+    assert whole["cr"]["claimed"]
+    part = [r for r in runs if not (r["arm"] == "cr_random"
+                                    and r["seed"] == 8)]
+    test = analysis.summarize_test({"runs": part, "setup": setup})["b"]
+    assert "claimed" not in test["cr"]
+    assert test["cr"]["vs_continued"]["pesq"]["low"] > 0  # still reported
+
+
 def _synthetic_data():
     data = {
         "noisy_valid": {"pesq": 1.9, "estoi": 0.75, "si_sdr": 8.0},
@@ -140,6 +154,8 @@ def test_tables_render_a_tiny_synthetic_data_dict():
     assert "| b | 1 | 30 / 40 | yes | 2.40 | 0.800 | 12.00 | yes |" in lines
     chosen = next(line for line in lines if line.endswith("| chosen |"))
     assert "ratio/0.01/shallow" in chosen
+    # mean, then per seed (one seed here): computed from the runs
+    assert "| 1 | +0.100 | +0.100 | +0.000 |" in chosen
     assert any("ratio/0.03/shallow" in line and "SI-SDR < -0.3 dB" in line
                for line in lines)
     assert any(line.startswith("- b: ratio/0.01/shallow") for line in lines)
