@@ -556,12 +556,26 @@ def heldout_table(data):
     ...        effect), "claimed": True, "holm_p": 0.02}
     >>> print(heldout_table({"test": {"x": {"cr": row}}}).splitlines()[-1])
     | x | cr | 1 | 2.10 | 0.800 | 9.00 | +0.10 [+0.05, +0.15] | ... | yes |
+
+    The noisy input's test scores, when the file has them, come first:
+
+    >>> data = {"test": {"x": {"cr": row}}, "noisy_test_utterances": 40,
+    ...         "noisy_test": {"pesq": 1.3, "estoi": .7, "si_sdr": 8.0}}
+    >>> print(heldout_table(data).splitlines()[2])
+    | noisy input (40 utterances) | — | — | 1.30 | 0.700 | 8.00 | — | ...
     """
     lines = ["| backbone | arm | seeds | PESQ | eSTOI | SI-SDR "
              "| Δ PESQ vs continued [95 % CI] | Δ eSTOI | Δ SI-SDR "
              "| Δ PESQ vs random space | MDE PESQ | Holm p (PESQ) "
              "| gain claimed |",
              "|---|---|---:|---:|---:|---:|---|---|---|---|---:|---:|---|"]
+    noisy = data.get("noisy_test")
+    if noisy:
+        lines.append(
+            f"| noisy input ({data.get('noisy_test_utterances', '?')} "
+            f"utterances) | — | — | {fmt(noisy['pesq'])} "
+            f"| {fmt(noisy['estoi'], 3)} | {fmt(noisy['si_sdr'])} "
+            "| — | — | — | — | — | — | — |")
     tests = (summarize_test(data) if _runs(data, stage="test")
              else data.get("test") or {})
     for backbone, rows in tests.items():

@@ -132,6 +132,8 @@ def test_nothing_is_claimed_before_every_arm_has_every_test_seed():
 def _synthetic_data():
     data = {
         "noisy_valid": {"pesq": 1.9, "estoi": 0.75, "si_sdr": 8.0},
+        "noisy_test": {"pesq": 1.8, "estoi": 0.74, "si_sdr": 7.5},
+        "noisy_test_utterances": 60,
         "runs": [
             {"stage": "backbone", "backbone": "b", "seed": 1,
              "means": {"pesq": 2.4, "estoi": 0.8, "si_sdr": 12.0},
@@ -152,6 +154,8 @@ def test_tables_render_a_tiny_synthetic_data_dict():
     lines = table.splitlines()
     assert "| noisy input | — | — | — | 1.90 | 0.750 | 8.00 | — |" in lines
     assert "| b | 1 | 30 / 40 | yes | 2.40 | 0.800 | 12.00 | yes |" in lines
+    assert ("| noisy input (60 utterances) | — | — | 1.80 | 0.740 | 7.50 | — "
+            "| — | — | — | — | — | — |") in lines
     chosen = next(line for line in lines if line.endswith("| chosen |"))
     assert "ratio/0.01/shallow" in chosen
     # mean, then per seed (one seed here): computed from the runs
