@@ -223,7 +223,7 @@ def by_seed(data, stage, arm):
 
 def seed_deltas(data, stage, arm, base=BASELINE):
     """Mean over seeds of the arm's mean score minus the base's (same
-    seed), per score.
+    seed), per score; ``{score}_by_seed`` keeps each seed's difference.
 
     Example
     -------
@@ -233,8 +233,9 @@ def seed_deltas(data, stage, arm, base=BASELINE):
     ...                             "si_sdr": 1.0}}}
     >>> data = {"runs": [run("full", 1, 2.0), run("c", 1, 2.5),
     ...                  run("full", 2, 2.0), run("c", 2, 2.1)]}
-    >>> round(seed_deltas(data, "validation", "c")["pesq"], 2)
-    0.3
+    >>> deltas = seed_deltas(data, "validation", "c")
+    >>> round(deltas["pesq"], 2), [round(d, 2) for d in deltas["pesq_by_seed"]]
+    (0.3, [0.5, 0.1])
     """
     arm, base = (by_seed(data, stage, a) for a in (arm, base))
     seeds = sorted(set(arm) & set(base))
@@ -243,6 +244,7 @@ def seed_deltas(data, stage, arm, base=BASELINE):
         diffs = [mean_scores(arm[s], [score])[score]
                  - mean_scores(base[s], [score])[score] for s in seeds]
         out[score] = sum(diffs) / len(diffs) if diffs else math.nan
+        out[f"{score}_by_seed"] = diffs
     return out
 
 
@@ -325,20 +327,35 @@ def markdown_table(data):
     -------
     >>> text = markdown_table({"runs": [], "choice": None})
     >>> text.splitlines()[0]
-    '| validation arm | seeds | Δ PESQ | Δ eSTOI | Δ SI-SDR |'
+    '| validation arm | seeds | PESQ | eSTOI | SI-SDR | Δ PESQ | ...'
     """
-    lines = ["| validation arm | seeds | Δ PESQ | Δ eSTOI | Δ SI-SDR |",
-             "|---|---:|---:|---:|---:|"]
-    for weight in CONTRAST_WEIGHTS:
-        arm = contrast_arm(weight)
-        seeds = len(by_seed(data, "validation", arm))
-        if seeds:
+    lines = ["| validation arm | seeds | PESQ | eSTOI | SI-SDR | Δ PESQ "
+             "| Δ PESQ per seed | Δ eSTOI | Δ SI-SDR |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    noisy = data.get("noisy_valid")
+    if noisy:
+        lines.append(f"| noisy input | — | {noisy['pesq']:.2f} "
+                     f"| {noisy['estoi']:.3f} | {noisy['si_sdr']:.2f} "
+                     "| — | — | — | — |")
+    for arm in [BASELINE] + [contrast_arm(w) for w in CONTRAST_WEIGHTS]:
+        mine = by_seed(data, "validation", arm)
+        if not mine:
+            continue
+        means = mean_scores({f"{s}/{u}": v for s, items in mine.items()
+                             for u, v in items.items()})
+        cells = ["—"] * 4
+        if arm != BASELINE:
             d = seed_deltas(data, "validation", arm)
-            lines.append(f"| {arm} | {seeds} | {d['pesq']:+.3f} "
-                         f"| {d['estoi']:+.3f} | {d['si_sdr']:+.2f} |")
+            cells = [f"{d['pesq']:+.3f}", ", ".join(
+                f"{v:+.3f}" for v in d["pesq_by_seed"]) or "—",
+                f"{d['estoi']:+.3f}", f"{d['si_sdr']:+.2f}"]
+        lines.append(f"| {arm} | {len(mine)} | {means['pesq']:.2f} "
+                     f"| {means['estoi']:.3f} | {means['si_sdr']:.2f} | "
+                     + " | ".join(cells) + " |")
     choice = data.get("choice")
-    lines += ["", "Δ: against `full` (contrast off), mean over seeds of "
-              "each seed's mean on the validation speakers. Choice: "
+    lines += ["", "Δ: against `full` (contrast off) of the same seed, each "
+              "seed's mean on the validation speakers; the mean over seeds "
+              "and each seed's. Choice: "
               + (choice["why"] if choice else "not made yet") + "."]
     rows = summarize_test(data)
     if not rows:
@@ -422,9 +439,10 @@ def main(argv=None):
 
     def finished(job, run):
         runs.add(run)
-        if args.stage == "test" and "noisy_test" not in data:
-            data["noisy_test"] = mean_scores(noisy_scores(os.path.join(
-                work, job_id(job), "save", "voicebank_test.csv")))
+        split = "valid" if args.stage == "validation" else "test"
+        if f"noisy_{split}" not in data:  # the input the arms must beat
+            data[f"noisy_{split}"] = mean_scores(noisy_scores(os.path.join(
+                work, job_id(job), "save", f"voicebank_{split}.csv")))
         runs.save(table=markdown_table(data),
                   provenance=provenance.finish(block))
         print(f"[{run['id']}] PESQ {run['means']['pesq']:.2f}, SI-SDR "

@@ -105,8 +105,15 @@ def test_cmcr_ablations_are_paired_with_the_full_model():
     assert no_cr["mean"] == pytest.approx(-0.15)
     assert no_cr["low"] < -0.15 < no_cr["high"] < 0
     assert rows["no_cr"]["utterances"] == 6 and "effects" not in rows["full"]
+    data["noisy_valid"] = {"pesq": 1.5, "estoi": 0.75, "si_sdr": 8.0}
     table = cmcr.markdown_table(data)
-    assert "| contrast/0.1 | 2 | +0.100 |" in table
+    lines = table.splitlines()
+    assert "| noisy input | — | 1.50 | 0.750 | 8.00 | — | — | — | — |" in lines
+    full = next(line for line in lines if line.startswith("| full | 2 |"))
+    assert full.endswith("| 0.800 | 10.00 | — | — | — | — |")
+    contrast = next(line for line in lines if line.startswith(
+        "| contrast/0.1 | 2 |"))
+    assert contrast.endswith("| +0.100 | +0.100, +0.100 | +0.000 | +0.00 |")
     assert "| no_cr | 3 × 6 |" in table and "| -0.150 [-0.1" in table
     assert "| 1,000 | — / -0.50 / — |" in table
 
