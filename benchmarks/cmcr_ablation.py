@@ -29,7 +29,11 @@ Every run's train log keeps each loss term's gradient share against the
 waveform loss (``cr_grad_*``, ``branch_pull_grad_*``, ``contrast_grad_*``).
 Writes JSON after every run and resumes from it; a run stopped midway
 goes on from its checkpoint when its overrides and the code it imports
-are unchanged (:func:`benchmarks.paired.start_or_resume`)::
+are unchanged (:func:`benchmarks.paired.start_or_resume`). Ctrl-C keeps
+the checkpoints of each run it stopped in
+``benchmarks/models/cmcr_ablation/<run>.unfinished.safetensors``
+(:func:`benchmarks.run_archive.archive_unfinished`): committed, the run
+goes on from them on another machine, whose run folders start empty::
 
     python -m benchmarks.cmcr_ablation          # validation stage
     python -m benchmarks.cmcr_ablation --stage test
@@ -61,6 +65,7 @@ from benchmarks.cr_protocol_analysis import (
     paired_table,
     read_per_utterance,
 )
+from benchmarks.cr_protocol_jobs import models_folder
 from benchmarks.cr_vs_baseline import (
     TEST_METRICS,
     TRAINED_SSL,
@@ -78,6 +83,7 @@ from benchmarks.paired import (
     timed_run,
 )
 from benchmarks.power import holm
+from benchmarks.run_archive import archive_unfinished, restore_unfinished
 from lobes.cpu_settings import ENHANCEMENT, ENHANCEMENT_TRAINING
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -182,11 +188,48 @@ def parameters(arm):
     return sum(p.numel() for p in experiment["enhance_model"].parameters())
 
 
-def run_arm(job, setup, work, ssl_folder, threads, quick):
+def unfinished_archive(models, job):
+    """Where Ctrl-C keeps the checkpoints of a run it stopped (None: not
+    kept).
+
+    Example
+    -------
+    >>> unfinished_archive("/m", {"stage": "test", "arm": "full", "seed": 4})
+    '/m/test_full_seed4.unfinished.safetensors'
+    """
+    if not models:
+        return None
+    return os.path.join(models, job_id(job).replace("/", "_")
+                        + ".unfinished.safetensors")
+
+
+def archive_stopped(jobs, work, models):
+    """Keep the checkpoints of the runs among ``jobs`` that Ctrl-C stopped
+    after their first checkpoint, for another machine; the files written.
+    """
+    kept = []
+    for job in jobs:
+        out, path = (os.path.join(work, job_id(job)),
+                     unfinished_archive(models, job))
+        save = os.path.join(out, "save")
+        if path and os.path.isdir(save) and any(
+                name.startswith("CKPT+") for name in os.listdir(save)):
+            if archive_unfinished(out, path):
+                kept.append(path)
+    return kept
+
+
+def run_arm(job, setup, work, ssl_folder, threads, quick, models=None):
     """Train one arm with the recipe and score its best checkpoint on the
-    stage's split; its per-utterance scores and training statistics."""
+    stage's split; its per-utterance scores and training statistics.
+    A run stopped on another machine goes on from the checkpoints kept in
+    ``models`` (:func:`archive_stopped`)."""
     yaml, extra = arm_spec(job["arm"], setup.get("contrast_weight"))
     out = os.path.join(work, job_id(job))
+    unfinished = unfinished_archive(models, job)
+    if unfinished and os.path.isfile(unfinished) and not os.path.isdir(
+            os.path.join(out, "save")):
+        restore_unfinished(unfinished, out)  # stopped elsewhere
     split = "valid" if job["stage"] == "validation" else "test"
     metrics = SCORES if split == "valid" or quick else TEST_METRICS
     overrides = {
@@ -204,6 +247,8 @@ def run_arm(job, setup, work, ssl_folder, threads, quick):
     wall = timed_run(out, lambda: run_recipe(RECIPE, yaml, overrides,
                                              threads))
     items = read_per_utterance(os.path.join(out, f"{split}_results.csv"))
+    if unfinished and os.path.isfile(unfinished):
+        os.remove(unfinished)  # finished: its record is all that is kept
     return {
         "id": job_id(job), **job, "yaml": yaml, "overrides": overrides,
         "split": split, "items": items, "means": mean_scores(items),
@@ -451,13 +496,25 @@ def main(argv=None):
               f"({(time.perf_counter() - begin) / 60:.0f} min so far)",
               flush=True)
 
-    run_in_phases(
-        [jobs],
-        lambda job: run_arm(job, setup, work,
-                            os.path.abspath(args.trained_ssl), args.threads,
-                            args.quick),
-        args.jobs, finished,
-    )
+    models = models_folder(args.out)
+    try:
+        run_in_phases(
+            [jobs],
+            lambda job: run_arm(job, setup, work,
+                                os.path.abspath(args.trained_ssl),
+                                args.threads, args.quick, models),
+            args.jobs, finished,
+        )
+    except KeyboardInterrupt:
+        done = runs.done()
+        kept = archive_stopped([j for j in jobs if job_id(j) not in done],
+                               work, models)
+        raise SystemExit(
+            f"stopped by Ctrl-C: the finished runs are in {args.out}; run "
+            "the same command to resume the others from their checkpoints"
+            + "".join(f"; {os.path.relpath(path, REPO)} keeps an unfinished "
+                      "run's (commit it to go on on another machine)"
+                      for path in kept)) from None
     if args.stage == "validation" and not data.get("choice"):
         data["choice"] = choose_contrast({
             contrast_arm(w): seed_deltas(data, "validation", contrast_arm(w))

@@ -573,9 +573,27 @@ def run_in_phases(phases, work, jobs, on_result):
     A phase starts once the previous one is done (a later run may need an
     earlier one's output, e.g. CCR its baseline); ``on_result(job, result)``
     is called as each run finishes.
+
+    On Ctrl-C no waiting job starts (the running ones' recipes got the
+    signal too and save their checkpoints) and the interrupt is raised
+    once they have stopped.
+
+    Example
+    -------
+    >>> done = []
+    >>> run_in_phases([[1, 2], [3]], lambda job: 10 * job, 2,
+    ...               lambda job, result: done.append(result))
+    >>> sorted(done[:2]), done[2]
+    ([10, 20], 30)
     """
     for phase in phases:
-        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            futures = {pool.submit(work, job): job for job in phase}
+        pool = concurrent.futures.ThreadPoolExecutor(jobs)
+        futures = {pool.submit(work, job): job for job in phase}
+        try:
             for future in concurrent.futures.as_completed(futures):
                 on_result(futures[future], future.result())
+        except KeyboardInterrupt:
+            pool.shutdown(cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown()

@@ -149,3 +149,73 @@ def test_cmcr_arm_stopped_midway_resumes_from_its_folder(tmp_path,
     assert record["resumed"]
     record = cmcr.run_arm({**job, "seed": 2}, *args[1:])
     assert seen[-1] == ["benchmark_run.json"] and "resumed" not in record
+
+
+def test_cmcr_arm_stopped_by_ctrl_c_goes_on_on_another_machine(
+        tmp_path, monkeypatch):
+    import shutil
+
+    cmcr = load("cmcr_ablation")
+    seen = []
+
+    def run_recipe(recipe, yaml, overrides, threads):
+        """Checkpoints each of two epochs; the first start stops after
+        one (a session's end)."""
+        out = overrides["output_folder"]
+        log = os.path.join(out, "train_log.txt")
+        done = len(open(log).readlines()) if os.path.isfile(log) else 0
+        seen.append(done)
+        for epoch in range(done + 1, 2 if len(seen) == 1 else 3):
+            with open(log, "a") as fout:
+                fout.write(f"epoch: {epoch}, lr: 1e-3 - train loss: 0.5 - "
+                           "valid loss: 0.4\n")
+            ckpt = os.path.join(out, "save", f"CKPT+{epoch}")
+            os.makedirs(ckpt)
+            with open(os.path.join(ckpt, "model.ckpt"), "wb") as fout:
+                fout.write(bytes([epoch]))
+        if len(seen) == 1:
+            raise KeyboardInterrupt
+        with open(os.path.join(out, "valid_results.csv"), "w") as fout:
+            fout.write("snt_id,pesq,estoi,si_sdr\nu1,2.0,0.8,10.0\n")
+        return 1.0
+
+    monkeypatch.setattr(cmcr, "run_recipe", run_recipe)
+    monkeypatch.setattr(cmcr, "parameters", lambda arm: 1)
+    monkeypatch.setattr(cmcr, "effective_hparam", lambda out, key: 0.0)
+    monkeypatch.setattr(cmcr.provenance, "code_identity", lambda: "code")
+    work, models = str(tmp_path / "runs"), str(tmp_path / "models")
+    job = {"stage": "validation", "arm": "full", "seed": 1}
+    other = {**job, "seed": 2}  # not started: nothing to keep
+    args = (cmcr.QUICK, work, "/ssl", 1, True, models)
+    with pytest.raises(KeyboardInterrupt):
+        cmcr.run_arm(job, *args)
+    kept = cmcr.archive_stopped([job, other], work, models)
+    assert kept == [cmcr.unfinished_archive(models, job)]
+
+    shutil.rmtree(work)  # a fresh machine
+    record = cmcr.run_arm(job, *args)
+    assert seen == [0, 1] and record["resumed"]  # went on from epoch 1
+    assert not os.path.exists(kept[0])  # finished: only its record stays
+    with open(os.path.join(work, cmcr.job_id(job), "save", "CKPT+1",
+                           "model.ckpt"), "rb") as fin:
+        assert fin.read() == bytes([1])
+
+
+def test_ctrl_c_starts_no_waiting_job():
+    import time
+
+    from benchmarks.paired import run_in_phases
+
+    started = []
+
+    def work(job):
+        started.append(job)
+        time.sleep(0.2)
+        return job
+
+    def on_result(job, result):
+        raise KeyboardInterrupt  # Ctrl-C once the first run is done
+
+    with pytest.raises(KeyboardInterrupt):
+        run_in_phases([[1, 2, 3, 4], [5]], work, 1, on_result)
+    assert started[0] == 1 and len(started) <= 2  # 3, 4 and 5 never start
