@@ -94,9 +94,15 @@ RECIPE = os.path.join(REPO, "recipes", "Voicebank", "enhance")
 #: 9.6M-parameter network) and the authors' learning rate.
 SIZE = ENHANCEMENT["cmcr_net"]
 
-#: The contrast term's weights tried on validation (it is a squared
-#: cosine, at most 1, beside SI-SNR terms in dB).
-CONTRAST_WEIGHTS = (0.03, 0.1, 0.3)
+#: The contrast term's weights tried on validation. The term sits inside
+#: the pull, which the recipe weighs by ``branch_pull_weight`` (0.01), and
+#: its gradient is small (the speech branch is already near orthogonal to
+#: the noise): at the first grid, 0.03, its gradient was 1.5e-4 to 2.2e-4
+#: of the waveform loss's in the first two epochs (``contrast_grad_ratio``,
+#: seed 1), so 0.03 to 0.3 could not move the network. Amended before any
+#: contrast run was scored: 3, 10 and 30, a gradient share of about 0.02,
+#: 0.07 and 0.2 at that rate (it is linear in the weight).
+CONTRAST_WEIGHTS = (3, 10, 30)
 
 #: The test stage's arms: name -> (recipe YAML, extra overrides);
 #: ``contrast`` takes the weight chosen on validation.
@@ -375,13 +381,14 @@ def markdown_table(data):
     '| validation arm | seeds | PESQ | eSTOI | SI-SDR | Δ PESQ | ...'
     """
     lines = ["| validation arm | seeds | PESQ | eSTOI | SI-SDR | Δ PESQ "
-             "| Δ PESQ per seed | Δ eSTOI | Δ SI-SDR |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| Δ PESQ per seed | Δ eSTOI | Δ SI-SDR | cos² (speech "
+             "branch, noise) | contrast/main gradient |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     noisy = data.get("noisy_valid")
     if noisy:
         lines.append(f"| noisy input | — | {noisy['pesq']:.2f} "
                      f"| {noisy['estoi']:.3f} | {noisy['si_sdr']:.2f} "
-                     "| — | — | — | — |")
+                     "| — | — | — | — | — | — |")
     for arm in [BASELINE] + [contrast_arm(w) for w in CONTRAST_WEIGHTS]:
         mine = by_seed(data, "validation", arm)
         if not mine:
@@ -394,13 +401,20 @@ def markdown_table(data):
             cells = [f"{d['pesq']:+.3f}", ", ".join(
                 f"{v:+.3f}" for v in d["pesq_by_seed"]) or "—",
                 f"{d['estoi']:+.3f}", f"{d['si_sdr']:+.2f}"]
+        trains = [r["train"] for r in data["runs"]
+                  if r["stage"] == "validation" and r["arm"] == arm]
+        cells += [_stat(trains, "branch_contrast", "{:.2e}"),
+                  _stat(trains, "contrast_grad_ratio", "{:.3f}")]
         lines.append(f"| {arm} | {len(mine)} | {means['pesq']:.2f} "
                      f"| {means['estoi']:.3f} | {means['si_sdr']:.2f} | "
                      + " | ".join(cells) + " |")
     choice = data.get("choice")
     lines += ["", "Δ: against `full` (contrast off) of the same seed, each "
               "seed's mean on the validation speakers; the mean over seeds "
-              "and each seed's. Choice: "
+              "and each seed's. cos² and the contrast term's gradient "
+              "against the waveform loss's: the last epoch's training "
+              "means, averaged over seeds (cos² is measured with the term "
+              "off too). Choice: "
               + (choice["why"] if choice else "not made yet") + "."]
     rows = summarize_test(data)
     if not rows:
@@ -429,6 +443,13 @@ def markdown_table(data):
         lines += ["", f"Noisy input (test): PESQ {noisy['pesq']:.2f}, eSTOI "
                   f"{noisy['estoi']:.3f}, SI-SDR {noisy['si_sdr']:.2f} dB."]
     return "\n".join(lines)
+
+
+def _stat(trains, key, form):
+    """A train statistic's mean over runs, formatted; "—" where no run
+    logged it."""
+    values = [t[key] for t in trains if key in t]
+    return form.format(sum(values) / len(values)) if values else "—"
 
 
 def _mean(values):

@@ -249,6 +249,10 @@ class EnhancementBrain(RecipeBrain):
                 *branches, clean, noisy, lengths
             )
             self.add_stat("branch_pull", pull)
+            if stage == sb.Stage.TRAIN:  # each part of the pull
+                for key in ("relevant_si_snr", "irrelevant_si_snr",
+                            "contrast"):
+                    self.add_stat(f"branch_{key}", details[key])
             weighted = self.branch_pull_weight * pull
             if stage == sb.Stage.TRAIN:
                 self._log_gradient_share("branch_pull", loss, weighted)

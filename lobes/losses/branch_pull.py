@@ -38,7 +38,9 @@ class BranchPullLoss(torch.nn.Module):
     Arguments
     ---------
     contrast_weight : float
-        Weight of ``cos^2(relevant, noise)`` (0: pull only).
+        Weight of ``cos^2(relevant, noise)`` in the pull (0: pull only;
+        the recipe weighs the whole pull again, so the term's weight in the
+        total loss is ``branch_pull_weight * contrast_weight``).
     eps : float
         Numerical floor.
 
@@ -76,7 +78,9 @@ class BranchPullLoss(torch.nn.Module):
         loss : torch.Tensor
         details : dict
             Floats for logging: the branches' SI-SNR (dB) against their
-            targets and the mean contrast term; and ``contrast_term``, the
+            targets and the mean squared cosine of the relevant branch and
+            the noise (measured whatever its weight); and ``contrast_term``,
+            the
             weighted contrast term as a tensor (``None`` when its weight is
             0), whose gradient share the Brain logs.
         """
@@ -91,7 +95,10 @@ class BranchPullLoss(torch.nn.Module):
             )
             terms["relevant"].append(pairwise_neg_sisnr(rel, cln, self.eps))
             terms["irrelevant"].append(pairwise_neg_sisnr(irr, nse, self.eps))
-            if self.contrast_weight:
+            # measured even when off: how close the speech branch is to
+            # the noise without the term
+            with torch.set_grad_enabled(bool(self.contrast_weight)
+                                        and torch.is_grad_enabled()):
                 rel, nse = rel - rel.mean(), nse - nse.mean()
                 dot = (rel * nse).sum()
                 energies = rel.pow(2).sum() * nse.pow(2).sum()

@@ -83,23 +83,25 @@ def test_cr_summary_pairs_each_space_with_the_one_backbone_run():
 def test_cmcr_ablations_are_paired_with_the_full_model():
     cmcr = load("cmcr_ablation")
 
-    def run(stage, arm, seed, pesq):
+    def run(stage, arm, seed, pesq, train=None):
         items = {f"u{k}": {"pesq": pesq + 0.01 * ((k * seed) % 3),
                            "estoi": 0.8, "si_sdr": 10.0}
                  for k in range(6)}
         return {"stage": stage, "arm": arm, "seed": seed, "items": items,
                 "means": cmcr.mean_scores(items), "parameters": 1000,
-                "train": {"branch_pull_grad_cosine": -0.5}}
+                "train": {"branch_pull_grad_cosine": -0.5,
+                          "branch_contrast": 0.002, **(train or {})}}
 
     runs = [run("validation", "full", s, 2.0) for s in (1, 2)]
-    runs += [run("validation", "contrast/0.1", s, 2.1) for s in (1, 2)]
+    runs += [run("validation", "contrast/10", s, 2.1,
+                 {"contrast_grad_ratio": 0.05 * s}) for s in (1, 2)]
     runs += [run("test", "full", s, 2.0) for s in (4, 5, 6)]
     runs += [run("test", "no_cr", s, 1.8 + 0.01 * s) for s in (4, 5, 6)]
     data = {"runs": runs}
-    deltas = cmcr.seed_deltas(data, "validation", "contrast/0.1")
+    deltas = cmcr.seed_deltas(data, "validation", "contrast/10")
     assert deltas["pesq"] == pytest.approx(0.1)
-    data["choice"] = cmcr.choose_contrast({"contrast/0.1": deltas})
-    assert data["choice"]["weight"] == 0.1 and data["choice"]["passed"]
+    data["choice"] = cmcr.choose_contrast({"contrast/10": deltas})
+    assert data["choice"]["weight"] == 10 and data["choice"]["passed"]
     rows = {r["arm"]: r for r in cmcr.summarize_test(data)}
     no_cr = rows["no_cr"]["effects"]["pesq"]
     assert no_cr["mean"] == pytest.approx(-0.15)
@@ -108,12 +110,14 @@ def test_cmcr_ablations_are_paired_with_the_full_model():
     data["noisy_valid"] = {"pesq": 1.5, "estoi": 0.75, "si_sdr": 8.0}
     table = cmcr.markdown_table(data)
     lines = table.splitlines()
-    assert "| noisy input | — | 1.50 | 0.750 | 8.00 | — | — | — | — |" in lines
+    assert ("| noisy input | — | 1.50 | 0.750 | 8.00 | — | — | — | — | — "
+            "| — |") in lines
     full = next(line for line in lines if line.startswith("| full | 2 |"))
-    assert full.endswith("| 0.800 | 10.00 | — | — | — | — |")
+    assert full.endswith("| 0.800 | 10.00 | — | — | — | — | 2.00e-03 | — |")
     contrast = next(line for line in lines if line.startswith(
-        "| contrast/0.1 | 2 |"))
-    assert contrast.endswith("| +0.100 | +0.100, +0.100 | +0.000 | +0.00 |")
+        "| contrast/10 | 2 |"))
+    assert contrast.endswith("| +0.100 | +0.100, +0.100 | +0.000 | +0.00 "
+                             "| 2.00e-03 | 0.075 |")
     assert "| no_cr | 3 × 6 |" in table and "| -0.150 [-0.1" in table
     assert "| 1,000 | — / -0.50 / — |" in table
 

@@ -1,6 +1,7 @@
 """CMCR-Net: shapes, ablation switches, gradients, branch pull, YAML, cost."""
 
 import importlib.util
+import math
 import os
 
 import pytest
@@ -182,8 +183,27 @@ def test_contrast_term_is_the_squared_cosine_with_the_noise():
     assert apart["contrast"] == pytest.approx(0.0, abs=1e-5)
     off, details = BranchPullLoss()(2 * noise, noise, clean, clean + noise)
     on, _ = pull(2 * noise, noise, clean, clean + noise)
-    assert details["contrast"] == 0.0
+    assert details["contrast"] == pytest.approx(1.0, abs=1e-5)  # measured
+    assert details["contrast_term"] is None  # but not in the loss
     assert float(on - off) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_contrast_off_gives_no_gradient_through_it():
+    from lobes.losses.pit import pairwise_neg_sisnr
+
+    torch.manual_seed(0)
+    clean, noise = torch.randn(2, 1, 400).unbind(0)
+    relevant = (2 * noise + 0.1 * clean).requires_grad_()
+    loss, _ = BranchPullLoss()(relevant, noise, clean, clean + noise)
+    grad_off, = torch.autograd.grad(loss, relevant)
+    sisnr = pairwise_neg_sisnr(relevant.reshape(1, -1, 1),
+                               clean.reshape(1, -1, 1), 1e-8)
+    grad_sisnr, = torch.autograd.grad(sisnr.sum(), relevant)
+    assert torch.allclose(grad_off, grad_sisnr, atol=1e-6)
+    loss_on, _ = BranchPullLoss(contrast_weight=1.0)(relevant, noise, clean,
+                                                     clean + noise)
+    grad_on, = torch.autograd.grad(loss_on, relevant)
+    assert not torch.allclose(grad_on, grad_off, atol=1e-6)
 
 
 def test_pull_ignores_samples_beyond_each_length():
@@ -292,4 +312,9 @@ def test_brain_logs_the_gradient_share_of_the_pull_and_its_contrast():
     assert stats["branch_pull_grad_ratio"] > 0
     assert -1 <= stats["branch_pull_grad_cosine"] <= 1
     assert stats["contrast_grad_ratio"] > 0
-    assert "contrast_grad_ratio" not in shares(0.0)
+    off = shares(0.0)
+    assert "contrast_grad_ratio" not in off
+    # each part of the pull is logged, the contrast's value even when off
+    for key in ("branch_relevant_si_snr", "branch_irrelevant_si_snr"):
+        assert math.isfinite(off[key]) and math.isfinite(stats[key])
+    assert 0 < off["branch_contrast"] <= 1
