@@ -13,6 +13,16 @@ def load(name):
     return importlib.import_module(f"benchmarks.{name}")
 
 
+@pytest.fixture
+def cmcr(monkeypatch):
+    """The CMCR-Net ablation with no model built and any code resuming."""
+    cmcr = load("cmcr_ablation")
+    monkeypatch.setattr(cmcr, "parameters", lambda arm: 1)
+    monkeypatch.setattr(cmcr, "effective_hparam", lambda out, key: 0.0)
+    monkeypatch.setattr(cmcr.provenance, "code_identity", lambda: "code")
+    return cmcr
+
+
 @pytest.fixture(scope="module")
 def bench():
     return load("nass_vs_baseline")
@@ -122,9 +132,8 @@ def test_cmcr_ablations_are_paired_with_the_full_model():
     assert "| 1,000 | — / -0.50 / — |" in table
 
 
-def test_cmcr_arm_stopped_midway_resumes_from_its_folder(tmp_path,
+def test_cmcr_arm_stopped_midway_resumes_from_its_folder(tmp_path, cmcr,
                                                          monkeypatch):
-    cmcr = load("cmcr_ablation")
     seen = []
 
     def run_recipe(recipe, yaml, overrides, threads):
@@ -140,9 +149,6 @@ def test_cmcr_arm_stopped_midway_resumes_from_its_folder(tmp_path,
         return 1.0
 
     monkeypatch.setattr(cmcr, "run_recipe", run_recipe)
-    monkeypatch.setattr(cmcr, "parameters", lambda arm: 1)
-    monkeypatch.setattr(cmcr, "effective_hparam", lambda out, key: 0.0)
-    monkeypatch.setattr(cmcr.provenance, "code_identity", lambda: "code")
     job = {"stage": "validation", "arm": "full", "seed": 1}
     args = (job, cmcr.QUICK, str(tmp_path), "/ssl", 1, True)
     with pytest.raises(RuntimeError):
@@ -156,27 +162,20 @@ def test_cmcr_arm_stopped_midway_resumes_from_its_folder(tmp_path,
 
 
 def test_cmcr_arm_stopped_by_ctrl_c_goes_on_on_another_machine(
-        tmp_path, monkeypatch):
+        tmp_path, cmcr, monkeypatch):
     import shutil
 
-    cmcr = load("cmcr_ablation")
+    from tests.unit.fake_runs import checkpoint_epochs, epochs_logged
+
     seen = []
 
     def run_recipe(recipe, yaml, overrides, threads):
         """Checkpoints each of two epochs; the first start stops after
         one (a session's end)."""
         out = overrides["output_folder"]
-        log = os.path.join(out, "train_log.txt")
-        done = len(open(log).readlines()) if os.path.isfile(log) else 0
-        seen.append(done)
-        for epoch in range(done + 1, 2 if len(seen) == 1 else 3):
-            with open(log, "a") as fout:
-                fout.write(f"epoch: {epoch}, lr: 1e-3 - train loss: 0.5 - "
-                           "valid loss: 0.4\n")
-            ckpt = os.path.join(out, "save", f"CKPT+{epoch}")
-            os.makedirs(ckpt)
-            with open(os.path.join(ckpt, "model.ckpt"), "wb") as fout:
-                fout.write(bytes([epoch]))
+        seen.append(epochs_logged(out))
+        checkpoint_epochs(out, range(seen[-1] + 1, 2 if len(seen) == 1
+                                     else 3), name="model.ckpt")
         if len(seen) == 1:
             raise KeyboardInterrupt
         with open(os.path.join(out, "valid_results.csv"), "w") as fout:
@@ -184,9 +183,6 @@ def test_cmcr_arm_stopped_by_ctrl_c_goes_on_on_another_machine(
         return 1.0
 
     monkeypatch.setattr(cmcr, "run_recipe", run_recipe)
-    monkeypatch.setattr(cmcr, "parameters", lambda arm: 1)
-    monkeypatch.setattr(cmcr, "effective_hparam", lambda out, key: 0.0)
-    monkeypatch.setattr(cmcr.provenance, "code_identity", lambda: "code")
     work, models = str(tmp_path / "runs"), str(tmp_path / "models")
     job = {"stage": "validation", "arm": "full", "seed": 1}
     other = {**job, "seed": 2}  # not started: nothing to keep

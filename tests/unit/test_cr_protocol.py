@@ -565,24 +565,19 @@ def test_an_unfinished_backbone_goes_on_on_another_machine(tmp_path,
                                                            monkeypatch):
     import shutil
 
+    from tests.unit.fake_runs import checkpoint_epochs, epochs_logged
+
     seen = []
 
     def run(recipe, yaml, overrides, threads):
         """A run that checkpoints each epoch; the first one stops after
         two of its four epochs (a session's end)."""
         out = overrides["output_folder"]
-        log = os.path.join(out, "train_log.txt")
-        done = len(open(log).readlines()) if os.path.isfile(log) else 0
+        done = epochs_logged(out)
         seen.append(done)
         last = 2 if len(seen) == 1 else overrides["number_of_epochs"]
-        for epoch in range(done + 1, last + 1):
-            with open(log, "a") as fout:
-                fout.write(f"epoch: {epoch}, lr: 1e-3 - train loss: 1 - "
-                           f"valid loss: {1 / epoch}\n")
-            ckpt = os.path.join(out, "save", f"CKPT+{epoch}")
-            os.makedirs(ckpt)
-            with open(os.path.join(ckpt, "net.ckpt"), "wb") as fout:
-                fout.write(bytes([epoch]))
+        checkpoint_epochs(out, range(done + 1, last + 1),
+                          valid_loss=lambda epoch: 1 / epoch)
         if len(seen) == 1:
             raise KeyboardInterrupt
         with open(os.path.join(out, "valid_results.csv"), "w") as fout:
