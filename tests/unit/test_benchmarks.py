@@ -165,24 +165,11 @@ def test_cmcr_arm_stopped_by_ctrl_c_goes_on_on_another_machine(
         tmp_path, cmcr, monkeypatch):
     import shutil
 
-    from tests.unit.fake_runs import checkpoint_epochs, epochs_logged
+    from tests.unit.fake_runs import run_stopped_once
 
-    seen = []
-
-    def run_recipe(recipe, yaml, overrides, threads):
-        """Checkpoints each of two epochs; the first start stops after
-        one (a session's end)."""
-        out = overrides["output_folder"]
-        seen.append(epochs_logged(out))
-        checkpoint_epochs(out, range(seen[-1] + 1, 2 if len(seen) == 1
-                                     else 3), name="model.ckpt")
-        if len(seen) == 1:
-            raise KeyboardInterrupt
-        with open(os.path.join(out, "valid_results.csv"), "w") as fout:
-            fout.write("snt_id,pesq,estoi,si_sdr\nu1,2.0,0.8,10.0\n")
-        return 1.0
-
-    monkeypatch.setattr(cmcr, "run_recipe", run_recipe)
+    seen = []  # two epochs; the first start stops after one (Ctrl-C)
+    monkeypatch.setattr(cmcr, "run_recipe", run_stopped_once(
+        seen, 1, lambda overrides: 2, name="model.ckpt"))
     work, models = str(tmp_path / "runs"), str(tmp_path / "models")
     job = {"stage": "validation", "arm": "full", "seed": 1}
     other = {**job, "seed": 2}  # not started: nothing to keep

@@ -565,24 +565,12 @@ def test_an_unfinished_backbone_goes_on_on_another_machine(tmp_path,
                                                            monkeypatch):
     import shutil
 
-    from tests.unit.fake_runs import checkpoint_epochs, epochs_logged
+    from tests.unit.fake_runs import run_stopped_once
 
-    seen = []
-
-    def run(recipe, yaml, overrides, threads):
-        """A run that checkpoints each epoch; the first one stops after
-        two of its four epochs (a session's end)."""
-        out = overrides["output_folder"]
-        done = epochs_logged(out)
-        seen.append(done)
-        last = 2 if len(seen) == 1 else overrides["number_of_epochs"]
-        checkpoint_epochs(out, range(done + 1, last + 1),
-                          valid_loss=lambda epoch: 1 / epoch)
-        if len(seen) == 1:
-            raise KeyboardInterrupt
-        with open(os.path.join(out, "valid_results.csv"), "w") as fout:
-            fout.write("snt_id,pesq,estoi,si_sdr\nu1,2.0,0.8,10.0\n")
-        return 1.0
+    seen = []  # the first start stops after two of its epochs (Ctrl-C)
+    run = run_stopped_once(seen, 2,
+                           lambda overrides: overrides["number_of_epochs"],
+                           valid_loss=lambda epoch: 1 / epoch)
 
     monkeypatch.setattr(cr_protocol_jobs, "run_recipe", run)
     monkeypatch.setattr(cr_protocol_jobs, "archive_run",
