@@ -96,12 +96,13 @@ SIZE = ENHANCEMENT["cmcr_net"]
 
 #: The contrast term's weights tried on validation. The term sits inside
 #: the pull, which the recipe weighs by ``branch_pull_weight`` (0.01), and
-#: its gradient is small (the speech branch is already near orthogonal to
-#: the noise): at the first grid, 0.03, its gradient was 1.5e-4 to 2.2e-4
-#: of the waveform loss's in the first two epochs (``contrast_grad_ratio``,
-#: seed 1), so 0.03 to 0.3 could not move the network. Amended before any
-#: contrast run was scored: 3, 10 and 30, a gradient share of about 0.02,
-#: 0.07 and 0.2 at that rate (it is linear in the weight).
+#: a squared cosine (about 0.1 early in training) moves far less than the
+#: pull's SI-SNR terms in dB: at the first grid, 0.03, its gradient was
+#: 1.5e-4 to 2.2e-4 of the waveform loss's in the first two epochs
+#: (``contrast_grad_ratio``, seed 1), so 0.03 to 0.3 could not move the
+#: network. Amended before any contrast run was scored: 3, 10 and 30, a
+#: gradient share of about 0.02, 0.07 and 0.2 at that rate (it is linear
+#: in the weight; it grows as the waveform loss's gradient shrinks).
 CONTRAST_WEIGHTS = (3, 10, 30)
 
 #: The test stage's arms: name -> (recipe YAML, extra overrides);
