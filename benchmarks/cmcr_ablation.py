@@ -83,7 +83,12 @@ from benchmarks.paired import (
     timed_run,
 )
 from benchmarks.power import holm
-from benchmarks.run_archive import archive_unfinished, restore_unfinished
+from benchmarks.run_archive import (
+    discard_kept,
+    keep_stopped,
+    resume_kept,
+    unfinished_path,
+)
 from lobes.cpu_settings import ENHANCEMENT, ENHANCEMENT_TRAINING
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -197,33 +202,22 @@ def parameters(arm):
 
 def unfinished_archive(models, job):
     """Where Ctrl-C keeps the checkpoints of a run it stopped (None: not
-    kept).
+    kept; :func:`benchmarks.run_archive.unfinished_path`).
 
     Example
     -------
     >>> unfinished_archive("/m", {"stage": "test", "arm": "full", "seed": 4})
     '/m/test_full_seed4.unfinished.safetensors'
     """
-    if not models:
-        return None
-    return os.path.join(models, job_id(job).replace("/", "_")
-                        + ".unfinished.safetensors")
+    return unfinished_path(models, job_id(job))
 
 
 def archive_stopped(jobs, work, models):
     """Keep the checkpoints of the runs among ``jobs`` that Ctrl-C stopped
     after their first checkpoint, for another machine; the files written.
     """
-    kept = []
-    for job in jobs:
-        out, path = (os.path.join(work, job_id(job)),
-                     unfinished_archive(models, job))
-        save = os.path.join(out, "save")
-        if path and os.path.isdir(save) and any(
-                name.startswith("CKPT+") for name in os.listdir(save)):
-            if archive_unfinished(out, path):
-                kept.append(path)
-    return kept
+    return keep_stopped([(os.path.join(work, job_id(job)),
+                          unfinished_archive(models, job)) for job in jobs])
 
 
 def run_arm(job, setup, work, ssl_folder, threads, quick, models=None):
@@ -234,9 +228,7 @@ def run_arm(job, setup, work, ssl_folder, threads, quick, models=None):
     yaml, extra = arm_spec(job["arm"], setup.get("contrast_weight"))
     out = os.path.join(work, job_id(job))
     unfinished = unfinished_archive(models, job)
-    if unfinished and os.path.isfile(unfinished) and not os.path.isdir(
-            os.path.join(out, "save")):
-        restore_unfinished(unfinished, out)  # stopped elsewhere
+    resume_kept(unfinished, out)  # a run stopped on another machine
     split = "valid" if job["stage"] == "validation" else "test"
     metrics = SCORES if split == "valid" or quick else TEST_METRICS
     overrides = {
@@ -254,8 +246,7 @@ def run_arm(job, setup, work, ssl_folder, threads, quick, models=None):
     wall = timed_run(out, lambda: run_recipe(RECIPE, yaml, overrides,
                                              threads))
     items = read_per_utterance(os.path.join(out, f"{split}_results.csv"))
-    if unfinished and os.path.isfile(unfinished):
-        os.remove(unfinished)  # finished: its record is all that is kept
+    discard_kept(unfinished)
     return {
         "id": job_id(job), **job, "yaml": yaml, "overrides": overrides,
         "split": split, "items": items, "means": mean_scores(items),

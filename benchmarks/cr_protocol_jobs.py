@@ -47,10 +47,12 @@ from benchmarks.paired import (
 )
 from benchmarks.run_archive import (
     archive_run,
-    archive_unfinished,
+    discard_kept,
     file_sha256,
+    keep_stopped,
     restore_run,
-    restore_unfinished,
+    resume_kept,
+    unfinished_path,
 )
 
 FULL = {
@@ -233,9 +235,7 @@ class Protocol:
             epochs, rounds = step, 0
             folder = self.folder(job)
             unfinished = self.archive(job, unfinished=True)
-            if unfinished and os.path.isfile(unfinished) and not (
-                    os.path.isdir(os.path.join(folder, "save"))):
-                restore_unfinished(unfinished, folder)  # stopped elsewhere
+            resume_kept(unfinished, folder)  # stopped on another machine
             stored = stored_run_state(  # a run stopped in a later round
                 folder,
                 self._state(self._overrides(job, step, "valid", SCORES)),
@@ -266,30 +266,27 @@ class Protocol:
                 "sha256": archive_run(overrides["output_folder"], archive,
                                       ["enhance_model"]),
             }
-            if unfinished and os.path.isfile(unfinished):
-                os.remove(unfinished)
+            discard_kept(unfinished)
         return record
 
     def archive_unfinished(self, jobs):
         """Archive the checkpoints of the backbones among ``jobs`` stopped
         midway (:func:`benchmarks.run_archive.archive_unfinished`), so that
         they go on from there on another machine; the files written."""
-        written = []
-        for job in jobs:
-            path = self.archive(job, unfinished=True)
-            if path and os.path.isdir(os.path.join(self.folder(job), "save")):
-                if archive_unfinished(self.folder(job), path):
-                    written.append(path)
-        return written
+        return keep_stopped([(self.folder(job),
+                              self.archive(job, unfinished=True))
+                             for job in jobs])
 
     def archive(self, job, unfinished=False):
         """Where a backbone's best checkpoint is archived, or an unfinished
         backbone's checkpoints (:mod:`benchmarks.run_archive`); None when
         nothing is archived."""
+        if unfinished:
+            return unfinished_path(self.models, job_id(job))
         if not self.models:
             return None
-        return os.path.join(self.models, job_id(job).replace("/", "_") + (
-            ".unfinished" if unfinished else "") + ".safetensors")
+        return os.path.join(self.models,
+                            job_id(job).replace("/", "_") + ".safetensors")
 
     def fork(self, job, setting, split):
         """Fine-tune a backbone (``init_from``) for the fork's epochs: no

@@ -216,6 +216,89 @@ def archive_unfinished(folder, path, max_bytes=20 << 20):
     return True
 
 
+def unfinished_path(models, name):
+    """Where Ctrl-C keeps the checkpoints of the run ``name`` it stopped:
+    a file in ``models`` (None: not kept).
+
+    Example
+    -------
+    >>> unfinished_path("/m", "test/full/seed4")
+    '/m/test_full_seed4.unfinished.safetensors'
+    >>> unfinished_path(None, "test/full/seed4") is None
+    True
+    """
+    if not models:
+        return None
+    return os.path.join(models,
+                        name.replace("/", "_") + ".unfinished.safetensors")
+
+
+def keep_stopped(runs):
+    """Keep, for another machine, each stopped run of ``runs`` (pairs of
+    its folder and :func:`unfinished_path`) that wrote a checkpoint
+    (:func:`archive_unfinished`); the files written.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> run, empty = tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> os.makedirs(os.path.join(run, "save", "CKPT+1"))
+    >>> models = tempfile.mkdtemp()
+    >>> kept = keep_stopped([(run, unfinished_path(models, "a")),
+    ...                      (empty, unfinished_path(models, "b"))])
+    >>> [os.path.basename(path) for path in kept]
+    ['a.unfinished.safetensors']
+    """
+    kept = []
+    for folder, path in runs:
+        save = os.path.join(folder, "save")
+        if path and os.path.isdir(save) and any(
+                name.startswith("CKPT+") for name in os.listdir(save)):
+            if archive_unfinished(folder, path):
+                kept.append(path)
+    return kept
+
+
+def resume_kept(path, folder):
+    """Write the run kept in ``path`` (:func:`keep_stopped`) back to
+    ``folder`` when the run has not started here; whether it was.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> os.makedirs(os.path.join(run, "save", "CKPT+1"))
+    >>> _ = open(os.path.join(run, "save", "CKPT+1", "net.ckpt"), "w")
+    >>> path = unfinished_path(tempfile.mkdtemp(), "a")
+    >>> resume_kept(path, run)  # nothing kept
+    False
+    >>> keep_stopped([(run, path)]) == [path]
+    True
+    >>> elsewhere = os.path.join(tempfile.mkdtemp(), "run")
+    >>> resume_kept(path, elsewhere)
+    True
+    >>> resume_kept(path, elsewhere)  # started here: its own checkpoints
+    False
+    """
+    if not (path and os.path.isfile(path)) or os.path.isdir(
+            os.path.join(folder, "save")):
+        return False
+    restore_unfinished(path, folder)
+    return True
+
+
+def discard_kept(path):
+    """Delete a kept run's file once the run has finished: its record is
+    all that is kept.
+
+    Example
+    -------
+    >>> discard_kept(None)
+    """
+    if path and os.path.isfile(path):
+        os.remove(path)
+
+
 def restore_unfinished(path, folder):
     """Write an :func:`archive_unfinished` file back as a run folder (the
     placeholders replaced by this machine's paths); the files written."""
