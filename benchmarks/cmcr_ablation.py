@@ -32,7 +32,7 @@ goes on from its checkpoint when its overrides and the code it imports
 are unchanged (:func:`benchmarks.paired.start_or_resume`). Ctrl-C keeps
 the checkpoints of each run it stopped in
 ``benchmarks/models/cmcr_ablation/<run>.unfinished.safetensors``
-(:func:`benchmarks.run_archive.archive_unfinished`): committed, the run
+(:func:`benchmarks.run_archive.keep_stopped`): committed, the run
 goes on from them on another machine, whose run folders start empty::
 
     python -m benchmarks.cmcr_ablation          # validation stage
