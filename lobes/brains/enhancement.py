@@ -219,6 +219,24 @@ class EnhancementBrain(RecipeBrain):
             if math.isfinite(share[key]):  # NaN: a zero gradient
                 self.add_stat(f"{name}_{suffix}", share[key])
 
+    def _branch_pull(self, waveform_loss, branches, clean, noisy, lengths):
+        """The weighted branch pull; logs it, each of its parts and their
+        gradient shares against ``waveform_loss``."""
+        pull, details = self.hparams.branch_pull(
+            *branches, clean, noisy, lengths
+        )
+        self.add_stat("branch_pull", pull)
+        for key in ("relevant_si_snr", "irrelevant_si_snr", "contrast"):
+            self.add_stat(f"branch_{key}", details[key])
+        weighted = self.branch_pull_weight * pull
+        self._log_gradient_share("branch_pull", waveform_loss, weighted)
+        if details.get("contrast_term") is not None:
+            self._log_gradient_share(
+                "contrast", waveform_loss,
+                self.branch_pull_weight * details["contrast_term"],
+            )
+        return weighted
+
     def compute_forward(self, batch, stage):
         """Enhance the batch's noisy waveforms: ``[B, T]`` -> ``[B, T]``.
 
@@ -244,24 +262,10 @@ class EnhancementBrain(RecipeBrain):
         loss = self.compute_waveform_loss(enhanced, clean, lengths)
         if stage == sb.Stage.TRAIN:
             self.add_stat("waveform_loss", loss)
-        if branches is not None:
-            pull, details = self.hparams.branch_pull(
-                *branches, clean, noisy, lengths
-            )
-            self.add_stat("branch_pull", pull)
-            if stage == sb.Stage.TRAIN:  # each part of the pull
-                for key in ("relevant_si_snr", "irrelevant_si_snr",
-                            "contrast"):
-                    self.add_stat(f"branch_{key}", details[key])
-            weighted = self.branch_pull_weight * pull
-            if stage == sb.Stage.TRAIN:
-                self._log_gradient_share("branch_pull", loss, weighted)
-                if details.get("contrast_term") is not None:
-                    self._log_gradient_share(
-                        "contrast", loss,
-                        self.branch_pull_weight * details["contrast_term"],
-                    )
-            loss = loss + weighted
+            if branches is not None:  # only training returns branches
+                loss = loss + self._branch_pull(
+                    loss, branches, clean, noisy, lengths
+                )
         if stage == sb.Stage.TRAIN and self.contrastive.enabled:
             loss, _ = self.contrastive.regularize(
                 loss, enhanced, clean, noisy, lengths, batch.id,
