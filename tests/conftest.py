@@ -103,6 +103,21 @@ def _recipe_rows_in_background(request):
         request.getfixturevalue("recipe_runner")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_under_basetemp(tmp_path_factory):
+    """Scratch folders that tests and doctests make with ``tempfile`` go
+    under the session's base folder (pytest keeps the last three
+    sessions'), not straight into the system's, where a run of the suite
+    left over a hundred. Set with the session's first test (``tests/``
+    runs first), kept until its end."""
+    import tempfile
+
+    before = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tempfile"))
+    yield
+    tempfile.tempdir = before
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models gain nothing from threads, which a busy machine stalls:
