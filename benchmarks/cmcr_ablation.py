@@ -349,7 +349,7 @@ def summarize_test(data):
                "parameters": runs[0]["parameters"],
                "shares": {k: [r["train"].get(k) for r in runs]
                           for k in SHARES}}
-        if arm != BASELINE:
+        if arm != BASELINE and set(mine) & set(base):  # a seed of full's
             tables = {s: paired_table(mine, base, s) for s in SCORES}
             row["utterances"] = tables[PRIMARY].shape[1]
             row["effects"] = {s: effect_summary(t)
@@ -426,8 +426,8 @@ def markdown_table(data):
             f"| {row['arm']} | {row['seeds']} × {row.get('utterances', '—')}"
             f" | {row['means']['pesq']:.2f} "
             f"| {_cell(effects.get('pesq'), 3)} "
-            f"| {row.get('p_holm', math.nan):.3f} "
-            f"| {effects.get('pesq', {}).get('mde', math.nan):.3f} "
+            f"| {_number(row.get('p_holm'))} "
+            f"| {_number(effects.get('pesq', {}).get('mde'))} "
             f"| {_cell(effects.get('estoi'), 3)} "
             f"| {_cell(effects.get('si_sdr'))} | {row['parameters']:,} "
             f"| {cosines} |")
@@ -442,6 +442,13 @@ def _stat(trains, key, form):
     logged it."""
     values = [t[key] for t in trains if key in t]
     return form.format(sum(values) / len(values)) if values else "—"
+
+
+def _number(value, form="{:.3f}"):
+    """``value`` formatted; "—" where there is none (no paired seed)."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    return form.format(value)
 
 
 def _mean(values):

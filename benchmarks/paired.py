@@ -574,9 +574,10 @@ def run_in_phases(phases, work, jobs, on_result):
     earlier one's output, e.g. CCR its baseline); ``on_result(job, result)``
     is called as each run finishes.
 
-    On Ctrl-C no waiting job starts (the running ones' recipes got the
-    signal too and save their checkpoints) and the interrupt is raised
-    once they have stopped.
+    On Ctrl-C, or when ``on_result`` fails, no waiting job starts (on
+    Ctrl-C the running ones' recipes got the signal too and save their
+    checkpoints) and the interrupt or error is raised once the running
+    jobs have stopped.
 
     Example
     -------
@@ -592,7 +593,7 @@ def run_in_phases(phases, work, jobs, on_result):
         try:
             for future in concurrent.futures.as_completed(futures):
                 on_result(futures[future], future.result())
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or on_result failed
             pool.shutdown(cancel_futures=True)
             raise
         finally:

@@ -188,6 +188,48 @@ def test_cmcr_arm_stopped_by_ctrl_c_goes_on_on_another_machine(
         assert fin.read() == bytes([1])
 
 
+def test_a_failing_result_handler_starts_no_waiting_job():
+    import time
+
+    from benchmarks.paired import run_in_phases
+
+    started = []
+
+    def work(job):
+        started.append(job)
+        time.sleep(0.2)
+        return job
+
+    def on_result(job, result):
+        raise TypeError("the table could not be written")
+
+    with pytest.raises(TypeError):
+        run_in_phases([[1, 2, 3, 4], [5]], work, 1, on_result)
+    assert started[0] == 1 and len(started) <= 2  # 3, 4 and 5 never start
+
+
+def test_cmcr_test_table_with_an_arm_done_before_full(cmcr):
+    """An arm that finishes before ``full`` of its seed has no paired
+    effect yet; the table is written all the same."""
+    items = {"u1": {"pesq": 1.5, "estoi": 0.8, "si_sdr": 10.0},
+             "u2": {"pesq": 1.7, "estoi": 0.7, "si_sdr": 12.0}}
+    train = {"cr_grad_cosine": 0.1}
+
+    def run(arm, seed):
+        return {"id": f"test/{arm}/seed{seed}", "stage": "test", "arm": arm,
+                "seed": seed, "items": items, "train": train,
+                "parameters": 10,
+                "means": {"pesq": 1.6, "estoi": 0.75, "si_sdr": 11.0}}
+    data = {"runs": [run("no_cr", 4)], "choice": None}
+    rows = cmcr.summarize_test(data)
+    assert [r["arm"] for r in rows] == ["no_cr"] and "effects" not in rows[0]
+    assert "| no_cr | 1 × — | 1.60 | — | — | — | — | — | 10 |" in (
+        cmcr.markdown_table(data))
+    data["runs"].append(run("full", 4))
+    row = next(r for r in cmcr.summarize_test(data) if r["arm"] == "no_cr")
+    assert row["utterances"] == 2 and row["effects"]["pesq"]["mean"] == 0
+
+
 def test_ctrl_c_starts_no_waiting_job():
     import time
 
