@@ -223,8 +223,10 @@ def test_cmcr_test_table_with_an_arm_done_before_full(cmcr):
     data = {"runs": [run("no_cr", 4)], "choice": None}
     rows = cmcr.summarize_test(data)
     assert [r["arm"] for r in rows] == ["no_cr"] and "effects" not in rows[0]
-    assert "| no_cr | 1 × — | 1.60 | — | — | — | — | — | 10 |" in (
-        cmcr.markdown_table(data))
+    table = cmcr.markdown_table(data)
+    assert ("| no_cr | 1 × — | 1.60 | 0.750 | 11.00 | — | — | — | — | — "
+            "| 10 |") in table
+    assert "Test stage under way: 1 of 30 runs." in table
     data["runs"].append(run("full", 4))
     row = next(r for r in cmcr.summarize_test(data) if r["arm"] == "no_cr")
     assert row["utterances"] == 2 and row["effects"]["pesq"]["mean"] == 0
