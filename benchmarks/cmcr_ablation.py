@@ -64,6 +64,7 @@ from benchmarks.cr_protocol_analysis import (
     noisy_scores,
     paired_table,
     read_per_utterance,
+    valid_losses,
 )
 from benchmarks.cr_protocol_jobs import models_folder
 from benchmarks.cr_vs_baseline import (
@@ -251,6 +252,7 @@ def run_arm(job, setup, work, ssl_folder, threads, quick, models=None):
         "id": job_id(job), **job, "yaml": yaml, "overrides": overrides,
         "split": split, "items": items, "means": mean_scores(items),
         "train": last_epoch_stats(os.path.join(out, "train_log.txt")),
+        "valid_losses": valid_losses(os.path.join(out, "train_log.txt")),
         **{key: effective_hparam(out, key)
            for key in ("cr_weight", "cr_form")},
         "parameters": parameters(job["arm"]), "wall_seconds": wall,

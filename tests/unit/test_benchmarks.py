@@ -182,6 +182,7 @@ def test_cmcr_arm_stopped_by_ctrl_c_goes_on_on_another_machine(
     shutil.rmtree(work)  # a fresh machine
     record = cmcr.run_arm(job, *args)
     assert seen == [0, 1] and record["resumed"]  # went on from epoch 1
+    assert len(record["valid_losses"]) == 2  # both epochs' (best epoch)
     assert not os.path.exists(kept[0])  # finished: only its record stays
     with open(os.path.join(work, cmcr.job_id(job), "save", "CKPT+1",
                            "model.ckpt"), "rb") as fin:
