@@ -271,7 +271,7 @@ class Protocol:
 
     def archive_unfinished(self, jobs):
         """Archive the checkpoints of the backbones among ``jobs`` stopped
-        midway (:func:`benchmarks.run_archive.archive_unfinished`), so that
+        midway (:func:`benchmarks.run_archive.keep_stopped`), so that
         they go on from there on another machine; the files written."""
         return keep_stopped([(self.folder(job),
                               self.archive(job, unfinished=True))
