@@ -444,7 +444,8 @@ def markdown_table(data):
                   f"runs. The rule of step 7 is read once every arm has its "
                   f"{seeds} seeds; an interval over fewer is not the "
                   "design's (over one seed it leaves out the seed-to-seed "
-                  "spread)."]
+                  "spread); a Δ without an interval has too few seeds "
+                  "for one (under one degree of freedom)."]
     return "\n".join(lines)
 
 
