@@ -362,7 +362,53 @@ def summarize_test(data):
     for row, p in zip(tested, holm([r["effects"][PRIMARY]["p"]
                                     for r in tested])):
         row["p_holm"] = p
+    seeds = data.get("training", {}).get("test_seeds", FULL["test_seeds"])
+    if sorted(r["arm"] for r in rows) == sorted(ARMS) and all(
+            sorted(by_seed(data, "test", r["arm"])) == sorted(seeds)
+            for r in rows):
+        for row in rows[1:]:
+            row["reading"] = read_arm(row)
     return rows
+
+
+def read_arm(row, margin=MARGIN_DB):
+    """Step 7's rule, written before any test run was scored, on one arm.
+
+    A ``no_*`` arm (a part removed): ``part helps`` where its PESQ
+    interval against ``full`` is below zero with a Holm-adjusted p below
+    0.05, ``part hurts`` where above zero with such a p. ``contrast`` (a
+    term added): ``gain`` where its PESQ interval is above zero with such
+    a p and its SI-SDR interval's low end is above ``-margin`` dB,
+    ``term hurts`` where its PESQ interval is below zero with such a p.
+    Anything else is ``null``, read with the arm's MDE.
+
+    Example
+    -------
+    >>> def row(arm, low, high, p, si_sdr_low=0.0):
+    ...     return {"arm": arm, "p_holm": p, "effects": {
+    ...         "pesq": {"low": low, "high": high},
+    ...         "si_sdr": {"low": si_sdr_low}}}
+    >>> read_arm(row("no_cr", -0.2, -0.05, 0.01))
+    'part helps'
+    >>> read_arm(row("no_cr", -0.2, -0.05, 0.2))
+    'null'
+    >>> read_arm(row("contrast", 0.02, 0.1, 0.01))
+    'gain'
+    >>> read_arm(row("contrast", 0.02, 0.1, 0.01, si_sdr_low=-0.5))
+    'null'
+    """
+    effects = row["effects"]
+    low, high = effects[PRIMARY]["low"], effects[PRIMARY]["high"]
+    if not row.get("p_holm", 1.0) < 0.05:
+        return "null"
+    added = row["arm"] == "contrast"
+    if high < 0:
+        return "term hurts" if added else "part helps"
+    if low > 0:
+        if not added:
+            return "part hurts"
+        return "gain" if effects[GUARD]["low"] > -margin else "null"
+    return "null"
 
 
 def markdown_table(data):
@@ -417,8 +463,8 @@ def markdown_table(data):
     lines += ["", "| test arm | seeds × utterances | PESQ | eSTOI | SI-SDR "
               "| Δ PESQ [95 % CI] | p (Holm) | MDE | Δ eSTOI [95 % CI] "
               "| Δ SI-SDR [95 % CI] | parameters | gradient cosine to the "
-              "waveform loss (CR, pull, contrast) |",
-              "|---|---|---:|---:|---:|---|---:|---:|---|---|---:|---|"]
+              "waveform loss (CR, pull, contrast) | step 7 reading |",
+              "|---|---|---:|---:|---:|---|---:|---:|---|---|---:|---|---|"]
     for row in rows:
         effects = row.get("effects", {})
         cosines = " / ".join(
@@ -433,12 +479,24 @@ def markdown_table(data):
             f"| {_number(effects.get('pesq', {}).get('mde'))} "
             f"| {_cell(effects.get('estoi'), 3)} "
             f"| {_cell(effects.get('si_sdr'))} | {row['parameters']:,} "
-            f"| {cosines} |")
+            f"| {cosines} | {row.get('reading', '—')} |")
     if noisy:
         lines += ["", f"Noisy input (test): PESQ {noisy['pesq']:.2f}, eSTOI "
                   f"{noisy['estoi']:.3f}, SI-SDR {noisy['si_sdr']:.2f} dB."]
     seeds = len(data.get("training", {}).get("test_seeds", FULL["test_seeds"]))
     done = sum(row["seeds"] for row in rows)
+    if noisy and "reading" in rows[-1]:
+        gate = noisy["estoi"] - 0.01
+        estoi = rows[0]["means"]["estoi"]
+        lines += ["", "Reading (step 7's rule, from the table): "
+                  + "; ".join(f"{r['arm']}: {r['reading']}"
+                              for r in rows[1:]) + ". " + (
+                      f"`full`'s test eSTOI, {estoi:.3f}, is more than 0.01 "
+                      "below the noisy input's: every effect is one on an "
+                      "enhancer that has not learned intelligibility."
+                      if estoi < gate else
+                      f"`full`'s test eSTOI, {estoi:.3f}, meets step 2's "
+                      f"gate (at least {gate:.3f}).")]
     if done < seeds * len(ARMS):
         lines += ["", f"Test stage under way: {done} of {seeds * len(ARMS)} "
                   f"runs. The rule of step 7 is read once every arm has its "

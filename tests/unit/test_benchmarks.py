@@ -235,3 +235,38 @@ def test_ctrl_c_or_a_failing_handler_starts_no_waiting_job(stop):
     with pytest.raises(stop):
         run_in_phases([[1, 2, 3, 4], [5]], work, 1, on_result)
     assert started[0] == 1 and len(started) <= 2  # 3, 4 and 5 never start
+
+
+def test_cmcr_step7_reading_only_on_the_whole_design():
+    """The rule is read per arm once every arm has every test seed; a part
+    whose removal lowers PESQ in every seed helps, an arm equal to ``full``
+    is a null; the eSTOI gate is stated against the noisy input."""
+    cmcr = load("cmcr_ablation")
+    shift = {"no_cr": -0.3, "contrast": 0.0}
+
+    def run(arm, seed):
+        items = {f"u{k}": {"pesq": 2.0 + shift.get(arm, 0.0)
+                           + 0.01 * ((k * seed + len(arm)) % 5),
+                           "estoi": 0.8, "si_sdr": 10.0 + 0.1 * (k % 3)}
+                 for k in range(8)}
+        return {"stage": "test", "arm": arm, "seed": seed, "items": items,
+                "means": cmcr.mean_scores(items), "parameters": 10,
+                "train": {}}
+
+    arms = list(cmcr.ARMS)
+    data = {"runs": [run(a, s) for a in arms for s in (4, 5, 6, 7)],
+            "noisy_test": {"pesq": 1.5, "estoi": 0.85, "si_sdr": 8.0}}
+    assert all("reading" not in r for r in cmcr.summarize_test(data))
+    assert "Reading" not in cmcr.markdown_table(data)
+    data["runs"] += [run(a, 8) for a in arms]
+    rows = {r["arm"]: r for r in cmcr.summarize_test(data)}
+    assert "reading" not in rows["full"]
+    assert rows["no_cr"]["reading"] == "part helps"
+    assert rows["contrast"]["reading"] == "null"
+    table = cmcr.markdown_table(data)
+    assert "| part helps |" in table
+    assert ("Reading (step 7's rule, from the table): no_cr: part helps; "
+            "no_contrastive_attention: null;") in table
+    assert "has not learned intelligibility" in table  # 0.800 < 0.840
+    data["noisy_test"]["estoi"] = 0.8
+    assert "meets step 2's gate (at least 0.790)" in cmcr.markdown_table(data)
