@@ -489,8 +489,10 @@ def markdown_table(data):
         gate = noisy["estoi"] - 0.01
         estoi = rows[0]["means"]["estoi"]
         lines += ["", "Reading (step 7's rule, from the table): "
-                  + "; ".join(f"{r['arm']}: {r['reading']}"
-                              for r in rows[1:]) + ". " + (
+                  + "; ".join(f"{r['arm']}: {r['reading']}" + (
+                      f" (MDE {r['effects'][PRIMARY]['mde']:.3f} PESQ)"
+                      if r["reading"] == "null" else "")
+                      for r in rows[1:]) + ". " + (
                       f"`full`'s test eSTOI, {estoi:.3f}, is more than 0.01 "
                       "below the noisy input's: every effect is one on an "
                       "enhancer that has not learned intelligibility."
