@@ -362,13 +362,17 @@ def summarize_test(data):
     for row, p in zip(tested, holm([r["effects"][PRIMARY]["p"]
                                     for r in tested])):
         row["p_holm"] = p
-    seeds = data.get("training", {}).get("test_seeds", FULL["test_seeds"])
+    seeds = sorted(_test_seeds(data))
     if sorted(r["arm"] for r in rows) == sorted(ARMS) and all(
-            sorted(by_seed(data, "test", r["arm"])) == sorted(seeds)
-            for r in rows):
+            sorted(by_seed(data, "test", r["arm"])) == seeds for r in rows):
         for row in rows[1:]:
             row["reading"] = read_arm(row)
     return rows
+
+
+def _test_seeds(data):
+    """The file's test seeds (the full design's where it names none)."""
+    return data.get("training", {}).get("test_seeds", FULL["test_seeds"])
 
 
 def read_arm(row, margin=MARGIN_DB):
@@ -483,22 +487,24 @@ def markdown_table(data):
     if noisy:
         lines += ["", f"Noisy input (test): PESQ {noisy['pesq']:.2f}, eSTOI "
                   f"{noisy['estoi']:.3f}, SI-SDR {noisy['si_sdr']:.2f} dB."]
-    seeds = len(data.get("training", {}).get("test_seeds", FULL["test_seeds"]))
+    seeds = len(_test_seeds(data))
     done = sum(row["seeds"] for row in rows)
-    if noisy and "reading" in rows[-1]:
-        gate = noisy["estoi"] - 0.01
-        estoi = rows[0]["means"]["estoi"]
-        lines += ["", "Reading (step 7's rule, from the table): "
-                  + "; ".join(f"{r['arm']}: {r['reading']}" + (
-                      f" (MDE {r['effects'][PRIMARY]['mde']:.3f} PESQ)"
-                      if r["reading"] == "null" else "")
-                      for r in rows[1:]) + ". " + (
-                      f"`full`'s test eSTOI, {estoi:.3f}, is more than 0.01 "
-                      "below the noisy input's: every effect is one on an "
-                      "enhancer that has not learned intelligibility."
-                      if estoi < gate else
-                      f"`full`'s test eSTOI, {estoi:.3f}, meets step 2's "
-                      f"gate (at least {gate:.3f}).")]
+    if "reading" in rows[-1]:
+        reading = "Reading (step 7's rule, from the table): " + "; ".join(
+            f"{r['arm']}: {r['reading']}" + (
+                f" (MDE {r['effects'][PRIMARY]['mde']:.3f} PESQ)"
+                if r["reading"] == "null" else "") for r in rows[1:]) + "."
+        if noisy:
+            gate = noisy["estoi"] - 0.01
+            estoi = rows[0]["means"]["estoi"]
+            reading += " " + (
+                f"`full`'s test eSTOI, {estoi:.3f}, is more than 0.01 "
+                "below the noisy input's: every effect is one on an "
+                "enhancer that has not learned intelligibility."
+                if estoi < gate else
+                f"`full`'s test eSTOI, {estoi:.3f}, meets step 2's gate "
+                f"(at least {gate:.3f}).")
+        lines += ["", reading]
     if done < seeds * len(ARMS):
         lines += ["", f"Test stage under way: {done} of {seeds * len(ARMS)} "
                   f"runs. The rule of step 7 is read once every arm has its "
