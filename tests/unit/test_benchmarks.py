@@ -91,7 +91,7 @@ def test_cr_summary_pairs_each_space_with_the_one_backbone_run():
 
 
 def test_cmcr_ablations_are_paired_with_the_full_model():
-    cmcr = load("cmcr_ablation")
+    cmcr = load("cmcr_ablation_analysis")
 
     def run(stage, arm, seed, pesq, train=None):
         items = {f"u{k}": {"pesq": pesq + 0.01 * ((k * seed) % 3),
@@ -189,9 +189,10 @@ def test_cmcr_arm_stopped_by_ctrl_c_goes_on_on_another_machine(
         assert fin.read() == bytes([1])
 
 
-def test_cmcr_test_table_with_an_arm_done_before_full(cmcr):
+def test_cmcr_test_table_with_an_arm_done_before_full():
     """An arm that finishes before ``full`` of its seed has no paired
     effect yet; the table is written all the same."""
+    cmcr = load("cmcr_ablation_analysis")
     items = {"u1": {"pesq": 1.5, "estoi": 0.8, "si_sdr": 10.0},
              "u2": {"pesq": 1.7, "estoi": 0.7, "si_sdr": 12.0}}
     train = {"cr_grad_cosine": 0.1}
@@ -241,7 +242,7 @@ def test_cmcr_step7_reading_only_on_the_whole_design():
     """The rule is read per arm once every arm has every test seed; a part
     whose removal lowers PESQ in every seed helps, an arm equal to ``full``
     is a null; the eSTOI gate is stated against the noisy input."""
-    cmcr = load("cmcr_ablation")
+    cmcr = load("cmcr_ablation_analysis")
     shift = {"no_cr": -0.3, "contrast": 0.0}
 
     def run(arm, seed):
