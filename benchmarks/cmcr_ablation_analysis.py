@@ -22,11 +22,11 @@ from benchmarks.cr_protocol_analysis import (
     MARGIN_DB,
     PRIMARY,
     SCORES,
-    _cell,
     effect_summary,
     mean_scores,
     paired_table,
 )
+from benchmarks.cr_protocol_tables import interval_cell
 from benchmarks.power import holm
 
 #: The contrast term's weights tried on validation. The term sits inside
@@ -298,11 +298,11 @@ def markdown_table(data):
             f"| {row['arm']} | {row['seeds']} × {row.get('utterances', '—')}"
             f" | {row['means']['pesq']:.2f} | {row['means']['estoi']:.3f} "
             f"| {row['means']['si_sdr']:.2f} "
-            f"| {_cell(effects.get('pesq'), 3)} "
+            f"| {interval_cell(effects.get('pesq'), 3)} "
             f"| {_number(row.get('p_holm'))} "
             f"| {_number(effects.get('pesq', {}).get('mde'))} "
-            f"| {_cell(effects.get('estoi'), 3)} "
-            f"| {_cell(effects.get('si_sdr'))} | {row['parameters']:,} "
+            f"| {interval_cell(effects.get('estoi'), 3)} "
+            f"| {interval_cell(effects.get('si_sdr'))} | {row['parameters']:,} "
             f"| {cosines} | {row.get('reading', '—')} |")
     if noisy:
         lines += ["", f"Noisy input (test): PESQ {noisy['pesq']:.2f}, eSTOI "

@@ -63,11 +63,8 @@ from benchmarks import provenance
 from benchmarks.cr_protocol_analysis import (
     MARGIN_DB,
     ORDERS,
-    backbone_table,
     check_backbones,
     choose_setting,
-    heldout_table,
-    markdown_table,
     mean_scores,
     noisy_scores,
     parse_setting,
@@ -75,7 +72,6 @@ from benchmarks.cr_protocol_analysis import (
     summarize_backbones,
     summarize_sweep,
     summarize_test,
-    sweep_table,
 )
 from benchmarks.cr_protocol_jobs import (
     BACKBONES,
@@ -88,6 +84,12 @@ from benchmarks.cr_protocol_jobs import (
     job_id,
     models_folder,
     rebuild_backbones,
+)
+from benchmarks.cr_protocol_tables import (
+    backbone_table,
+    heldout_table,
+    markdown_table,
+    sweep_table,
 )
 from benchmarks.cr_vs_baseline import TRAINED_SSL, ssl_weights_sha256
 from benchmarks.paired import REPO, ResumableRuns, run_in_phases

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks import cr_protocol, cr_protocol_jobs
+from benchmarks import cr_protocol, cr_protocol_jobs, cr_protocol_tables
 from benchmarks import cr_protocol_analysis as analysis
 
 SETTINGS = {
@@ -150,7 +150,7 @@ def _synthetic_data():
 
 
 def test_tables_render_a_tiny_synthetic_data_dict():
-    table = analysis.markdown_table(_synthetic_data())
+    table = cr_protocol_tables.markdown_table(_synthetic_data())
     lines = table.splitlines()
     assert "| noisy input | — | — | — | 1.90 | 0.750 | 8.00 | — |" in lines
     assert "| b | 1 | 30 / 40 | yes | 2.40 | 0.800 | 12.00 | yes |" in lines
@@ -176,7 +176,8 @@ def test_tables_render_a_tiny_synthetic_data_dict():
 
 def test_renderers_are_reachable_from_the_benchmark_module():
     data = _synthetic_data()
-    assert cr_protocol.markdown_table(data) == analysis.markdown_table(data)
+    tables = cr_protocol_tables
+    assert cr_protocol.markdown_table(data) == tables.markdown_table(data)
 
 
 def test_backbone_below_the_noisy_input_stops_the_protocol(capsys):
