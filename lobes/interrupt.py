@@ -208,7 +208,13 @@ class GracefulStop:
         if isinstance(exc, TrainingInterrupted):
             if self.announce:
                 stream = self.stream or sys.stderr
-                print(str(exc), file=stream, flush=True)
+                try:
+                    print(str(exc), file=stream, flush=True)
+                except (OSError, ValueError):
+                    # the terminal is gone (closed pipe, hung-up tty,
+                    # closed file): the checkpoint is saved, so the
+                    # exit code alone reports the stop
+                    pass
             raise SystemExit(exc.exit_code) from None
         return False
 

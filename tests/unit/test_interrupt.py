@@ -152,6 +152,33 @@ def test_not_announced_on_other_ranks(sigint_ignored):
     assert stream.getvalue() == ""
 
 
+class _GoneStream:
+    """A stderr whose reader has gone: every write fails."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def write(self, text):
+        raise self.error
+
+    def flush(self):
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [BrokenPipeError(32, "Broken pipe"),
+                                   OSError(5, "Input/output error"),
+                                   ValueError("I/O on closed file")])
+def test_stop_exits_cleanly_when_the_terminal_is_gone(sigint_ignored,
+                                                      error):
+    saved = []
+    with pytest.raises(SystemExit) as exit_info:
+        with GracefulStop(stream=_GoneStream(error)) as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            stop.stop_here(1, 2, 5, save=lambda: saved.append(2) or "ckpt")
+    assert exit_info.value.code == 130
+    assert saved == [2]
+
+
 def test_messages_without_checkpointer():
     assert "nothing saved" in stop_message(2, 1, 3)
     assert "nothing saved" in stop_message(2, 1)
