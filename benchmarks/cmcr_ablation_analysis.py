@@ -76,12 +76,26 @@ def contrast_arm(weight):
 
 
 def contrast_weight_of(arm):
-    """The contrast weight of a :func:`contrast_arm` name."""
+    """The contrast weight of a :func:`contrast_arm` name.
+
+    Example
+    -------
+    >>> contrast_weight_of("contrast/3")
+    3.0
+    """
     return float(arm.split("/")[1])
 
 
 def by_seed(data, stage, arm):
-    """``{seed: items}`` of an arm's runs in a stage."""
+    """``{seed: items}`` of an arm's runs in a stage.
+
+    Example
+    -------
+    >>> data = {"runs": [{"stage": "test", "arm": "full", "seed": 4,
+    ...                   "items": {"u": {"pesq": 2.0}}}]}
+    >>> by_seed(data, "test", "full"), by_seed(data, "validation", "full")
+    ({4: {'u': {'pesq': 2.0}}}, {})
+    """
     return {run["seed"]: run["items"] for run in data.get("runs", [])
             if run["stage"] == stage and run["arm"] == arm}
 
@@ -156,7 +170,25 @@ def choose_contrast(deltas, margin=MARGIN_DB):
 
 def summarize_test(data):
     """Each test arm against ``full``: paired effects per score, Holm over
-    the arms' PESQ p-values; means, parameters and gradient shares."""
+    the arms' PESQ p-values; means, parameters and gradient shares; and,
+    once every arm has every test seed, :func:`read_arm`'s reading.
+
+    Example
+    -------
+    >>> def run(arm, seed, pesq):
+    ...     items = {f"u{k}": {"pesq": pesq + 0.01 * k, "estoi": 0.8,
+    ...                        "si_sdr": 10.0} for k in range(4)}
+    ...     return {"stage": "test", "arm": arm, "seed": seed,
+    ...             "items": items, "means": mean_scores(items),
+    ...             "parameters": 10, "train": {}}
+    >>> data = {"runs": [run("full", s, 2.0) for s in (4, 5)]
+    ...         + [run("no_cr", s, 1.9) for s in (4, 5)]}
+    >>> full, no_cr = summarize_test(data)
+    >>> "effects" in full, round(no_cr["effects"]["pesq"]["mean"], 3)
+    (False, -0.1)
+    >>> "reading" in no_cr  # four arms and three seeds still to run
+    False
+    """
     base = by_seed(data, "test", BASELINE)
     rows = []
     for arm in ARMS:
