@@ -202,7 +202,8 @@ def summarize_test(data):
                          for s in SCORES},
                "parameters": runs[0]["parameters"],
                "shares": {k: [r["train"].get(k) for r in runs]
-                          for k in SHARES}}
+                          for k in SHARES},
+               "trains": [r["train"] for r in runs]}
         if arm != BASELINE and set(mine) & set(base):  # a seed of full's
             tables = {s: paired_table(mine, base, s) for s in SCORES}
             row["utterances"] = tables[PRIMARY].shape[1]
@@ -319,8 +320,10 @@ def markdown_table(data):
     lines += ["", "| test arm | seeds × utterances | PESQ | eSTOI | SI-SDR "
               "| Δ PESQ [95 % CI] | p (Holm) | MDE | Δ eSTOI [95 % CI] "
               "| Δ SI-SDR [95 % CI] | parameters | gradient cosine to the "
-              "waveform loss (CR, pull, contrast) | step 7 reading |",
-              "|---|---|---:|---:|---:|---|---:|---:|---|---|---:|---|---|"]
+              "waveform loss (CR, pull, contrast) | cos² (speech branch, "
+              "noise) | contrast/main gradient | step 7 reading |",
+              "|---|---|---:|---:|---:|---|---:|---:|---|---|---:|---|---:"
+              "|---:|---|"]
     for row in rows:
         effects = row.get("effects", {})
         cosines = " / ".join(
@@ -334,8 +337,11 @@ def markdown_table(data):
             f"| {_number(row.get('p_holm'))} "
             f"| {_number(effects.get('pesq', {}).get('mde'))} "
             f"| {interval_cell(effects.get('estoi'), 3)} "
-            f"| {interval_cell(effects.get('si_sdr'))} | {row['parameters']:,} "
-            f"| {cosines} | {row.get('reading', '—')} |")
+            f"| {interval_cell(effects.get('si_sdr'))} "
+            f"| {row['parameters']:,} | {cosines} "
+            f"| {_stat(row['trains'], 'branch_contrast', '{:.3f}')} "
+            f"| {_stat(row['trains'], 'contrast_grad_ratio', '{:.3f}')} "
+            f"| {row.get('reading', '—')} |")
     if noisy:
         lines += ["", f"Noisy input (test): PESQ {noisy['pesq']:.2f}, eSTOI "
                   f"{noisy['estoi']:.3f}, SI-SDR {noisy['si_sdr']:.2f} dB."]
