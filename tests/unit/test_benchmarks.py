@@ -195,7 +195,7 @@ def test_cmcr_test_table_with_an_arm_done_before_full():
     cmcr = load("cmcr_ablation_analysis")
     items = {"u1": {"pesq": 1.5, "estoi": 0.8, "si_sdr": 10.0},
              "u2": {"pesq": 1.7, "estoi": 0.7, "si_sdr": 12.0}}
-    train = {"cr_grad_cosine": 0.1}
+    train = {"cr_grad_cosine": 0.1, "branch_contrast": 0.05}
 
     def run(arm, seed):
         return {"id": f"test/{arm}/seed{seed}", "stage": "test", "arm": arm,
@@ -207,7 +207,7 @@ def test_cmcr_test_table_with_an_arm_done_before_full():
     assert [r["arm"] for r in rows] == ["no_cr"] and "effects" not in rows[0]
     table = cmcr.markdown_table(data)
     assert ("| no_cr | 1 × — | 1.60 | 0.750 | 11.00 | — | — | — | — | — "
-            "| 10 |") in table
+            "| 10 | +0.10 / — / — | 0.050 | — | — |") in table
     assert "Test stage under way: 1 of 30 runs." in table
     data["runs"].append(run("full", 4))
     row = next(r for r in cmcr.summarize_test(data) if r["arm"] == "no_cr")
