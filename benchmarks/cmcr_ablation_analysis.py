@@ -170,7 +170,8 @@ def choose_contrast(deltas, margin=MARGIN_DB):
 
 def summarize_test(data):
     """Each test arm against ``full``: paired effects per score, Holm over
-    the arms' PESQ p-values; means, parameters and gradient shares; and,
+    the arms' PESQ p-values; means, parameters and the runs' last-epoch
+    training statistics (``trains``); and,
     once every arm has every test seed, :func:`read_arm`'s reading.
 
     Example
@@ -201,8 +202,6 @@ def summarize_test(data):
                "means": {s: sum(r["means"][s] for r in runs) / len(runs)
                          for s in SCORES},
                "parameters": runs[0]["parameters"],
-               "shares": {k: [r["train"].get(k) for r in runs]
-                          for k in SHARES},
                "trains": [r["train"] for r in runs]}
         if arm != BASELINE and set(mine) & set(base):  # a seed of full's
             tables = {s: paired_table(mine, base, s) for s in SCORES}
@@ -326,9 +325,8 @@ def markdown_table(data):
               "|---:|---|"]
     for row in rows:
         effects = row.get("effects", {})
-        cosines = " / ".join(
-            "—" if not [v for v in row["shares"][k] if v is not None]
-            else f"{_mean(row['shares'][k]):+.2f}" for k in SHARES)
+        cosines = " / ".join(_stat(row["trains"], k, "{:+.2f}")
+                             for k in SHARES)
         lines.append(
             f"| {row['arm']} | {row['seeds']} × {row.get('utterances', '—')}"
             f" | {row['means']['pesq']:.2f} | {row['means']['estoi']:.3f} "
@@ -385,8 +383,3 @@ def _number(value, form="{:.3f}"):
     if value is None or not math.isfinite(value):
         return "—"
     return form.format(value)
-
-
-def _mean(values):
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values)
