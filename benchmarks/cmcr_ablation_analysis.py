@@ -343,6 +343,16 @@ def markdown_table(data):
     if noisy:
         lines += ["", f"Noisy input (test): PESQ {noisy['pesq']:.2f}, eSTOI "
                   f"{noisy['estoi']:.3f}, SI-SDR {noisy['si_sdr']:.2f} dB."]
+    per_seed = []
+    for row in rows:
+        if "effects" in row:
+            deltas = seed_deltas(data, "test", row["arm"])["pesq_by_seed"]
+            per_seed.append(
+                f"{row['arm']} " + ", ".join(f"{v:+.3f}" for v in deltas)
+                + f" (p {_number(row['effects'][PRIMARY]['p'])})")
+    if per_seed:
+        lines += ["", "Δ PESQ against `full` per seed (in seed order) and "
+                  "the p before Holm: " + "; ".join(per_seed) + "."]
     seeds = len(_test_seeds(data))
     done = sum(row["seeds"] for row in rows)
     if "reading" in rows[-1]:
@@ -368,7 +378,48 @@ def markdown_table(data):
                   "design's (over one seed it leaves out the seed-to-seed "
                   "spread); a Δ without an interval has too few seeds "
                   "for one (under one degree of freedom)."]
-    return "\n".join(lines)
+    cost = cost_line(data)
+    return "\n".join(lines + (["", cost] if cost else []))
+
+
+def cost_line(data):
+    """What the runs cost, from their records' ``wall_seconds`` (one
+    thread a run); None where no run records it.
+
+    Example
+    -------
+    >>> def run(stage, arm, minutes, resumed=False):
+    ...     return {"stage": stage, "arm": arm, "resumed": resumed,
+    ...             "wall_seconds": 60.0 * minutes}
+    >>> print(cost_line({"runs": [run("test", "full", 30),
+    ...     run("test", "full", 5, resumed=True), run("test", "no_cr", 18)]}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Cost (the records' `wall_seconds`, one thread a run; a resumed run may
+    count only its last start): test: 3 runs, 0.9 CPU-hours; a run not
+    resumed: with CR 30 to 30 min, `no_cr` 18 to 18 min.
+    """
+    parts = []
+    for stage in ("validation", "test"):
+        runs = [r for r in data.get("runs", [])
+                if r["stage"] == stage and "wall_seconds" in r]
+        if not runs:
+            continue
+        fresh = [r for r in runs if not r.get("resumed")]
+        spans = []
+        for label, with_cr in (("with CR", True), ("`no_cr`", False)):
+            minutes = [r["wall_seconds"] / 60 for r in fresh
+                       if (r["arm"] != "no_cr") == with_cr]
+            if minutes:
+                spans.append(f"{label} {min(minutes):.0f} to "
+                             f"{max(minutes):.0f} min")
+        hours = sum(r["wall_seconds"] for r in runs) / 3600
+        parts.append(f"{stage}: {len(runs)} runs, {hours:.1f} CPU-hours"
+                     + ("; a run not resumed: " + ", ".join(spans)
+                        if spans else ""))
+    if not parts:
+        return None
+    return ("Cost (the records' `wall_seconds`, one thread a run; a resumed "
+            "run may count only its last start): " + "; ".join(parts) + ".")
 
 
 def _stat(trains, key, form):

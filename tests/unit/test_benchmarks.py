@@ -269,5 +269,6 @@ def test_cmcr_step7_reading_only_on_the_whole_design():
     assert ("Reading (step 7's rule, from the table): no_cr: part helps; "
             "no_contrastive_attention: null (MDE 0.0") in table
     assert "has not learned intelligibility" in table  # 0.800 < 0.840
+    assert "per seed (in seed order) and the p before Holm: no_cr -0." in table
     data["noisy_test"]["estoi"] = 0.8
     assert "meets step 2's gate (at least 0.790)" in cmcr.markdown_table(data)
