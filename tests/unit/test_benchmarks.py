@@ -91,14 +91,14 @@ def test_cr_summary_pairs_each_space_with_the_one_backbone_run():
 
 
 def test_cmcr_ablations_are_paired_with_the_full_model():
-    cmcr = load("cmcr_ablation_analysis")
+    analysis = load("cmcr_ablation_analysis")
 
     def run(stage, arm, seed, pesq, train=None):
         items = {f"u{k}": {"pesq": pesq + 0.01 * ((k * seed) % 3),
                            "estoi": 0.8, "si_sdr": 10.0}
                  for k in range(6)}
         return {"stage": stage, "arm": arm, "seed": seed, "items": items,
-                "means": cmcr.mean_scores(items), "parameters": 1000,
+                "means": analysis.mean_scores(items), "parameters": 1000,
                 "train": {"branch_pull_grad_cosine": -0.5,
                           "branch_contrast": 0.002, **(train or {})}}
 
@@ -108,17 +108,17 @@ def test_cmcr_ablations_are_paired_with_the_full_model():
     runs += [run("test", "full", s, 2.0) for s in (4, 5, 6)]
     runs += [run("test", "no_cr", s, 1.8 + 0.01 * s) for s in (4, 5, 6)]
     data = {"runs": runs}
-    deltas = cmcr.seed_deltas(data, "validation", "contrast/10")
+    deltas = analysis.seed_deltas(data, "validation", "contrast/10")
     assert deltas["pesq"] == pytest.approx(0.1)
-    data["choice"] = cmcr.choose_contrast({"contrast/10": deltas})
+    data["choice"] = analysis.choose_contrast({"contrast/10": deltas})
     assert data["choice"]["weight"] == 10 and data["choice"]["passed"]
-    rows = {r["arm"]: r for r in cmcr.summarize_test(data)}
+    rows = {r["arm"]: r for r in analysis.summarize_test(data)}
     no_cr = rows["no_cr"]["effects"]["pesq"]
     assert no_cr["mean"] == pytest.approx(-0.15)
     assert no_cr["low"] < -0.15 < no_cr["high"] < 0
     assert rows["no_cr"]["utterances"] == 6 and "effects" not in rows["full"]
     data["noisy_valid"] = {"pesq": 1.5, "estoi": 0.75, "si_sdr": 8.0}
-    table = cmcr.markdown_table(data)
+    table = analysis.markdown_table(data)
     lines = table.splitlines()
     assert ("| noisy input | — | 1.50 | 0.750 | 8.00 | — | — | — | — | — "
             "| — |") in lines
@@ -192,7 +192,7 @@ def test_cmcr_arm_stopped_by_ctrl_c_goes_on_on_another_machine(
 def test_cmcr_test_table_with_an_arm_done_before_full():
     """An arm that finishes before ``full`` of its seed has no paired
     effect yet; the table is written all the same."""
-    cmcr = load("cmcr_ablation_analysis")
+    analysis = load("cmcr_ablation_analysis")
     items = {"u1": {"pesq": 1.5, "estoi": 0.8, "si_sdr": 10.0},
              "u2": {"pesq": 1.7, "estoi": 0.7, "si_sdr": 12.0}}
     train = {"cr_grad_cosine": 0.1, "branch_contrast": 0.05}
@@ -203,14 +203,14 @@ def test_cmcr_test_table_with_an_arm_done_before_full():
                 "parameters": 10,
                 "means": {"pesq": 1.6, "estoi": 0.75, "si_sdr": 11.0}}
     data = {"runs": [run("no_cr", 4)], "choice": None}
-    rows = cmcr.summarize_test(data)
+    rows = analysis.summarize_test(data)
     assert [r["arm"] for r in rows] == ["no_cr"] and "effects" not in rows[0]
-    table = cmcr.markdown_table(data)
+    table = analysis.markdown_table(data)
     assert ("| no_cr | 1 × — | 1.60 | 0.750 | 11.00 | — | — | — | — | — "
             "| 10 | +0.10 / — / — | 0.050 | — | — |") in table
     assert "Test stage under way: 1 of 30 runs." in table
     data["runs"].append(run("full", 4))
-    row = next(r for r in cmcr.summarize_test(data) if r["arm"] == "no_cr")
+    row = next(r for r in analysis.summarize_test(data) if r["arm"] == "no_cr")
     assert row["utterances"] == 2 and row["effects"]["pesq"]["mean"] == 0
 
 
@@ -242,7 +242,7 @@ def test_cmcr_step7_reading_only_on_the_whole_design():
     """The rule is read per arm once every arm has every test seed; a part
     whose removal lowers PESQ in every seed helps, an arm equal to ``full``
     is a null; the eSTOI gate is stated against the noisy input."""
-    cmcr = load("cmcr_ablation_analysis")
+    analysis = load("cmcr_ablation_analysis")
     shift = {"no_cr": -0.3, "contrast": 0.0}
 
     def run(arm, seed):
@@ -251,24 +251,25 @@ def test_cmcr_step7_reading_only_on_the_whole_design():
                            "estoi": 0.8, "si_sdr": 10.0 + 0.1 * (k % 3)}
                  for k in range(8)}
         return {"stage": "test", "arm": arm, "seed": seed, "items": items,
-                "means": cmcr.mean_scores(items), "parameters": 10,
+                "means": analysis.mean_scores(items), "parameters": 10,
                 "train": {}}
 
-    arms = list(cmcr.ARMS)
+    arms = list(analysis.ARMS)
     data = {"runs": [run(a, s) for a in arms for s in (4, 5, 6, 7)],
             "noisy_test": {"pesq": 1.5, "estoi": 0.85, "si_sdr": 8.0}}
-    assert all("reading" not in r for r in cmcr.summarize_test(data))
-    assert "Reading" not in cmcr.markdown_table(data)
+    assert all("reading" not in r for r in analysis.summarize_test(data))
+    assert "Reading" not in analysis.markdown_table(data)
     data["runs"] += [run(a, 8) for a in arms]
-    rows = {r["arm"]: r for r in cmcr.summarize_test(data)}
+    rows = {r["arm"]: r for r in analysis.summarize_test(data)}
     assert "reading" not in rows["full"]
     assert rows["no_cr"]["reading"] == "part helps"
     assert rows["contrast"]["reading"] == "null"
-    table = cmcr.markdown_table(data)
+    table = analysis.markdown_table(data)
     assert "| part helps |" in table
     assert ("Reading (step 7's rule, from the table): no_cr: part helps; "
             "no_contrastive_attention: null (MDE 0.0") in table
     assert "has not learned intelligibility" in table  # 0.800 < 0.840
     assert "per seed (in seed order) and the p before Holm: no_cr -0." in table
     data["noisy_test"]["estoi"] = 0.8
-    assert "meets step 2's gate (at least 0.790)" in cmcr.markdown_table(data)
+    table = analysis.markdown_table(data)
+    assert "meets step 2's gate (at least 0.790)" in table
